@@ -68,11 +68,8 @@ impl IndexAllocator {
         if index >= self.capacity {
             return false;
         }
-        let done = if index < self.next_fresh {
-            self.released.remove(&index)
-        } else {
-            self.ahead.insert(index)
-        };
+        let done =
+            if index < self.next_fresh { self.released.remove(&index) } else { self.ahead.insert(index) };
         if done {
             self.allocated += 1;
         }
@@ -84,11 +81,8 @@ impl IndexAllocator {
         if index >= self.capacity {
             return false;
         }
-        let done = if index < self.next_fresh {
-            self.released.insert(index)
-        } else {
-            self.ahead.remove(&index)
-        };
+        let done =
+            if index < self.next_fresh { self.released.insert(index) } else { self.ahead.remove(&index) };
         if done {
             self.allocated -= 1;
         }
@@ -100,11 +94,7 @@ impl IndexAllocator {
         if index >= self.capacity {
             return false;
         }
-        if index < self.next_fresh {
-            !self.released.contains(&index)
-        } else {
-            self.ahead.contains(&index)
-        }
+        if index < self.next_fresh { !self.released.contains(&index) } else { self.ahead.contains(&index) }
     }
 }
 

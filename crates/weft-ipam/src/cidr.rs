@@ -48,11 +48,7 @@ impl Cidr {
     pub fn new(addr: IpAddr, len: u8) -> Result<Cidr, IpamError> {
         let bits = Family::of(addr).bits();
         if len > bits {
-            return Err(IpamError::PrefixLength {
-                addr,
-                len,
-                max: bits,
-            });
+            return Err(IpamError::PrefixLength { addr, len, max: bits });
         }
         Ok(Cidr { addr, len })
     }
@@ -62,10 +58,7 @@ impl Cidr {
     pub fn network_of(addr: IpAddr, len: u8) -> Result<Cidr, IpamError> {
         let cidr = Cidr::new(addr, len)?;
         if !cidr.is_network() {
-            return Err(IpamError::HostBitsSet {
-                cidr,
-                network: cidr.network(),
-            });
+            return Err(IpamError::HostBitsSet { cidr, network: cidr.network() });
         }
         Ok(cidr)
     }
@@ -76,7 +69,7 @@ impl Cidr {
     }
 
     /// The prefix length in bits.
-    pub const fn len(&self) -> u8 {
+    pub const fn prefix_len(&self) -> u8 {
         self.len
     }
 
@@ -93,20 +86,13 @@ impl Cidr {
     /// Number of addresses covered, as `u128` (a /0 IPv6 prefix saturates to `u128::MAX`).
     pub fn size(&self) -> u128 {
         let host = self.host_bits();
-        if host >= 128 {
-            u128::MAX
-        } else {
-            1u128 << host
-        }
+        if host >= 128 { u128::MAX } else { 1u128 << host }
     }
 
     /// The network prefix: host bits cleared.
     pub fn network(&self) -> Cidr {
         let base = to_u128(self.addr) & self.mask();
-        Cidr {
-            addr: from_u128(self.family(), base),
-            len: self.len,
-        }
+        Cidr { addr: from_u128(self.family(), base), len: self.len }
     }
 
     /// True when no host bit is set.
@@ -121,10 +107,7 @@ impl Cidr {
 
     /// The last address covered (the IPv4 broadcast address).
     pub fn last(&self) -> IpAddr {
-        from_u128(
-            self.family(),
-            self.base() | !self.mask() & family_mask(self.family()),
-        )
+        from_u128(self.family(), self.base() | !self.mask() & family_mask(self.family()))
     }
 
     /// The `index`-th address of the network, or `None` past its end.
@@ -154,11 +137,7 @@ impl Cidr {
             return false;
         }
         let shorter = if self.len <= other.len { self } else { other };
-        shorter.contains(if shorter == self {
-            other.addr
-        } else {
-            self.addr
-        })
+        shorter.contains(if shorter == self { other.addr } else { self.addr })
     }
 
     /// The `index`-th sub-network of length `len` inside this one.
@@ -171,26 +150,15 @@ impl Cidr {
             return None;
         }
         let step_bits = self.family().bits() - len;
-        let offset = if step_bits >= 128 {
-            0
-        } else {
-            index << step_bits
-        };
-        Some(Cidr {
-            addr: from_u128(self.family(), self.base() + offset),
-            len,
-        })
+        let offset = if step_bits >= 128 { 0 } else { index << step_bits };
+        Some(Cidr { addr: from_u128(self.family(), self.base() + offset), len })
     }
 
     fn mask(&self) -> u128 {
         let bits = self.family().bits();
         let host = bits - self.len;
         let all = family_mask(self.family());
-        if host >= 128 {
-            0
-        } else {
-            all & !((1u128 << host) - 1)
-        }
+        if host >= 128 { 0 } else { all & !((1u128 << host) - 1) }
     }
 }
 
@@ -255,8 +223,8 @@ mod tests {
     #[test]
     fn parses_and_prints() {
         assert_eq!(c("10.44.0.0/16").to_string(), "10.44.0.0/16");
-        assert_eq!(c("10.0.0.1").len(), 32);
-        assert_eq!(c("fd00::/64").len(), 64);
+        assert_eq!(c("10.0.0.1").prefix_len(), 32);
+        assert_eq!(c("fd00::/64").prefix_len(), 64);
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("10.0.0.300/24".parse::<Cidr>().is_err());
         assert!("10.0.0.0/".parse::<Cidr>().is_err());
@@ -273,10 +241,7 @@ mod tests {
         assert_eq!(c("10.44.0.0/16").subnet(24, 3), Some(c("10.44.3.0/24")));
         assert_eq!(c("10.44.0.0/16").subnet(24, 256), None);
         assert_eq!(c("10.44.0.0/24").nth(1).unwrap().to_string(), "10.44.0.1");
-        assert_eq!(
-            c("10.44.0.0/24").index_of("10.44.0.9".parse().unwrap()),
-            Some(9)
-        );
+        assert_eq!(c("10.44.0.0/24").index_of("10.44.0.9".parse().unwrap()), Some(9));
         assert!(c("10.44.0.0/16").overlaps(&c("10.44.7.0/24")));
         assert!(c("10.44.7.0/24").overlaps(&c("10.0.0.0/8")));
         assert!(!c("10.44.0.0/16").overlaps(&c("10.45.0.0/16")));

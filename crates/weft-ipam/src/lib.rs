@@ -39,9 +39,7 @@ pub enum IpamError {
         network: Cidr,
     },
     /// The pool's prefix is too small to hold even one block with a usable address.
-    #[error(
-        "subnet {subnet} is too small: it cannot hold one /{block_len} block with a usable address"
-    )]
+    #[error("subnet {subnet} is too small: it cannot hold one /{block_len} block with a usable address")]
     PoolTooSmall {
         /// The pool's subnet.
         subnet: Cidr,

@@ -21,7 +21,7 @@ pub const fn max_block_len(family: Family) -> u8 {
 /// IPv6: /112 blocks (65 534 addresses per host) for pools of /112 or larger; a smaller pool is
 /// one block. A pool too small for one usable address is refused.
 pub fn default_block_len(subnet: Cidr) -> Result<u8, IpamError> {
-    let len = subnet.len();
+    let len = subnet.prefix_len();
     let chosen = match subnet.family() {
         Family::V4 => match len {
             0..=16 => 24,
@@ -32,10 +32,7 @@ pub fn default_block_len(subnet: Cidr) -> Result<u8, IpamError> {
         Family::V6 => len.max(112),
     };
     if chosen > max_block_len(subnet.family()) {
-        return Err(IpamError::PoolTooSmall {
-            subnet,
-            block_len: chosen,
-        });
+        return Err(IpamError::PoolTooSmall { subnet, block_len: chosen });
     }
     Ok(chosen)
 }
@@ -73,29 +70,18 @@ impl BlockPool {
     /// A pool over `subnet` (a network prefix) with blocks of `block_len` bits, or the default.
     pub fn new(subnet: Cidr, block_len: Option<u8>) -> Result<BlockPool, IpamError> {
         if !subnet.is_network() {
-            return Err(IpamError::HostBitsSet {
-                cidr: subnet,
-                network: subnet.network(),
-            });
+            return Err(IpamError::HostBitsSet { cidr: subnet, network: subnet.network() });
         }
         let block_len = match block_len {
             Some(len) => len,
             None => default_block_len(subnet)?,
         };
-        if block_len < subnet.len() || block_len > max_block_len(subnet.family()) {
+        if block_len < subnet.prefix_len() || block_len > max_block_len(subnet.family()) {
             return Err(IpamError::PoolTooSmall { subnet, block_len });
         }
-        let bits = block_len - subnet.len();
-        let count = if bits >= 128 {
-            u128::MAX
-        } else {
-            1u128 << bits
-        };
-        Ok(BlockPool {
-            subnet,
-            block_len,
-            blocks: IndexAllocator::new(count),
-        })
+        let bits = block_len - subnet.prefix_len();
+        let count = if bits >= 128 { u128::MAX } else { 1u128 << bits };
+        Ok(BlockPool { subnet, block_len, blocks: IndexAllocator::new(count) })
     }
 
     /// The pool's subnet.
@@ -130,11 +116,7 @@ impl BlockPool {
     /// Leases the block with `index`.
     pub fn lease_index(&mut self, index: u128) -> Result<(), IpamError> {
         let cidr = self.block_cidr(index)?;
-        if self.blocks.reserve(index) {
-            Ok(())
-        } else {
-            Err(IpamError::Taken(format!("block {cidr}")))
-        }
+        if self.blocks.reserve(index) { Ok(()) } else { Err(IpamError::Taken(format!("block {cidr}"))) }
     }
 
     /// Gives the block with `index` back to the pool.
@@ -156,18 +138,13 @@ impl BlockPool {
     pub fn block_cidr(&self, index: u128) -> Result<Cidr, IpamError> {
         self.subnet
             .subnet(self.block_len, index)
-            .ok_or_else(|| IpamError::OutOfRange {
-                addr: self.subnet.last(),
-                range: self.subnet,
-            })
+            .ok_or_else(|| IpamError::OutOfRange { addr: self.subnet.last(), range: self.subnet })
     }
 
     /// The index of the block that holds `ip`.
     pub fn block_index_of(&self, ip: IpAddr) -> Result<u128, IpamError> {
-        let offset = self.subnet.index_of(ip).ok_or(IpamError::OutOfRange {
-            addr: ip,
-            range: self.subnet,
-        })?;
+        let offset =
+            self.subnet.index_of(ip).ok_or(IpamError::OutOfRange { addr: ip, range: self.subnet })?;
         let shift = self.subnet.family().bits() - self.block_len;
         Ok(offset >> shift)
     }
@@ -185,11 +162,8 @@ impl Block {
     /// A block over `cidr` with every usable address free.
     pub fn new(cidr: Cidr) -> Result<Block, IpamError> {
         let cidr = cidr.network();
-        if cidr.len() > max_block_len(cidr.family()) {
-            return Err(IpamError::PoolTooSmall {
-                subnet: cidr,
-                block_len: cidr.len(),
-            });
+        if cidr.prefix_len() > max_block_len(cidr.family()) {
+            return Err(IpamError::PoolTooSmall { subnet: cidr, block_len: cidr.prefix_len() });
         }
         let mut addrs = IndexAllocator::new(cidr.size());
         let mut reserved = 0;
@@ -197,11 +171,7 @@ impl Block {
             addrs.reserve(index);
             reserved += 1;
         }
-        Ok(Block {
-            cidr,
-            addrs,
-            reserved,
-        })
+        Ok(Block { cidr, addrs, reserved })
     }
 
     fn reserved_indices(cidr: Cidr) -> impl Iterator<Item = u128> {
@@ -216,9 +186,7 @@ impl Block {
 
     /// The gateway: the block's first usable address.
     pub fn gateway(&self) -> IpAddr {
-        self.cidr
-            .nth(1)
-            .expect("a block has at least four addresses")
+        self.cidr.nth(1).expect("a block has at least four addresses")
     }
 
     /// What `ip` is reserved as, if it is one of the block's non-assignable addresses.
@@ -246,24 +214,14 @@ impl Block {
 
     /// Hands out the lowest free address.
     pub fn allocate(&mut self) -> Result<IpAddr, IpamError> {
-        let index = self
-            .addrs
-            .allocate()
-            .ok_or(IpamError::BlockExhausted(self.cidr))?;
+        let index = self.addrs.allocate().ok_or(IpamError::BlockExhausted(self.cidr))?;
         Ok(self.cidr.nth(index).expect("index inside the block"))
     }
 
     fn checked_index(&self, ip: IpAddr) -> Result<u128, IpamError> {
-        let index = self.cidr.index_of(ip).ok_or(IpamError::OutOfRange {
-            addr: ip,
-            range: self.cidr,
-        })?;
+        let index = self.cidr.index_of(ip).ok_or(IpamError::OutOfRange { addr: ip, range: self.cidr })?;
         if let Some(role) = self.role_of(ip) {
-            return Err(IpamError::Reserved {
-                addr: ip,
-                block: self.cidr,
-                role,
-            });
+            return Err(IpamError::Reserved { addr: ip, block: self.cidr, role });
         }
         Ok(index)
     }
@@ -271,21 +229,13 @@ impl Block {
     /// Hands out exactly `ip`.
     pub fn reserve(&mut self, ip: IpAddr) -> Result<(), IpamError> {
         let index = self.checked_index(ip)?;
-        if self.addrs.reserve(index) {
-            Ok(())
-        } else {
-            Err(IpamError::Taken(format!("address {ip}")))
-        }
+        if self.addrs.reserve(index) { Ok(()) } else { Err(IpamError::Taken(format!("address {ip}"))) }
     }
 
     /// Takes `ip` back.
     pub fn release(&mut self, ip: IpAddr) -> Result<(), IpamError> {
         let index = self.checked_index(ip)?;
-        if self.addrs.release(index) {
-            Ok(())
-        } else {
-            Err(IpamError::NotAllocated(format!("address {ip}")))
-        }
+        if self.addrs.release(index) { Ok(()) } else { Err(IpamError::NotAllocated(format!("address {ip}"))) }
     }
 
     /// True when `ip` is handed out (reserved addresses are not).
@@ -316,10 +266,7 @@ mod tests {
         assert_eq!(default_block_len(c("10.44.0.0/24")).unwrap(), 28);
         assert_eq!(default_block_len(c("10.44.0.0/28")).unwrap(), 30);
         assert_eq!(default_block_len(c("10.44.0.0/30")).unwrap(), 30);
-        assert!(matches!(
-            default_block_len(c("10.44.0.0/31")),
-            Err(IpamError::PoolTooSmall { .. })
-        ));
+        assert!(matches!(default_block_len(c("10.44.0.0/31")), Err(IpamError::PoolTooSmall { .. })));
         assert_eq!(default_block_len(c("fd00::/64")).unwrap(), 112);
         assert_eq!(default_block_len(c("fd00::/120")).unwrap(), 120);
         assert!(default_block_len(c("fd00::/127")).is_err());
@@ -360,26 +307,14 @@ mod tests {
         assert!(matches!(b.allocate(), Err(IpamError::BlockExhausted(_))));
         assert!(matches!(
             b.reserve(ip("10.44.1.3")),
-            Err(IpamError::Reserved {
-                role: AddressRole::Broadcast,
-                ..
-            })
+            Err(IpamError::Reserved { role: AddressRole::Broadcast, .. })
         ));
         assert!(matches!(
             b.reserve(ip("10.44.1.1")),
-            Err(IpamError::Reserved {
-                role: AddressRole::Gateway,
-                ..
-            })
+            Err(IpamError::Reserved { role: AddressRole::Gateway, .. })
         ));
-        assert!(matches!(
-            b.reserve(ip("10.44.2.2")),
-            Err(IpamError::OutOfRange { .. })
-        ));
-        assert!(matches!(
-            b.reserve(ip("10.44.1.2")),
-            Err(IpamError::Taken(_))
-        ));
+        assert!(matches!(b.reserve(ip("10.44.2.2")), Err(IpamError::OutOfRange { .. })));
+        assert!(matches!(b.reserve(ip("10.44.1.2")), Err(IpamError::Taken(_))));
         b.release(ip("10.44.1.2")).unwrap();
         assert!(b.release(ip("10.44.1.2")).is_err());
         assert_eq!(b.used(), 0);
