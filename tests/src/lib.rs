@@ -1,1 +1,344 @@
-//! placeholder
+//! The virtual-host test bed that weft's end-to-end tests run on, and nothing else.
+//!
+//! [`VirtualHosts`] builds N hosts, each a network namespace whose `eth0` is a veth to a bridge
+//! inside a switch namespace, with underlay addresses from 198.51.100.0/24 (TEST-NET-2, never
+//! routed). Names carry a per-test unique suffix, so tests run in parallel, and every namespace
+//! the bed made is removed when it is dropped, also when a test panics. It never touches the root
+//! network namespace.
+
+use std::future::Future;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Output};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::sched::CloneFlags;
+use weft_net::{BridgeSpec, Cidr, NetNs, Netlink, NetnsWorker, VethSpec};
+
+/// The underlay network every test bed uses, inside its own switch only.
+pub const UNDERLAY: &str = "198.51.100.0/24";
+
+/// Name of the bridge inside the switch namespace.
+pub const SWITCH_BRIDGE: &str = "sw0";
+
+static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+
+/// A prefix unique to this process and call: `wt<pid>x<n>`.
+pub fn unique_prefix() -> String {
+    format!("wt{}x{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A named network namespace with a worker thread inside; deleted on drop.
+#[derive(Debug)]
+pub struct Namespace {
+    name: String,
+    ns: Option<NetNs>,
+    worker: Option<NetnsWorker>,
+}
+
+impl Namespace {
+    /// Creates `/run/netns/NAME`. A stale namespace of the same name (left by a killed run whose
+    /// pid was reused) is removed first.
+    pub fn create(name: &str) -> weft_net::Result<Namespace> {
+        if NetNs::exists(name) {
+            NetNs::delete(name)?;
+        }
+        let ns = NetNs::create(name)?;
+        let worker = match ns.worker() {
+            Ok(w) => w,
+            Err(e) => {
+                drop(ns);
+                let _ = NetNs::delete(name);
+                return Err(e);
+            }
+        };
+        Ok(Namespace { name: name.to_string(), ns: Some(ns), worker: Some(worker) })
+    }
+
+    /// The namespace's name under /run/netns.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The open namespace.
+    pub fn netns(&self) -> &NetNs {
+        self.ns.as_ref().expect("namespace open until drop")
+    }
+
+    /// Runs netlink work inside the namespace, from synchronous test code.
+    pub fn netlink<F, Fut, T>(&self, f: F) -> T
+    where
+        F: FnOnce(Netlink) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        self.worker().run_blocking(f).expect("netns job finished")
+    }
+
+    /// The worker thread inside the namespace, for async callers.
+    pub fn worker(&self) -> &NetnsWorker {
+        self.worker.as_ref().expect("worker alive until drop")
+    }
+
+    /// Runs a blocking closure on a fresh thread inside the namespace.
+    pub fn run<F, T>(&self, f: F) -> T
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        let ns = self.netns();
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    ns.enter().expect("enter namespace");
+                    f()
+                })
+                .join()
+                .expect("closure inside namespace panicked")
+        })
+    }
+
+    /// A command that will run inside the namespace (setns between fork and exec).
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        let fd = self.netns().as_raw_fd();
+        // SAFETY: between fork and exec we only call setns(2), which is async-signal-safe; the fd
+        // stays open in the parent for as long as this Namespace lives.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sched::setns(BorrowedFd::borrow_raw(fd), CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| io::Error::from_raw_os_error(e as i32))
+            });
+        }
+        cmd
+    }
+
+    /// Runs `program args...` inside the namespace and returns its output.
+    pub fn output(&self, program: &str, args: &[&str]) -> Output {
+        self.command(program).args(args).output().unwrap_or_else(|e| panic!("run {program}: {e}"))
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        self.worker.take();
+        self.ns.take();
+        let _ = NetNs::delete(&self.name);
+    }
+}
+
+/// One virtual host: a namespace with `eth0` on the shared underlay.
+#[derive(Debug)]
+pub struct VirtualHost {
+    ns: Namespace,
+    /// Position in the test bed.
+    pub index: usize,
+    /// Underlay address of `eth0`.
+    pub addr: Ipv4Addr,
+    port: String,
+}
+
+impl std::ops::Deref for VirtualHost {
+    type Target = Namespace;
+    fn deref(&self) -> &Namespace {
+        &self.ns
+    }
+}
+
+/// N virtual hosts on one switch. See the crate documentation.
+#[derive(Debug)]
+pub struct VirtualHosts {
+    prefix: String,
+    hosts: Vec<VirtualHost>,
+    extra: Mutex<Vec<Namespace>>,
+    children: Mutex<Vec<Child>>,
+    switch: Namespace,
+}
+
+/// Options of a test bed.
+#[derive(Debug, Clone, Copy)]
+pub struct BedOptions {
+    /// Number of hosts.
+    pub hosts: usize,
+    /// MTU of the underlay links.
+    pub mtu: u32,
+}
+
+impl Default for BedOptions {
+    fn default() -> BedOptions {
+        BedOptions { hosts: 2, mtu: 1500 }
+    }
+}
+
+impl VirtualHosts {
+    /// `n` hosts with a 1500-byte underlay.
+    pub fn new(n: usize) -> VirtualHosts {
+        VirtualHosts::with(BedOptions { hosts: n, ..BedOptions::default() })
+    }
+
+    /// A test bed with the given options. Panics (after cleaning up) if it cannot be built.
+    pub fn with(options: BedOptions) -> VirtualHosts {
+        assert!((1..=250).contains(&options.hosts), "1 to 250 hosts");
+        let prefix = unique_prefix();
+        let switch = Namespace::create(&format!("{prefix}-sw")).expect("create switch namespace");
+        let mut bed = VirtualHosts {
+            prefix: prefix.clone(),
+            hosts: Vec::new(),
+            extra: Mutex::new(Vec::new()),
+            children: Mutex::new(Vec::new()),
+            switch,
+        };
+        let mtu = options.mtu;
+        bed.switch
+            .netlink(move |nl| async move {
+                nl.ensure_bridge(&BridgeSpec { mtu: Some(mtu), ..BridgeSpec::new(SWITCH_BRIDGE) }).await?;
+                let lo = nl.require_link("lo").await?;
+                nl.set_up(lo.index).await
+            })
+            .expect("switch bridge");
+        for index in 0..options.hosts {
+            let host = bed.make_host(index, mtu);
+            bed.hosts.push(host);
+        }
+        bed
+    }
+
+    fn make_host(&self, index: usize, mtu: u32) -> VirtualHost {
+        let ns = Namespace::create(&format!("{}-h{index}", self.prefix)).expect("create host namespace");
+        let addr = Ipv4Addr::new(198, 51, 100, index as u8 + 1);
+        let port = format!("h{index}");
+        let target = ns.netns().clone();
+        let port_name = port.clone();
+        self.switch
+            .netlink(move |nl| async move {
+                let sw = nl.require_link(SWITCH_BRIDGE).await?;
+                let spec = VethSpec {
+                    peer_netns: Some(target),
+                    mtu: Some(mtu),
+                    master: Some(sw.index),
+                    ..VethSpec::new(port_name, "eth0")
+                };
+                nl.ensure_veth(&spec).await
+            })
+            .expect("underlay veth");
+        ns.netlink(move |nl| async move {
+            let lo = nl.require_link("lo").await?;
+            nl.set_up(lo.index).await?;
+            let eth0 = nl.require_link("eth0").await?;
+            nl.ensure_address(eth0.index, Cidr::new(addr.into(), 24).expect("/24")).await?;
+            nl.set_up(eth0.index).await
+        })
+        .expect("host underlay address");
+        VirtualHost { ns, index, addr, port }
+    }
+
+    /// The unique prefix of every name this bed made.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Host `i`.
+    pub fn host(&self, i: usize) -> &VirtualHost {
+        &self.hosts[i]
+    }
+
+    /// All hosts.
+    pub fn hosts(&self) -> &[VirtualHost] {
+        &self.hosts
+    }
+
+    /// The switch namespace.
+    pub fn switch(&self) -> &Namespace {
+        &self.switch
+    }
+
+    /// Names of every namespace this bed made (switch, hosts, extras).
+    pub fn namespace_names(&self) -> Vec<String> {
+        let mut names = vec![self.switch.name().to_string()];
+        names.extend(self.hosts.iter().map(|h| h.name().to_string()));
+        names.extend(self.extra.lock().unwrap().iter().map(|n| n.name().to_string()));
+        names
+    }
+
+    /// Creates another namespace owned by the bed (a container, an "outside" network), removed
+    /// with the bed. Returns its name; use [`VirtualHosts::with_namespace`] to work in it.
+    pub fn add_namespace(&self, label: &str) -> String {
+        let ns = Namespace::create(&format!("{}-{label}", self.prefix)).expect("create namespace");
+        let name = ns.name().to_string();
+        self.extra.lock().unwrap().push(ns);
+        name
+    }
+
+    /// Runs `f` with the extra namespace called `name`.
+    pub fn with_namespace<T>(&self, name: &str, f: impl FnOnce(&Namespace) -> T) -> T {
+        let extra = self.extra.lock().unwrap();
+        let ns = extra.iter().find(|n| n.name() == name).unwrap_or_else(|| panic!("no namespace {name}"));
+        f(ns)
+    }
+
+    /// Cuts host `i` off the underlay (its switch port goes down; the host's own config stays).
+    pub fn cut(&self, i: usize) {
+        self.set_port(i, false);
+    }
+
+    /// Restores host `i`'s underlay link.
+    pub fn restore(&self, i: usize) {
+        self.set_port(i, true);
+    }
+
+    fn set_port(&self, i: usize, up: bool) {
+        let port = self.hosts[i].port.clone();
+        self.switch
+            .netlink(move |nl| async move {
+                let link = nl.require_link(&port).await?;
+                if up { nl.set_up(link.index).await } else { nl.set_down(link.index).await }
+            })
+            .expect("set switch port");
+    }
+
+    /// Starts `cmd` and keeps the child, so it is killed when the bed is dropped.
+    pub fn spawn(&self, mut cmd: Command) -> u32 {
+        let child = cmd.spawn().expect("spawn");
+        let pid = child.id();
+        self.children.lock().unwrap().push(child);
+        pid
+    }
+}
+
+impl Drop for VirtualHosts {
+    fn drop(&mut self) {
+        for mut child in self.children.lock().unwrap().drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.extra.lock().unwrap().clear();
+        self.hosts.clear();
+    }
+}
+
+/// Pings `target` from `ns` (`count` packets, 0.2 s apart); true when every reply came back.
+pub fn ping(ns: &Namespace, target: &str, count: u32) -> bool {
+    let count = count.to_string();
+    ns.output("ping", &["-c", &count, "-i", "0.2", "-W", "1", "-q", target]).status.success()
+}
+
+/// Like [`ping`] with extra arguments (e.g. `-M do -s 1322`).
+pub fn ping_with(ns: &Namespace, target: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["-c", "1", "-W", "2"];
+    args.extend_from_slice(extra);
+    args.push(target);
+    ns.output("ping", &args)
+}
+
+/// Lists the names in `ip netns list`.
+pub fn netns_names() -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect()
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# weft's test command: installs what the tests need, checks formatting and lints, runs every test
+# of the workspace, and then checks that the root network namespace is exactly as it was before
+# (no namespace, link or address left behind). Run as root from anywhere in the checkout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+  echo "tests/run.sh must run as root: the tests create network namespaces" >&2
+  exit 1
+fi
+bash tests/deps.sh
+
+root_state() {
+  echo "## netns"; ip netns list | awk '{print $1}' | sort
+  echo "## links"; ip -o link show | sed -E 's/^[0-9]+: //' | sort
+  echo "## addresses"; ip -o addr show | awk '{print $2, $3, $4}' | sort
+  echo "## routes"; ip route show table all | sort
+}
+before=$(mktemp); after=$(mktemp)
+trap 'rm -f "$before" "$after"' EXIT
+root_state >"$before"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+status=0
+cargo test --workspace --no-fail-fast -- "$@" || status=$?
+
+root_state >"$after"
+if ! diff -u "$before" "$after"; then
+  echo "FAIL: the root network namespace changed during the tests (diff above)" >&2
+  status=1
+else
+  echo "root network namespace unchanged: $(grep -c . "$before") lines of netns/link/address/route state compared"
+fi
+exit "$status"

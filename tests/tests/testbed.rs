@@ -1,0 +1,62 @@
+//! The test bed itself: hosts reach each other over the switch, a cut link stops traffic and a
+//! restored one carries it again, and every namespace is gone after drop, also after a panic.
+
+use weft_tests::{BedOptions, VirtualHosts, netns_names, ping};
+
+#[test]
+fn hosts_share_an_underlay_and_links_can_be_cut() {
+    let bed = VirtualHosts::new(3);
+    let h0 = bed.host(0);
+    assert_eq!(h0.addr.to_string(), "198.51.100.1");
+    assert!(ping(h0, "198.51.100.3", 1), "host 0 reaches host 2");
+    // The hosts see only their own eth0 and lo.
+    let out = h0.output("ip", &["-o", "link", "show"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    bed.cut(2);
+    assert!(!ping(h0, "198.51.100.3", 1), "cut host is unreachable");
+    assert!(ping(h0, "198.51.100.2", 1), "others are unaffected");
+    bed.restore(2);
+    assert!(ping(h0, "198.51.100.3", 2), "restored host answers again");
+    // A closure runs inside the host (/proc/thread-self, since /proc/net follows the main thread).
+    let seen = bed.host(1).run(|| std::fs::read_to_string("/proc/thread-self/net/fib_trie").unwrap());
+    assert!(seen.contains("198.51.100.2"));
+}
+
+#[test]
+fn everything_is_removed_on_drop_and_on_panic() {
+    let bed = VirtualHosts::with(BedOptions { hosts: 2, mtu: 1400 });
+    let extra = bed.add_namespace("outside");
+    let names = bed.namespace_names();
+    assert_eq!(names.len(), 4);
+    assert!(names.contains(&extra));
+    let mtu = bed.host(0).netlink(|nl| async move { nl.require_link("eth0").await.unwrap().mtu });
+    assert_eq!(mtu, 1400);
+    let pid = bed.spawn({
+        let mut cmd = bed.host(0).command("sleep");
+        cmd.arg("600");
+        cmd
+    });
+    drop(bed);
+    let left = netns_names();
+    assert!(names.iter().all(|n| !left.contains(n)), "left behind: {left:?}");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie_or_gone(pid));
+
+    let names = std::panic::catch_unwind(|| {
+        let bed = VirtualHosts::new(2);
+        let names = bed.namespace_names();
+        std::panic::panic_any(names);
+    })
+    .unwrap_err()
+    .downcast::<Vec<String>>()
+    .unwrap();
+    let left = netns_names();
+    assert!(names.iter().all(|n| !left.contains(n)), "left behind after panic: {left:?}");
+}
+
+fn is_zombie_or_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.split_whitespace().nth(2) == Some("Z"),
+        Err(_) => true,
+    }
+}
