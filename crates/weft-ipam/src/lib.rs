@@ -46,6 +46,19 @@ pub enum IpamError {
         /// The block length that was asked for or chosen.
         block_len: u8,
     },
+    /// The block length does not fit the pool: shorter than the subnet, or too long for a usable
+    /// address.
+    #[error("block length /{block_len} does not fit subnet {subnet}: it must be /{min} to /{max}")]
+    BlockLength {
+        /// The pool's subnet.
+        subnet: Cidr,
+        /// The block length asked for.
+        block_len: u8,
+        /// The shortest allowed (the subnet's own length).
+        min: u8,
+        /// The longest allowed.
+        max: u8,
+    },
     /// Every block of the pool is leased.
     #[error("subnet {subnet} is exhausted: all {blocks} blocks of /{block_len} are leased")]
     PoolExhausted {

@@ -76,8 +76,12 @@ impl BlockPool {
             Some(len) => len,
             None => default_block_len(subnet)?,
         };
-        if block_len < subnet.prefix_len() || block_len > max_block_len(subnet.family()) {
+        let max = max_block_len(subnet.family());
+        if subnet.prefix_len() > max {
             return Err(IpamError::PoolTooSmall { subnet, block_len });
+        }
+        if block_len < subnet.prefix_len() || block_len > max {
+            return Err(IpamError::BlockLength { subnet, block_len, min: subnet.prefix_len(), max });
         }
         let bits = block_len - subnet.prefix_len();
         let count = if bits >= 128 { u128::MAX } else { 1u128 << bits };

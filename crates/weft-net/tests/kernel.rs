@@ -382,7 +382,9 @@ async fn permanent_neighbours_and_fdb_entries() {
         nl.fdb_delete(vx.index, mac_a, Some(ip("198.51.100.4"))).await.unwrap();
         nl.delete_neighbour(vx.index, ip("10.44.2.0")).await.unwrap();
         // The kernel may keep a stale, unreferenced entry for a moment; the static one is gone.
-        assert!(nl.neighbours(Some(vx.index)).await.unwrap().iter().all(|n| !n.permanent || n.mac != Some(mac_b)));
+        assert!(
+            nl.neighbours(Some(vx.index)).await.unwrap().iter().all(|n| !n.permanent || n.mac != Some(mac_b))
+        );
         assert!(nl.fdb(Some(vx.index)).await.unwrap().iter().all(|f| f.mac != mac_a));
     })
     .await;

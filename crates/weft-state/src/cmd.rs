@@ -1,0 +1,81 @@
+//! Constructors for [`pb::Command`]s, so callers (agent, CLI, tests, benchmarks) need not spell
+//! out the oneof nesting.
+
+use crate::pb::{self, command::Kind};
+use crate::{Driver, Role, Status};
+
+fn wrap(kind: Kind) -> pb::Command {
+    pb::Command { kind: Some(kind) }
+}
+
+/// Registers a node.
+pub fn register_node(id: u64, name: &str, underlay: &str, role: Role, now_ms: u64) -> pb::Command {
+    wrap(Kind::RegisterNode(pb::RegisterNode {
+        id,
+        name: name.into(),
+        underlay_addr: underlay.into(),
+        role: role.to_proto() as i32,
+        now_ms,
+    }))
+}
+
+/// Records a node's liveness transition.
+pub fn set_node_status(node_id: u64, status: Status, now_ms: u64) -> pb::Command {
+    wrap(Kind::SetNodeStatus(pb::SetNodeStatus { node_id, status: status.to_proto() as i32, now_ms }))
+}
+
+/// Promotes or demotes a node.
+pub fn set_node_role(node_id: u64, role: Role) -> pb::Command {
+    wrap(Kind::SetNodeRole(pb::SetNodeRole { node_id, role: role.to_proto() as i32 }))
+}
+
+/// Removes a node and everything it holds.
+pub fn remove_node(node_id: u64) -> pb::Command {
+    wrap(Kind::RemoveNode(pb::RemoveNode { node_id }))
+}
+
+/// Releases the leases of a node down for at least `ttl_ms` at `now_ms`.
+pub fn expire_node(node_id: u64, now_ms: u64, ttl_ms: u64) -> pb::Command {
+    wrap(Kind::ExpireNode(pb::ExpireNode { node_id, now_ms, ttl_ms }))
+}
+
+/// Creates a network (VNI 0: pick one; block_len 0: the default).
+pub fn create_network(name: &str, driver: Driver, subnets: &[&str], vni: u32, block_len: u32) -> pb::Command {
+    wrap(Kind::CreateNetwork(pb::CreateNetwork {
+        name: name.into(),
+        driver: driver.to_proto() as i32,
+        subnets: subnets.iter().map(|s| s.to_string()).collect(),
+        vni,
+        block_len,
+        internal: false,
+        labels: Vec::new(),
+    }))
+}
+
+/// Deletes a network.
+pub fn delete_network(name: &str) -> pb::Command {
+    wrap(Kind::DeleteNetwork(pb::DeleteNetwork { name: name.into() }))
+}
+
+/// Allocates an endpoint (`requested_ip` empty: the lowest free address).
+pub fn allocate_endpoint(
+    network: &str,
+    node_id: u64,
+    container_id: &str,
+    name: &str,
+    requested_ip: &str,
+) -> pb::Command {
+    wrap(Kind::AllocateEndpoint(pb::AllocateEndpoint {
+        network: network.into(),
+        node_id,
+        container_id: container_id.into(),
+        name: name.into(),
+        aliases: Vec::new(),
+        requested_ip: requested_ip.into(),
+    }))
+}
+
+/// Releases an endpoint.
+pub fn release_endpoint(endpoint_id: u64) -> pb::Command {
+    wrap(Kind::ReleaseEndpoint(pb::ReleaseEndpoint { endpoint_id }))
+}

@@ -1,0 +1,267 @@
+//! apply() scenario by scenario: what is allocated, which events come out, and that every refused
+//! command leaves the state byte-for-byte as it was.
+
+use weft_state::{Driver, Outcome, Role, State, StateError, Status, cmd, pb};
+
+fn state_with_nodes(n: u64) -> State {
+    let mut s = State::new();
+    for id in 1..=n {
+        s.apply(&cmd::register_node(
+            id,
+            &format!("host{id}"),
+            &format!("198.51.100.{id}"),
+            Role::Manager,
+            1000,
+        ))
+        .unwrap();
+    }
+    s
+}
+
+fn endpoint(applied: &weft_state::Applied) -> weft_state::Endpoint {
+    match &applied.outcome {
+        Outcome::Endpoint(e) => e.clone(),
+        other => panic!("expected an endpoint, got {other:?}"),
+    }
+}
+
+/// Applies `c`, expects a refusal, and checks nothing changed.
+fn refused(s: &mut State, c: pb::Command) -> StateError {
+    let before = s.snapshot_bytes();
+    let revision = s.revision();
+    let err = s.apply(&c).expect_err("command should be refused");
+    assert_eq!(s.revision(), revision, "a refused command must not bump the revision");
+    assert_eq!(s.snapshot_bytes(), before, "a refused command must change nothing ({err})");
+    err
+}
+
+#[test]
+fn endpoints_get_the_lowest_address_of_their_nodes_block() {
+    let mut s = state_with_nodes(2);
+    let net = s.apply(&cmd::create_network("app", Driver::Overlay, &["10.44.0.0/16"], 0, 0)).unwrap();
+    let Outcome::Network(network) = net.outcome else { panic!() };
+    assert_eq!(network.vni, 1, "lowest free VNI");
+    assert_eq!(network.block_lens, vec![24]);
+    let a = s.apply(&cmd::allocate_endpoint("app", 1, "c1", "web", "")).unwrap();
+    let e = endpoint(&a);
+    assert_eq!(e.ips[0].to_string(), "10.44.0.2");
+    assert_eq!(e.mac.to_string(), "02:42:0a:2c:00:02");
+    assert_eq!(a.revision, 4);
+    // A new block lease comes before the endpoint in the events.
+    let kinds: Vec<_> = a.events.iter().map(|e| e.kind.clone().unwrap()).collect();
+    assert!(
+        matches!(&kinds[0], pb::event::Kind::BlockPut(b) if b.cidr == "10.44.0.0/24" && b.node_id == 1 && b.generation == 1)
+    );
+    assert!(matches!(&kinds[1], pb::event::Kind::EndpointPut(_)));
+    assert!(a.events.iter().all(|e| e.revision == 4));
+    let b = endpoint(&s.apply(&cmd::allocate_endpoint("app", 2, "c2", "db", "")).unwrap());
+    assert_eq!(b.ips[0].to_string(), "10.44.1.2", "node 2 leases the next block");
+    let c = s.apply(&cmd::allocate_endpoint("app", 1, "c3", "", "")).unwrap();
+    assert_eq!(endpoint(&c).ips[0].to_string(), "10.44.0.3");
+    assert_eq!(c.events.len(), 1, "no new block needed");
+    assert_eq!(s.resolve(network.id, "WEB").unwrap().id, e.id, "names resolve case-insensitively");
+    // Release, then the same address is handed out again.
+    s.apply(&cmd::release_endpoint(e.id)).unwrap();
+    let again = endpoint(&s.apply(&cmd::allocate_endpoint("app", 1, "c4", "web", "")).unwrap());
+    assert_eq!(again.ips[0].to_string(), "10.44.0.2");
+}
+
+#[test]
+fn a_full_pool_refuses_and_changes_nothing() {
+    let mut s = state_with_nodes(5);
+    // 10.0.0.0/28 in /30 blocks: four blocks with one usable address each.
+    s.apply(&cmd::create_network("tiny", Driver::Overlay, &["10.0.0.0/28"], 0, 30)).unwrap();
+    for node in 1..=4 {
+        let e =
+            endpoint(&s.apply(&cmd::allocate_endpoint("tiny", node, &format!("c{node}"), "", "")).unwrap());
+        assert_eq!(e.ips[0].to_string(), format!("10.0.0.{}", (node - 1) * 4 + 2));
+    }
+    let err = refused(&mut s, cmd::allocate_endpoint("tiny", 5, "c5", "", ""));
+    assert!(matches!(err, StateError::Ipam(weft_ipam::IpamError::PoolExhausted { .. })), "{err}");
+    assert!(err.to_string().contains("exhausted"));
+    let err = refused(&mut s, cmd::allocate_endpoint("tiny", 1, "c6", "", ""));
+    assert!(err.to_string().contains("exhausted"), "node 1's block is full and no block is free: {err}");
+}
+
+#[test]
+fn expired_leases_come_back_with_a_higher_generation() {
+    let mut s = state_with_nodes(2);
+    s.apply(&cmd::create_network("app", Driver::Overlay, &["10.44.0.0/16"], 0, 0)).unwrap();
+    let e = endpoint(&s.apply(&cmd::allocate_endpoint("app", 1, "c1", "web", "")).unwrap());
+    let err = refused(&mut s, cmd::expire_node(1, 10_000, 5_000));
+    assert!(err.to_string().contains("not down"), "{err}");
+    s.apply(&cmd::set_node_status(1, Status::Down, 20_000)).unwrap();
+    let err = refused(&mut s, cmd::allocate_endpoint("app", 1, "c2", "", ""));
+    assert_eq!(err, StateError::NodeDown(1));
+    let err = refused(&mut s, cmd::expire_node(1, 24_000, 5_000));
+    assert!(err.to_string().contains("cannot expire yet"), "{err}");
+    let expired = s.apply(&cmd::expire_node(1, 25_000, 5_000)).unwrap();
+    let kinds: Vec<_> = expired.events.iter().map(|e| e.kind.clone().unwrap()).collect();
+    assert!(matches!(&kinds[0], pb::event::Kind::EndpointDeleted(d) if d.id == e.id));
+    assert!(
+        matches!(&kinds[1], pb::event::Kind::BlockDeleted(b) if b.cidr == "10.44.0.0/24" && b.generation == 1)
+    );
+    assert!(s.endpoint(e.id).is_none());
+    assert_eq!(s.node(1).unwrap().status, Status::Down, "the node stays, down");
+    // Node 2 now gets the freed block, one generation later.
+    let again = s.apply(&cmd::allocate_endpoint("app", 2, "c3", "web", "")).unwrap();
+    assert!(
+        matches!(&again.events[0].kind, Some(pb::event::Kind::BlockPut(b)) if b.cidr == "10.44.0.0/24" && b.generation == 2)
+    );
+    assert_eq!(endpoint(&again).ips[0].to_string(), "10.44.0.2");
+}
+
+#[test]
+fn requested_addresses_are_honoured_or_refused() {
+    let mut s = state_with_nodes(2);
+    s.apply(&cmd::create_network("app", Driver::Overlay, &["10.44.0.0/16"], 0, 0)).unwrap();
+    let e = endpoint(&s.apply(&cmd::allocate_endpoint("app", 1, "c1", "", "10.44.7.9")).unwrap());
+    assert_eq!(e.ips[0].to_string(), "10.44.7.9");
+    assert_eq!(s.blocks(e.network).iter().map(|b| b.cidr.to_string()).collect::<Vec<_>>(), ["10.44.7.0/24"]);
+    let err = refused(&mut s, cmd::allocate_endpoint("app", 1, "c2", "", "10.44.7.9"));
+    assert!(err.to_string().contains("already taken"), "{err}");
+    for (ip, word) in
+        [("10.44.7.1", "gateway"), ("10.44.7.0", "network address"), ("10.44.7.255", "broadcast")]
+    {
+        let err = refused(&mut s, cmd::allocate_endpoint("app", 1, "c2", "", ip));
+        assert!(err.to_string().contains(word), "{ip}: {err}");
+    }
+    let err = refused(&mut s, cmd::allocate_endpoint("app", 2, "c2", "", "10.44.7.10"));
+    assert!(matches!(err, StateError::BlockOfOtherNode { owner: 1, node: 2, .. }), "{err}");
+    let err = refused(&mut s, cmd::allocate_endpoint("app", 2, "c2", "", "10.45.0.2"));
+    assert!(err.to_string().contains("outside the subnets"), "{err}");
+    let err = refused(&mut s, cmd::allocate_endpoint("app", 2, "c2", "", "not-an-ip"));
+    assert!(err.to_string().contains("not an IP"), "{err}");
+    // Automatic allocation on node 1 keeps using its block.
+    let next = endpoint(&s.apply(&cmd::allocate_endpoint("app", 1, "c3", "", "")).unwrap());
+    assert_eq!(next.ips[0].to_string(), "10.44.7.2");
+}
+
+#[test]
+fn dual_stack_networks_give_one_address_per_family() {
+    let mut s = state_with_nodes(1);
+    let net = s
+        .apply(&cmd::create_network("ds", Driver::Overlay, &["10.50.0.0/16", "fd00:50::/64"], 0, 0))
+        .unwrap();
+    let Outcome::Network(network) = net.outcome else { panic!() };
+    assert_eq!(network.block_lens, vec![24, 112]);
+    let e = endpoint(&s.apply(&cmd::allocate_endpoint("ds", 1, "c1", "a", "")).unwrap());
+    assert_eq!(e.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(), ["10.50.0.2", "fd00:50::2"]);
+    let f = endpoint(&s.apply(&cmd::allocate_endpoint("ds", 1, "c2", "b", "fd00:50::99")).unwrap());
+    assert_eq!(f.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(), ["10.50.0.3", "fd00:50::99"]);
+    let err =
+        refused(&mut s, cmd::create_network("x", Driver::Overlay, &["10.60.0.0/16", "10.61.0.0/16"], 0, 0));
+    assert!(err.to_string().contains("one subnet per address family"), "{err}");
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_error() {
+    let mut s = state_with_nodes(2);
+    s.apply(&cmd::create_network("app", Driver::Overlay, &["10.44.0.0/16"], 7, 0)).unwrap();
+    s.apply(&cmd::allocate_endpoint("app", 1, "c1", "web", "")).unwrap();
+    let cases: Vec<(pb::Command, &str)> = vec![
+        (cmd::create_network("App", Driver::Overlay, &["10.45.0.0/16"], 0, 0), "already exists"),
+        (cmd::create_network("bad_name", Driver::Overlay, &["10.45.0.0/16"], 0, 0), "letters, digits"),
+        (cmd::create_network("n2", Driver::Overlay, &["10.44.128.0/17"], 0, 0), "overlaps 10.44.0.0/16"),
+        (cmd::create_network("n2", Driver::Overlay, &["10.0.0.0/8"], 0, 0), "overlaps"),
+        (cmd::create_network("n2", Driver::Overlay, &["10.45.0.0/33"], 0, 0), "/33"),
+        (cmd::create_network("n2", Driver::Overlay, &["10.45.0.1/16"], 0, 0), "host bits"),
+        (cmd::create_network("n2", Driver::Overlay, &["banana"], 0, 0), "invalid CIDR"),
+        (cmd::create_network("n2", Driver::Overlay, &[], 0, 0), "at least one subnet"),
+        (cmd::create_network("n2", Driver::Overlay, &["10.45.0.0/31"], 0, 0), "too small"),
+        (cmd::create_network("n2", Driver::Overlay, &["10.45.0.0/16"], 7, 0), "VNI 7 is used"),
+        (cmd::create_network("n2", Driver::Overlay, &["10.45.0.0/16"], 16_777_216, 0), "out of range"),
+        (cmd::create_network("n2", Driver::Overlay, &["10.45.0.0/16"], 0, 8), "must be /16 to /30"),
+        (cmd::delete_network("app"), "in use by 1 endpoint"),
+        (cmd::delete_network("nope"), "unknown network"),
+        (cmd::allocate_endpoint("nope", 1, "c2", "", ""), "unknown network"),
+        (cmd::allocate_endpoint("app", 9, "c2", "", ""), "unknown node 9"),
+        (cmd::allocate_endpoint("app", 1, "c1", "", ""), "already attached"),
+        (cmd::allocate_endpoint("app", 2, "c2", "WEB", ""), "already used"),
+        (cmd::allocate_endpoint("app", 2, "c 2", "", ""), "container id"),
+        (cmd::release_endpoint(99), "unknown endpoint 99"),
+        (cmd::register_node(1, "x", "198.51.100.9", Role::Worker, 0), "already exists"),
+        (cmd::register_node(3, "HOST1", "198.51.100.9", Role::Worker, 0), "taken"),
+        (cmd::register_node(3, "h3", "198.51.100.1", Role::Worker, 0), "used by node 1"),
+        (cmd::register_node(3, "h3", "banana", Role::Worker, 0), "not an IP"),
+        (cmd::register_node(0, "h3", "198.51.100.3", Role::Worker, 0), "reserved"),
+        (cmd::remove_node(7), "unknown node 7"),
+        (pb::Command { kind: None }, "no kind"),
+    ];
+    for (c, want) in cases {
+        let err = refused(&mut s, c.clone());
+        assert!(err.to_string().contains(want), "{c:?}: got {err:?} / {err}, wanted {want:?}");
+    }
+    let err = s.apply_bytes(&[0xff, 0xff, 0xff]).unwrap_err();
+    assert!(matches!(err, StateError::Decode(_)), "{err}");
+}
+
+#[test]
+fn networks_are_deleted_and_their_vni_reused() {
+    let mut s = state_with_nodes(1);
+    s.apply(&cmd::create_network("a", Driver::Overlay, &["10.1.0.0/16"], 0, 0)).unwrap();
+    let b = s.apply(&cmd::create_network("b", Driver::Overlay, &["10.2.0.0/16"], 0, 0)).unwrap();
+    assert!(matches!(b.outcome, Outcome::Network(ref n) if n.vni == 2));
+    let e = endpoint(&s.apply(&cmd::allocate_endpoint("a", 1, "c1", "", "")).unwrap());
+    s.apply(&cmd::release_endpoint(e.id)).unwrap();
+    let del = s.apply(&cmd::delete_network("a")).unwrap();
+    assert!(matches!(&del.events[0].kind, Some(pb::event::Kind::BlockDeleted(_))));
+    assert!(matches!(&del.events[1].kind, Some(pb::event::Kind::NetworkDeleted(1))));
+    let c = s.apply(&cmd::create_network("c", Driver::Overlay, &["10.1.0.0/16"], 0, 0)).unwrap();
+    assert!(matches!(c.outcome, Outcome::Network(ref n) if n.vni == 1 && n.id == 3));
+    let br = s.apply(&cmd::create_network("br", Driver::Bridge, &["172.30.0.0/16"], 0, 0)).unwrap();
+    assert!(matches!(br.outcome, Outcome::Network(ref n) if n.vni == 0));
+}
+
+#[test]
+fn removing_a_node_releases_everything_it_held() {
+    let mut s = state_with_nodes(2);
+    s.apply(&cmd::create_network("app", Driver::Overlay, &["10.44.0.0/16"], 0, 0)).unwrap();
+    s.apply(&cmd::allocate_endpoint("app", 1, "c1", "web", "")).unwrap();
+    s.apply(&cmd::allocate_endpoint("app", 2, "c2", "db", "")).unwrap();
+    let removed = s.apply(&cmd::remove_node(1)).unwrap();
+    assert_eq!(removed.events.len(), 3, "endpoint, block, node");
+    assert!(matches!(removed.events[2].kind, Some(pb::event::Kind::NodeDeleted(1))));
+    assert_eq!(s.endpoints().count(), 1);
+    // The name, the underlay address and the node id are free again.
+    s.apply(&cmd::register_node(1, "host1", "198.51.100.1", Role::Worker, 0)).unwrap();
+    s.apply(&cmd::allocate_endpoint("app", 1, "c3", "web", "")).unwrap();
+}
+
+#[test]
+fn snapshots_round_trip_byte_for_byte_and_behave_the_same() {
+    let mut s = state_with_nodes(3);
+    s.apply(&cmd::create_network("app", Driver::Overlay, &["10.44.0.0/16", "fd00:44::/64"], 0, 0)).unwrap();
+    s.apply(&cmd::create_network("br", Driver::Bridge, &["172.30.0.0/24"], 0, 0)).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let node = 1 + i % 3;
+        ids.push(
+            endpoint(
+                &s.apply(&cmd::allocate_endpoint("app", node, &format!("c{i}"), &format!("n{i}"), ""))
+                    .unwrap(),
+            )
+            .id,
+        );
+    }
+    for id in ids.iter().step_by(3) {
+        s.apply(&cmd::release_endpoint(*id)).unwrap();
+    }
+    s.apply(&cmd::set_node_status(3, Status::Down, 5)).unwrap();
+    s.apply(&cmd::expire_node(3, 10, 5)).unwrap();
+    let bytes = s.snapshot_bytes();
+    let mut restored = State::from_snapshot_bytes(&bytes).unwrap();
+    assert_eq!(restored.snapshot_bytes(), bytes, "byte-identical round trip");
+    assert_eq!(restored.revision(), s.revision());
+    // Both continue identically: holes are filled in the same order, generations continue.
+    for i in 0..30 {
+        let c = cmd::allocate_endpoint("app", 1 + i % 2, &format!("d{i}"), "", "");
+        assert_eq!(s.apply(&c), restored.apply(&c));
+    }
+    s.apply(&cmd::set_node_status(3, Status::Ready, 20)).unwrap();
+    restored.apply(&cmd::set_node_status(3, Status::Ready, 20)).unwrap();
+    let c = cmd::allocate_endpoint("app", 3, "e1", "", "");
+    assert_eq!(s.apply(&c), restored.apply(&c));
+    assert_eq!(s.snapshot_bytes(), restored.snapshot_bytes());
+    assert!(State::from_snapshot_bytes(&[1, 2, 3]).is_err());
+}
