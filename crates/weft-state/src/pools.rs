@@ -165,11 +165,11 @@ impl PoolState {
     /// Gives `ip` back to its block; the block stays leased to its node.
     pub(crate) fn release_address(&mut self, ip: IpAddr) {
         let Ok(index) = self.pool.block_index_of(ip) else { return };
-        if let Some(block) = self.blocks.get_mut(&index) {
-            if block.addrs.release(ip).is_ok() {
-                let node = block.node;
-                self.with_free.entry(node).or_default().insert(index);
-            }
+        if let Some(block) = self.blocks.get_mut(&index)
+            && block.addrs.release(ip).is_ok()
+        {
+            let node = block.node;
+            self.with_free.entry(node).or_default().insert(index);
         }
     }
 

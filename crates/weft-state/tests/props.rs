@@ -119,14 +119,13 @@ proptest! {
             }
             check_invariants(&s)?;
             // A released address can be allocated again right away by its node.
-            if let Some(e) = released {
-                if s.endpoint(e.id).is_none() && s.node(e.node).is_some_and(|n| n.status == Status::Ready) {
+            if let Some(e) = released
+                && s.endpoint(e.id).is_none() && s.node(e.node).is_some_and(|n| n.status == Status::Ready) {
                     let net = s.network_by_id(e.network).unwrap().name.clone();
                     let mut probe = s.clone();
                     let again = probe.apply(&cmd::allocate_endpoint(&net, e.node, "probe", "", &e.ips[0].to_string()));
                     prop_assert!(again.is_ok(), "released {} could not be taken again: {:?}", e.ips[0], again);
                 }
-            }
         }
         let bytes = s.snapshot_bytes();
         let restored = State::from_snapshot_bytes(&bytes).unwrap();
