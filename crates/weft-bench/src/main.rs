@@ -1,0 +1,30 @@
+//! `cargo run --release -p weft-bench -- <suite>`: runs one benchmark suite and prints its figures
+//! as JSON lines.
+
+use anyhow::{Result, bail};
+
+const SUITES: &[(&str, &str)] = &[("state", "apply() throughput for endpoint allocation at 1k, 100k and 1M endpoints")];
+
+fn usage() -> String {
+    let mut text = String::from("usage: weft-bench <suite>\n\nsuites:\n");
+    for (name, what) in SUITES {
+        text.push_str(&format!("  {name:<12} {what}\n"));
+    }
+    text
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let figures = match args.first().map(String::as_str) {
+        Some("state") => weft_bench::state::run(),
+        Some("-h" | "--help") | None => {
+            print!("{}", usage());
+            return Ok(());
+        }
+        Some(other) => bail!("unknown suite {other:?}\n\n{}", usage()),
+    };
+    for figure in figures {
+        figure.print();
+    }
+    Ok(())
+}
