@@ -3,7 +3,8 @@
 
 use anyhow::{Result, bail};
 
-const SUITES: &[(&str, &str)] = &[("state", "apply() throughput for endpoint allocation at 1k, 100k and 1M endpoints")];
+const SUITES: &[(&str, &str)] =
+    &[("state", "apply() throughput for endpoint allocation at 1k, 100k and 1M endpoints")];
 
 fn usage() -> String {
     let mut text = String::from("usage: weft-bench <suite>\n\nsuites:\n");

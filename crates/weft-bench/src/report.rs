@@ -21,9 +21,22 @@ pub struct Figure {
 
 impl Figure {
     /// A figure with its ratio computed.
-    pub fn new(name: impl Into<String>, value: f64, unit: &'static str, baseline: impl Into<String>, baseline_value: f64) -> Figure {
+    pub fn new(
+        name: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+        baseline: impl Into<String>,
+        baseline_value: f64,
+    ) -> Figure {
         let ratio = if baseline_value == 0.0 { f64::NAN } else { value / baseline_value };
-        Figure { name: name.into(), value: round(value), unit, baseline: baseline.into(), baseline_value: round(baseline_value), ratio: round(ratio) }
+        Figure {
+            name: name.into(),
+            value: round(value),
+            unit,
+            baseline: baseline.into(),
+            baseline_value: round(baseline_value),
+            ratio: round(ratio),
+        }
     }
 
     /// Prints the figure as one JSON line on stdout.

@@ -9,6 +9,7 @@
 
 mod addr;
 mod error;
+pub mod events;
 mod link;
 mod mac;
 mod neigh;
