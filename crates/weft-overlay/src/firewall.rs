@@ -1,0 +1,144 @@
+//! weft's nftables table: isolation between networks, masquerade for non-internal networks, and
+//! the VXLAN allow-list. weft owns exactly one table, `inet weft`, and replaces it atomically; it
+//! never flushes or edits anyone else's rules.
+
+use std::net::IpAddr;
+
+use crate::desired::{Desired, VXLAN_PORT, bridge_name, vxlan_name};
+
+/// The family and name of weft's table.
+pub const TABLE: &str = "inet weft";
+
+fn quoted_set<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
+    let items: Vec<String> = names.into_iter().map(|n| format!("\"{n}\"")).collect();
+    format!("{{ {} }}", items.join(", "))
+}
+
+/// The nft script that (re)defines weft's table for `desired`, atomically: it creates the table if
+/// needed, deletes it, and defines it again, in one transaction.
+pub fn script(desired: &Desired) -> String {
+    let mut s = String::new();
+    s.push_str(&format!("table {TABLE}\ndelete table {TABLE}\ntable {TABLE} {{\n"));
+    let v4: Vec<String> =
+        desired.cluster_hosts.iter().filter(|a| a.is_ipv4()).map(IpAddr::to_string).collect();
+    let v6: Vec<String> =
+        desired.cluster_hosts.iter().filter(|a| a.is_ipv6()).map(IpAddr::to_string).collect();
+    s.push_str("  set cluster_hosts4 {\n    type ipv4_addr\n");
+    if !v4.is_empty() {
+        s.push_str(&format!("    elements = {{ {} }}\n", v4.join(", ")));
+    }
+    s.push_str("  }\n  set cluster_hosts6 {\n    type ipv6_addr\n");
+    if !v6.is_empty() {
+        s.push_str(&format!("    elements = {{ {} }}\n", v6.join(", ")));
+    }
+    s.push_str("  }\n");
+    s.push_str("  chain input {\n    type filter hook input priority filter; policy accept;\n");
+    s.push_str(&format!(
+        "    meta nfproto ipv4 udp dport {VXLAN_PORT} ip saddr != @cluster_hosts4 counter drop\n"
+    ));
+    s.push_str(&format!(
+        "    meta nfproto ipv6 udp dport {VXLAN_PORT} ip6 saddr != @cluster_hosts6 counter drop\n"
+    ));
+    s.push_str("  }\n");
+
+    let devices: Vec<(u32, Vec<String>)> =
+        desired.networks.keys().map(|vni| (*vni, vec![bridge_name(*vni), vxlan_name(*vni)])).collect();
+    let all: Vec<String> = devices.iter().flat_map(|(_, d)| d.iter().cloned()).collect();
+    s.push_str("  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
+    for (vni, own) in &devices {
+        let own_set = quoted_set(own);
+        if all.len() > own.len() {
+            s.push_str(&format!(
+                "    iifname {own_set} oifname != {own_set} oifname {} counter drop comment \"isolate {vni}\"\n",
+                quoted_set(&all)
+            ));
+        }
+        if desired.networks[vni].internal {
+            s.push_str(&format!(
+                "    iifname {own_set} oifname != {own_set} counter drop comment \"internal {vni}\"\n"
+            ));
+            s.push_str(&format!(
+                "    oifname {own_set} iifname != {own_set} counter drop comment \"internal {vni}\"\n"
+            ));
+        }
+    }
+    s.push_str("  }\n");
+    s.push_str("  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n");
+    for (vni, net) in &desired.networks {
+        if net.internal {
+            continue;
+        }
+        let own_set = quoted_set(&[bridge_name(*vni), vxlan_name(*vni)]);
+        for subnet in &net.subnets {
+            let proto = if subnet.addr().is_ipv4() { "ip" } else { "ip6" };
+            s.push_str(&format!(
+                "    {proto} saddr {subnet} {proto} daddr != {subnet} oifname != {own_set} counter masquerade\n"
+            ));
+        }
+    }
+    s.push_str("  }\n}\n");
+    s
+}
+
+/// Runs `nft -f -` with `script` in the calling thread's network namespace.
+pub async fn apply(script: &str) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(script.as_bytes()).await?;
+    drop(stdin);
+    let out = child.wait_with_output().await?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("nft -f -: {}", String::from_utf8_lossy(&out.stderr).trim())))
+    }
+}
+
+/// True when weft's table exists in the calling thread's namespace.
+pub async fn table_exists() -> bool {
+    tokio::process::Command::new("nft")
+        .args(["list", "table", "inet", "weft"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::desired;
+    use weft_state::{Driver, Role, State, cmd, pb};
+
+    #[test]
+    fn script_isolates_masquerades_and_allow_lists() {
+        let mut s = State::new();
+        s.apply(&cmd::register_node(1, "h1", "198.51.100.1", Role::Worker, 0)).unwrap();
+        s.apply(&cmd::register_node(2, "h2", "198.51.100.2", Role::Worker, 0)).unwrap();
+        s.apply(&cmd::create_network("a", Driver::Overlay, &["10.44.0.0/16"], 1, 0)).unwrap();
+        let mut internal = cmd::create_network("b", Driver::Overlay, &["10.45.0.0/16"], 2, 0);
+        if let Some(pb::command::Kind::CreateNetwork(c)) = &mut internal.kind {
+            c.internal = true;
+        }
+        s.apply(&internal).unwrap();
+        s.apply(&cmd::allocate_endpoint("a", 1, "x", "", "")).unwrap();
+        s.apply(&cmd::allocate_endpoint("b", 1, "y", "", "")).unwrap();
+        let text = script(&desired(&s, 1, 1500));
+        assert!(text.starts_with("table inet weft\ndelete table inet weft\n"));
+        assert!(text.contains("elements = { 198.51.100.1, 198.51.100.2 }"));
+        assert!(text.contains("udp dport 4789 ip saddr != @cluster_hosts4 counter drop"));
+        assert!(text.contains(
+            "iifname { \"wbr-1\", \"wvx-1\" } oifname != { \"wbr-1\", \"wvx-1\" } oifname { \"wbr-1\", \"wvx-1\", \"wbr-2\", \"wvx-2\" } counter drop"
+        ));
+        assert!(text.contains("ip saddr 10.44.0.0/16 ip daddr != 10.44.0.0/16 oifname != { \"wbr-1\", \"wvx-1\" } counter masquerade"));
+        assert!(!text.contains("saddr 10.45.0.0/16"), "internal networks are not masqueraded");
+        assert!(text.contains("comment \"internal 2\""));
+    }
+}

@@ -1,0 +1,235 @@
+//! The reconcile loop: re-runs on every state change, on kernel events for weft's own devices,
+//! and on a periodic resync, and applies only the difference.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::watch;
+use weft_net::Netlink;
+use weft_net::events::KernelEvent;
+use weft_state::{NodeId, State};
+
+use crate::desired::{Desired, desired, vni_of};
+use crate::observed::observe;
+use crate::plan::{ACTION_KINDS, Action, plan};
+use crate::{OverlayError, Result, apply, firewall};
+
+/// What started a reconcile run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The loop started.
+    Start,
+    /// The replicated state changed.
+    StateChange,
+    /// The kernel reported a change to one of weft's devices.
+    KernelEvent,
+    /// The periodic resync.
+    Timer,
+}
+
+/// Counters for Prometheus: runs, actions by kind, drift repaired, last duration.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Reconcile runs.
+    pub runs: AtomicU64,
+    /// Runs that failed in part.
+    pub errors: AtomicU64,
+    /// Actions applied on runs not caused by a state change: drift the reconciler repaired.
+    pub drift_repaired: AtomicU64,
+    /// Duration of the last run, in microseconds.
+    pub last_duration_us: AtomicU64,
+    actions: [AtomicU64; ACTION_KINDS.len()],
+}
+
+impl Metrics {
+    /// Actions applied so far, per kind.
+    pub fn actions(&self) -> Vec<(&'static str, u64)> {
+        ACTION_KINDS.iter().zip(&self.actions).map(|(k, v)| (*k, v.load(Ordering::Relaxed))).collect()
+    }
+
+    fn count(&self, action: &Action) {
+        if let Some(i) = ACTION_KINDS.iter().position(|k| *k == action.kind()) {
+            self.actions[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Settings of a reconciler.
+#[derive(Debug, Clone)]
+pub struct OverlayConfig {
+    /// This host's node id.
+    pub node: NodeId,
+    /// Periodic resync interval.
+    pub resync: Duration,
+    /// The underlay MTU, when it should not be read from the advertise address's link.
+    pub underlay_mtu: Option<u32>,
+    /// Program weft's nftables table.
+    pub firewall: bool,
+}
+
+impl OverlayConfig {
+    /// Defaults: 10 s resync, MTU detected, firewall on.
+    pub fn new(node: NodeId) -> OverlayConfig {
+        OverlayConfig { node, resync: Duration::from_secs(10), underlay_mtu: None, firewall: true }
+    }
+}
+
+/// The result of one run.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Actions applied.
+    pub applied: Vec<Action>,
+    /// Actions that failed, with the error.
+    pub failed: Vec<OverlayError>,
+}
+
+/// The overlay reconciler of one host. Runs in the host's network namespace.
+#[derive(Debug)]
+pub struct Reconciler {
+    config: OverlayConfig,
+    nl: Netlink,
+    metrics: Arc<Metrics>,
+    last_script: Option<String>,
+    indexes: BTreeSet<u32>,
+    underlay_index: Option<u32>,
+    forwarding: bool,
+}
+
+impl Reconciler {
+    /// A reconciler acting through `nl`.
+    pub fn new(nl: Netlink, config: OverlayConfig) -> Reconciler {
+        Reconciler {
+            config,
+            nl,
+            metrics: Arc::new(Metrics::default()),
+            last_script: None,
+            indexes: BTreeSet::new(),
+            underlay_index: None,
+            forwarding: false,
+        }
+    }
+
+    /// Its counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// One run: observe, plan, apply. Nothing is done when this node is not (yet) in `state`, so an
+    /// agent that starts before it has synced never tears down a working data path.
+    pub async fn reconcile(&mut self, state: &State, trigger: Trigger) -> Result<Report> {
+        let Some(me) = state.node(self.config.node) else { return Ok(Report::default()) };
+        let started = Instant::now();
+        let underlay: IpAddr = me.underlay;
+        let observed = observe(&self.nl, Some(underlay)).await.map_err(OverlayError::Observe)?;
+        self.indexes = observed.indexes.clone();
+        self.underlay_index = observed.underlay.as_ref().map(|l| l.index);
+        let mtu = self.config.underlay_mtu.or(observed.underlay.as_ref().map(|l| l.mtu)).unwrap_or(1500);
+        let wanted = desired(state, self.config.node, mtu);
+        let mut report = Report::default();
+        if !wanted.networks.is_empty() {
+            self.ensure_forwarding(&wanted);
+        }
+        for action in plan(&wanted, &observed) {
+            match apply::apply(&self.nl, &action).await {
+                Ok(()) => {
+                    self.metrics.count(&action);
+                    report.applied.push(action);
+                }
+                Err(e) => report.failed.push(e),
+            }
+        }
+        if self.config.firewall {
+            if let Err(e) = self.sync_firewall(&wanted, trigger).await {
+                report.failed.push(e);
+            }
+        }
+        self.metrics.runs.fetch_add(1, Ordering::Relaxed);
+        if !report.failed.is_empty() {
+            self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if matches!(trigger, Trigger::KernelEvent | Trigger::Timer) {
+            self.metrics.drift_repaired.fetch_add(report.applied.len() as u64, Ordering::Relaxed);
+        }
+        self.metrics.last_duration_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        Ok(report)
+    }
+
+    fn ensure_forwarding(&mut self, wanted: &Desired) {
+        if self.forwarding {
+            return;
+        }
+        let v6 = wanted.networks.values().any(|n| n.subnets.iter().any(|s| s.addr().is_ipv6()));
+        let mut ok = weft_net::sysctl::write("net.ipv4.ip_forward", "1").is_ok();
+        if v6 {
+            ok &= weft_net::sysctl::write("net.ipv6.conf.all.forwarding", "1").is_ok();
+        }
+        self.forwarding = ok;
+    }
+
+    async fn sync_firewall(&mut self, wanted: &Desired, trigger: Trigger) -> Result<()> {
+        let script = firewall::script(wanted);
+        let stale = self.last_script.as_deref() != Some(script.as_str());
+        if stale || (trigger == Trigger::Timer && !firewall::table_exists().await) {
+            firewall::apply(&script).await.map_err(OverlayError::Firewall)?;
+            self.last_script = Some(script);
+        }
+        Ok(())
+    }
+
+    fn relevant(&self, event: &KernelEvent) -> bool {
+        let ours = |index: &u32| self.indexes.contains(index) || self.underlay_index == Some(*index);
+        match event {
+            KernelEvent::LinkChanged { index, name } | KernelEvent::LinkRemoved { index, name } => {
+                vni_of(name).is_some() || ours(index)
+            }
+            KernelEvent::AddressChanged { index } | KernelEvent::NeighbourChanged { index } => ours(index),
+            KernelEvent::RouteChanged { dev } => dev.as_ref().is_some_and(ours),
+        }
+    }
+
+    /// Runs until `stop` turns true or the state channel closes: a run at start, on every new
+    /// state, on kernel events for weft's devices (debounced by a few milliseconds) and every
+    /// resync interval. Must run on a thread inside the host's network namespace.
+    pub async fn run(
+        mut self,
+        mut states: watch::Receiver<Arc<State>>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<()> {
+        let mut events = weft_net::events::subscribe().map_err(OverlayError::Observe)?;
+        let mut ticker = tokio::time::interval(self.config.resync);
+        ticker.tick().await;
+        let mut pending = Some(Trigger::Start);
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            if let Some(trigger) = pending.take() {
+                let state = states.borrow_and_update().clone();
+                // Errors are counted in the metrics and retried on the next trigger.
+                let _ = self.reconcile(&state, trigger).await;
+            }
+            tokio::select! {
+                _ = stop.changed() => return Ok(()),
+                changed = states.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    pending = Some(Trigger::StateChange);
+                }
+                Some(event) = events.next() => {
+                    if self.relevant(&event) {
+                        // Let a burst of changes settle, then run once.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        while let Some(Some(_)) = futures::FutureExt::now_or_never(events.next()) {}
+                        pending = Some(Trigger::KernelEvent);
+                    }
+                }
+                _ = ticker.tick() => pending = Some(Trigger::Timer),
+            }
+        }
+    }
+}
