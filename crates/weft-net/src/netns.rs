@@ -278,6 +278,17 @@ impl NetnsWorker {
         rx.await.map_err(|_| NetError::WorkerGone(self.label.clone()))
     }
 
+    /// Starts `f` inside the namespace without waiting for it: for long-running loops. The
+    /// receiver yields its output when it finishes (an error if it panicked or the worker stopped).
+    pub fn start<F, Fut, T>(&self, f: F) -> Result<oneshot::Receiver<T>>
+    where
+        F: FnOnce(Netlink) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        self.submit(f)
+    }
+
     /// Like [`NetnsWorker::run`], for callers outside any async runtime.
     pub fn run_blocking<F, Fut, T>(&self, f: F) -> Result<T>
     where

@@ -65,10 +65,10 @@ pub async fn observe(nl: &Netlink, underlay: Option<IpAddr>) -> weft_net::Result
         }
     }
     let addresses = nl.addresses(None).await?;
-    if let Some(ip) = underlay {
-        if let Some(a) = addresses.iter().find(|a| a.cidr.addr() == ip) {
-            observed.underlay = nl.link_by_index(a.index).await?;
-        }
+    if let Some(ip) = underlay
+        && let Some(a) = addresses.iter().find(|a| a.cidr.addr() == ip)
+    {
+        observed.underlay = nl.link_by_index(a.index).await?;
     }
     for addr in addresses {
         if let Some((role, vni)) = by_index.get(&addr.index) {
@@ -102,11 +102,11 @@ pub async fn observe(nl: &Netlink, underlay: Option<IpAddr>) -> weft_net::Result
         }
     }
     for f in nl.fdb(None).await? {
-        if let (Some(vni), Some(dst)) = (vxlan_of(f.index), f.dst) {
-            if f.self_entry {
-                let net = observed.networks.get_mut(&vni).expect("indexed network");
-                net.fdb.entry(f.mac).or_default().insert(dst);
-            }
+        if let (Some(vni), Some(dst)) = (vxlan_of(f.index), f.dst)
+            && f.self_entry
+        {
+            let net = observed.networks.get_mut(&vni).expect("indexed network");
+            net.fdb.entry(f.mac).or_default().insert(dst);
         }
     }
     Ok(observed)

@@ -169,15 +169,14 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Action> {
         let wanted_block = |dst: &Cidr| want.peers.values().any(|p| p.blocks.contains(dst));
         for (dst, route) in &seen_vx.routes {
             let ok = wanted_block(dst) && route.gateway == Some(dst.addr()) && route.onlink;
-            if !ok {
-                if let Some(gateway) = route.gateway {
-                    actions.push(Action::DelRoute { vni, dst: *dst, gateway });
-                }
+            if !ok && let Some(gateway) = route.gateway {
+                actions.push(Action::DelRoute { vni, dst: *dst, gateway });
             }
         }
-        for ip in seen_vx.neighbours.keys() {
+        // Only static entries are weft's; whatever the kernel learned on its own ages out by itself.
+        for (ip, neighbour) in &seen_vx.neighbours {
             let wanted = want.peers.values().any(|p| p.blocks.iter().any(|b| b.addr() == *ip));
-            if !wanted {
+            if neighbour.permanent && !wanted {
                 actions.push(Action::DelNeighbour { vni, ip: *ip });
             }
         }
@@ -232,10 +231,10 @@ fn diff_addresses(
 ) {
     for cidr in seen.difference(want) {
         // Link-local IPv6 addresses belong to the kernel.
-        if let IpAddr::V6(v6) = cidr.addr() {
-            if v6.segments()[0] & 0xffc0 == 0xfe80 {
-                continue;
-            }
+        if let IpAddr::V6(v6) = cidr.addr()
+            && v6.segments()[0] & 0xffc0 == 0xfe80
+        {
+            continue;
         }
         actions.push(Action::DelAddress { dev: dev.to_string(), cidr: *cidr });
     }

@@ -142,10 +142,10 @@ impl Reconciler {
                 Err(e) => report.failed.push(e),
             }
         }
-        if self.config.firewall {
-            if let Err(e) = self.sync_firewall(&wanted, trigger).await {
-                report.failed.push(e);
-            }
+        if self.config.firewall
+            && let Err(e) = self.sync_firewall(&wanted, trigger).await
+        {
+            report.failed.push(e);
         }
         self.metrics.runs.fetch_add(1, Ordering::Relaxed);
         if !report.failed.is_empty() {
