@@ -6,6 +6,8 @@
 //! the bed made is removed when it is dropped, also when a test panics. It never touches the root
 //! network namespace.
 
+pub mod overlay;
+
 use std::future::Future;
 use std::io;
 use std::net::Ipv4Addr;
@@ -153,7 +155,7 @@ impl std::ops::Deref for VirtualHost {
 pub struct VirtualHosts {
     prefix: String,
     hosts: Vec<VirtualHost>,
-    extra: Mutex<Vec<Namespace>>,
+    extra: Mutex<Vec<std::sync::Arc<Namespace>>>,
     children: Mutex<Vec<Child>>,
     switch: Namespace,
 }
@@ -268,15 +270,19 @@ impl VirtualHosts {
     pub fn add_namespace(&self, label: &str) -> String {
         let ns = Namespace::create(&format!("{}-{label}", self.prefix)).expect("create namespace");
         let name = ns.name().to_string();
-        self.extra.lock().unwrap().push(ns);
+        self.extra.lock().unwrap().push(std::sync::Arc::new(ns));
         name
     }
 
     /// Runs `f` with the extra namespace called `name`.
     pub fn with_namespace<T>(&self, name: &str, f: impl FnOnce(&Namespace) -> T) -> T {
+        f(&self.namespace(name))
+    }
+
+    /// The extra namespace called `name` (shared, so several can be held at once).
+    pub fn namespace(&self, name: &str) -> std::sync::Arc<Namespace> {
         let extra = self.extra.lock().unwrap();
-        let ns = extra.iter().find(|n| n.name() == name).unwrap_or_else(|| panic!("no namespace {name}"));
-        f(ns)
+        extra.iter().find(|n| n.name() == name).cloned().unwrap_or_else(|| panic!("no namespace {name}"))
     }
 
     /// Cuts host `i` off the underlay (its switch port goes down; the host's own config stays).

@@ -4,5 +4,6 @@
 //! It must never tune a measurement to flatter weft: every figure states its baseline, and the
 //! method of each suite is written down in BENCHMARKS.md next to its results.
 
+pub mod overlay;
 pub mod report;
 pub mod state;

@@ -18,6 +18,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let figures = match args.first().map(String::as_str) {
         Some("state") => weft_bench::state::run(),
+        Some("overlay") => weft_bench::overlay::run(),
         Some("-h" | "--help") | None => {
             print!("{}", usage());
             return Ok(());

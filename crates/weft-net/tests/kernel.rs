@@ -216,7 +216,7 @@ async fn vxlan_attributes_match_iproute2_and_wrong_ones_are_corrected() {
         })
         .await;
     let info = vx.vxlan.clone().unwrap();
-    assert_eq!((info.vni, info.port, info.learning), (42, 4789, false));
+    assert_eq!((info.vni, info.port, info.learning, info.udp_csum), (42, 4789, false, false));
     let shown = &t.ip(&["-d", "link", "show", "wvx-42"])[0];
     assert_eq!(shown["ifindex"], vx.index);
     assert_eq!(shown["mtu"], 1350);
@@ -227,6 +227,7 @@ async fn vxlan_attributes_match_iproute2_and_wrong_ones_are_corrected() {
     assert_eq!(data["local"], "198.51.100.1");
     assert_eq!(data["port"], 4789);
     assert_eq!(data["learning"], false);
+    assert_eq!(data["udp_csum"], false);
     assert_eq!(data["link"], "eth0");
     assert_eq!(underlay.mtu, 1400);
 

@@ -129,6 +129,7 @@ fn vxlan_immutable_ok(link: &Link, want: &DesiredNetwork, underlay: Option<u32>)
             && v.local == Some(want.local)
             && v.port == VXLAN_PORT
             && !v.learning
+            && !v.udp_csum
             && (underlay.is_none() || v.underlay == underlay)
     })
 }
@@ -291,6 +292,7 @@ mod tests {
                 port: 4789,
                 learning: false,
                 underlay: Some(2),
+                udp_csum: false,
             });
             let mut net = ObservedNetwork {
                 bridge: Some(link(200 + vni, &bridge_name(*vni), LinkKind::Bridge, w.mtu)),
