@@ -4,6 +4,7 @@
 //! It must never tune a measurement to flatter weft: every figure states its baseline, and the
 //! method of each suite is written down in BENCHMARKS.md next to its results.
 
+pub mod convergence;
 pub mod overlay;
 pub mod report;
 pub mod state;

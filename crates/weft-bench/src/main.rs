@@ -19,6 +19,7 @@ fn main() -> Result<()> {
     let figures = match args.first().map(String::as_str) {
         Some("state") => weft_bench::state::run(),
         Some("overlay") => weft_bench::overlay::run(),
+        Some("convergence") => weft_bench::convergence::run(),
         Some("-h" | "--help") | None => {
             print!("{}", usage());
             return Ok(());

@@ -14,9 +14,13 @@ use weft_net::events::KernelEvent;
 use weft_state::{NodeId, State};
 
 use crate::desired::{Desired, desired, vni_of};
-use crate::observed::observe;
+use crate::observed::{Observed, observe};
 use crate::plan::{ACTION_KINDS, Action, plan};
 use crate::{OverlayError, Result, apply, firewall};
+
+/// How long kernel events settle before the run they trigger: repairs stay well under a second,
+/// and a cluster-wide state change lands on every host before the follow-up checks compete for CPU.
+const EVENT_DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// What started a reconcile run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +101,9 @@ pub struct Reconciler {
     indexes: BTreeSet<u32>,
     underlay_index: Option<u32>,
     forwarding: bool,
+    /// The last full observation, while no kernel event has touched weft's devices since and no
+    /// action has been applied on top of it.
+    cache: Option<Observed>,
 }
 
 impl Reconciler {
@@ -110,6 +117,7 @@ impl Reconciler {
             indexes: BTreeSet::new(),
             underlay_index: None,
             forwarding: false,
+            cache: None,
         }
     }
 
@@ -124,7 +132,13 @@ impl Reconciler {
         let Some(me) = state.node(self.config.node) else { return Ok(Report::default()) };
         let started = Instant::now();
         let underlay: IpAddr = me.underlay;
-        let observed = observe(&self.nl, Some(underlay)).await.map_err(OverlayError::Observe)?;
+        // A state change on a quiet host plans against the last observation: the kernel has not
+        // reported any change to weft's devices since, so a new peer costs three netlink requests,
+        // not a dump of every route, neighbour and FDB entry. Events, timers and starts observe.
+        let observed = match self.cache.take() {
+            Some(cached) if trigger == Trigger::StateChange => cached,
+            _ => observe(&self.nl, Some(underlay)).await.map_err(OverlayError::Observe)?,
+        };
         self.indexes = observed.indexes.clone();
         self.underlay_index = observed.underlay.as_ref().map(|l| l.index);
         let mtu = self.config.underlay_mtu.or(observed.underlay.as_ref().map(|l| l.mtu)).unwrap_or(1500);
@@ -141,6 +155,9 @@ impl Reconciler {
                 }
                 Err(e) => report.failed.push(e),
             }
+        }
+        if report.applied.is_empty() && report.failed.is_empty() {
+            self.cache = Some(observed);
         }
         if self.config.firewall
             && let Err(e) = self.sync_firewall(&wanted, trigger).await
@@ -203,6 +220,9 @@ impl Reconciler {
         let mut ticker = tokio::time::interval(self.config.resync);
         ticker.tick().await;
         let mut pending = Some(Trigger::Start);
+        // When a run for kernel events is due: events settle for a moment first (our own actions
+        // raise them too), without holding up state changes meanwhile.
+        let mut event_due: Option<tokio::time::Instant> = None;
         loop {
             if *stop.borrow() {
                 return Ok(());
@@ -212,21 +232,31 @@ impl Reconciler {
                 // Errors are counted in the metrics and retried on the next trigger.
                 let _ = self.reconcile(&state, trigger).await;
             }
+            let due = async {
+                match event_due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            // Kernel events first, so a state change never plans against an observation they made stale.
             tokio::select! {
+                biased;
                 _ = stop.changed() => return Ok(()),
+                Some(event) = events.next() => {
+                    if self.relevant(&event) {
+                        self.cache = None;
+                        event_due.get_or_insert_with(|| tokio::time::Instant::now() + EVENT_DEBOUNCE);
+                    }
+                }
                 changed = states.changed() => {
                     if changed.is_err() {
                         return Ok(());
                     }
                     pending = Some(Trigger::StateChange);
                 }
-                Some(event) = events.next() => {
-                    if self.relevant(&event) {
-                        // Let a burst of changes settle, then run once.
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                        while let Some(Some(_)) = futures::FutureExt::now_or_never(events.next()) {}
-                        pending = Some(Trigger::KernelEvent);
-                    }
+                _ = due => {
+                    event_due = None;
+                    pending = Some(Trigger::KernelEvent);
                 }
                 _ = ticker.tick() => pending = Some(Trigger::Timer),
             }
