@@ -2,5 +2,85 @@
 //! root filesystems, namespaces, cgroups (v1 and v2), weft's own init as PID 1, the per-container
 //! monitor, logs and exec.
 //!
-//! It must never configure networking beyond the namespace a container is given: network modes are
-//! wired by the agent through `weft-net` and `weft-overlay`.
+//! It must never configure networking beyond the namespace a container is given (network modes
+//! are wired by the agent through `weft-net` and `weft-overlay`), and never trust an image: every
+//! layer is checked against its digest and unpacked so that nothing can land outside it.
+
+pub mod image;
+
+use std::path::PathBuf;
+
+/// Everything the runtime can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Input refused before anything was written.
+    #[error("invalid {what} {value:?}: {reason}")]
+    Invalid {
+        /// What kind of value.
+        what: &'static str,
+        /// The value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// A layer or archive entry that would escape its root or is not allowed.
+    #[error("refused layer entry {entry:?}: {reason}")]
+    UnsafeEntry {
+        /// The entry's path as stored in the archive.
+        entry: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// Content whose digest is not the one it was announced with.
+    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// What was checked.
+        what: String,
+        /// The announced digest.
+        expected: String,
+        /// The digest of the bytes.
+        actual: String,
+    },
+    /// An image or archive that does not follow its format.
+    #[error("bad image: {0}")]
+    BadImage(String),
+    /// No image of that name or id.
+    #[error("no such image: {0}")]
+    NoSuchImage(String),
+    /// A file-system operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RuntimeError {
+    pub(crate) fn invalid(
+        what: &'static str,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> RuntimeError {
+        RuntimeError::Invalid { what, value: value.into(), reason: reason.into() }
+    }
+
+    pub(crate) fn unsafe_entry(entry: impl Into<String>, reason: impl Into<String>) -> RuntimeError {
+        RuntimeError::UnsafeEntry { entry: entry.into(), reason: reason.into() }
+    }
+
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> RuntimeError {
+        let path = path.into();
+        move |source| RuntimeError::Io { op, path, source }
+    }
+}
+
+/// Results of this crate.
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

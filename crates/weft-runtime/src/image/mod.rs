@@ -1,0 +1,10 @@
+//! Images: a content-addressed store of blobs and unpacked layers, image configs and names, and
+//! import of OCI image layouts and docker-save archives.
+
+mod digest;
+mod store;
+mod unpack;
+
+pub use digest::{Digest, HashingReader};
+pub use store::{ImageRecord, ImageStore};
+pub use unpack::{UnpackStats, unpack_layer};

@@ -1,0 +1,486 @@
+//! The image store in the state directory:
+//!
+//! ```text
+//! images/blobs/sha256/<hex>       manifests, configs and layer blobs, as received
+//! images/layers/<diff-id hex>/    each layer unpacked once, by the digest of its uncompressed tar
+//! images/configs/<id hex>.json    one record per image: config, layer diff ids, names
+//! images/tmp/                     scratch space; anything here is garbage after a crash
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use flate2::read::GzDecoder;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::digest::{Digest, HashingReader};
+use super::unpack::unpack_layer;
+use crate::{Result, RuntimeError};
+
+/// One image in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// The image id: the digest of its config.
+    pub id: String,
+    /// Names (`repo:tag`) pointing at it.
+    pub names: Vec<String>,
+    /// The uncompressed digests of its layers, bottom first.
+    pub diff_ids: Vec<String>,
+    /// The OCI image config as imported.
+    pub config: Value,
+}
+
+impl ImageRecord {
+    /// The `config` object of the image config (Env, Cmd, Entrypoint, WorkingDir, User, ...).
+    pub fn runtime_config(&self) -> &Value {
+        &self.config["config"]
+    }
+}
+
+/// The store. Cheap to open; every method works on the directory.
+#[derive(Debug)]
+pub struct ImageStore {
+    root: PathBuf,
+}
+
+static SCRATCH: AtomicU64 = AtomicU64::new(0);
+
+/// Removes a scratch directory when dropped, unless kept.
+struct Scratch(Option<PathBuf>);
+
+impl Scratch {
+    fn path(&self) -> &Path {
+        self.0.as_deref().expect("scratch alive")
+    }
+    fn keep(mut self) -> PathBuf {
+        self.0.take().expect("scratch alive")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = fs::remove_dir_all(path);
+        }
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let bytes = fs::read(path).map_err(RuntimeError::io("read", path))?;
+    serde_json::from_slice(&bytes).map_err(|e| RuntimeError::BadImage(format!("{}: {e}", path.display())))
+}
+
+/// `repo[:tag]` with `:latest` added when there is no tag, and Docker Hub's default prefixes
+/// (`docker.io/library/`) dropped, as `docker images` shows names.
+fn normalize_name(name: &str) -> Result<String> {
+    let name = name.strip_prefix("docker.io/").unwrap_or(name);
+    let name = name.strip_prefix("library/").unwrap_or(name);
+    let valid = !name.is_empty()
+        && name.len() <= 255
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:".contains(&b))
+        && !name.starts_with(['.', '-', '/', ':']);
+    if !valid {
+        return Err(RuntimeError::invalid(
+            "image name",
+            name,
+            "expected lowercase repo[:tag], e.g. busybox:latest",
+        ));
+    }
+    let last = name.rsplit('/').next().unwrap_or(name);
+    Ok(if last.contains(':') { name.to_string() } else { format!("{name}:latest") })
+}
+
+impl ImageStore {
+    /// Opens (creating if needed) the store under `root`, and clears leftover scratch space.
+    pub fn open(root: impl Into<PathBuf>) -> Result<ImageStore> {
+        let root = root.into();
+        for dir in ["blobs/sha256", "layers", "configs", "tmp"] {
+            let path = root.join(dir);
+            fs::create_dir_all(&path).map_err(RuntimeError::io("create", &path))?;
+        }
+        let tmp = root.join("tmp");
+        if let Ok(entries) = fs::read_dir(&tmp) {
+            for entry in entries.flatten() {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(ImageStore { root })
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn scratch(&self) -> Result<Scratch> {
+        let n = SCRATCH.fetch_add(1, Ordering::SeqCst);
+        let path = self.root.join("tmp").join(format!("{}-{n}", std::process::id()));
+        fs::create_dir(&path).map_err(RuntimeError::io("create", &path))?;
+        Ok(Scratch(Some(path)))
+    }
+
+    /// The directory of an unpacked layer.
+    pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
+        self.root.join("layers").join(diff_id.hex())
+    }
+
+    /// The unpacked layer directories of an image, bottom first.
+    pub fn layer_dirs(&self, image: &ImageRecord) -> Result<Vec<PathBuf>> {
+        image.diff_ids.iter().map(|d| Ok(self.layer_dir(&d.parse()?))).collect()
+    }
+
+    /// Every image.
+    pub fn list(&self) -> Result<Vec<ImageRecord>> {
+        let dir = self.root.join("configs");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(RuntimeError::io("list", &dir))? {
+            let path = entry.map_err(RuntimeError::io("list", &dir))?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let value = read_json(&path)?;
+                out.push(serde_json::from_value(value).map_err(|e| RuntimeError::BadImage(e.to_string()))?);
+            }
+        }
+        out.sort_by(|a: &ImageRecord, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// An image by name (`busybox`, `busybox:1`), full id or unique id prefix.
+    pub fn get(&self, reference: &str) -> Result<ImageRecord> {
+        let images = self.list()?;
+        let by_name = normalize_name(reference).ok();
+        let found: Vec<&ImageRecord> = images
+            .iter()
+            .filter(|i| {
+                by_name.as_ref().is_some_and(|n| i.names.contains(n))
+                    || i.id == reference
+                    || (reference.len() >= 4 && i.id.trim_start_matches("sha256:").starts_with(reference))
+            })
+            .collect();
+        match found.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(RuntimeError::NoSuchImage(reference.to_string())),
+            _ => Err(RuntimeError::invalid("image reference", reference, "matches more than one image")),
+        }
+    }
+
+    fn save_record(&self, record: &ImageRecord) -> Result<()> {
+        let id: Digest = record.id.parse()?;
+        let path = self.root.join("configs").join(format!("{}.json", id.hex()));
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
+        fs::write(&tmp, bytes).map_err(RuntimeError::io("write", &tmp))?;
+        fs::rename(&tmp, &path).map_err(RuntimeError::io("rename", &path))
+    }
+
+    /// Points `name` at image `id`, taking it from any image that had it.
+    pub fn tag(&self, reference: &str, name: &str) -> Result<ImageRecord> {
+        let name = normalize_name(name)?;
+        let mut target = self.get(reference)?;
+        for mut other in self.list()? {
+            if other.id != target.id && other.names.contains(&name) {
+                other.names.retain(|n| *n != name);
+                self.save_record(&other)?;
+            }
+        }
+        if !target.names.contains(&name) {
+            target.names.push(name);
+            target.names.sort();
+            self.save_record(&target)?;
+        }
+        Ok(target)
+    }
+
+    /// Stores a blob after checking its digest; returns its path.
+    fn put_blob(&self, expected: &Digest, bytes: &[u8]) -> Result<PathBuf> {
+        let actual = Digest::of(bytes);
+        if actual != *expected {
+            return Err(RuntimeError::DigestMismatch {
+                what: "blob".into(),
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        let path = self.root.join("blobs/sha256").join(expected.hex());
+        if !path.exists() {
+            let tmp = self.root.join("tmp").join(format!("blob-{}", expected.hex()));
+            fs::write(&tmp, bytes).map_err(RuntimeError::io("write", &tmp))?;
+            fs::rename(&tmp, &path).map_err(RuntimeError::io("rename", &path))?;
+        }
+        Ok(path)
+    }
+
+    /// Unpacks the layer in file `blob` (tar or gzip'd tar, told apart by its magic bytes),
+    /// checking the blob's digest (when known) and the uncompressed digest against `diff_id`.
+    fn import_layer(&self, blob: &Path, blob_digest: Option<&Digest>, diff_id: &Digest) -> Result<()> {
+        let dest = self.layer_dir(diff_id);
+        if dest.exists() {
+            return Ok(());
+        }
+        let mut magic = [0u8; 2];
+        let gzip =
+            File::open(blob).and_then(|mut f| f.read(&mut magic)).map_err(RuntimeError::io("read", blob))?
+                == 2
+                && magic == [0x1f, 0x8b];
+        let file = BufReader::new(File::open(blob).map_err(RuntimeError::io("open", blob))?);
+        let scratch = self.scratch()?;
+        let outer = HashingReader::new(file);
+        let (blob_actual, diff_actual) = if gzip {
+            let mut inner = HashingReader::new(GzDecoder::new(outer));
+            unpack_layer(&mut inner, scratch.path())?;
+            let (diff, _, gz) = inner.finish_with_inner().map_err(RuntimeError::io("read layer", blob))?;
+            let (blob_digest, _, _) =
+                gz.into_inner().finish_with_inner().map_err(RuntimeError::io("read", blob))?;
+            (blob_digest, diff)
+        } else {
+            let mut inner = outer;
+            unpack_layer(&mut inner, scratch.path())?;
+            let (digest, _, _) = inner.finish_with_inner().map_err(RuntimeError::io("read layer", blob))?;
+            (digest.clone(), digest)
+        };
+        if let Some(expected) = blob_digest
+            && blob_actual != *expected
+        {
+            return Err(RuntimeError::DigestMismatch {
+                what: format!("layer blob {}", blob.display()),
+                expected: expected.to_string(),
+                actual: blob_actual.to_string(),
+            });
+        }
+        if diff_actual != *diff_id {
+            return Err(RuntimeError::DigestMismatch {
+                what: format!("uncompressed layer {}", blob.display()),
+                expected: diff_id.to_string(),
+                actual: diff_actual.to_string(),
+            });
+        }
+        let done = scratch.keep();
+        if let Err(e) = fs::rename(&done, &dest) {
+            let _ = fs::remove_dir_all(&done);
+            if !dest.exists() {
+                return Err(RuntimeError::io("store layer", &dest)(e));
+            }
+        }
+        Ok(())
+    }
+
+    fn record_image(&self, config_bytes: &[u8], names: Vec<String>) -> Result<ImageRecord> {
+        let config: Value = serde_json::from_slice(config_bytes)
+            .map_err(|e| RuntimeError::BadImage(format!("image config: {e}")))?;
+        let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+            .as_array()
+            .ok_or_else(|| RuntimeError::BadImage("image config has no rootfs.diff_ids".into()))?
+            .iter()
+            .map(|d| {
+                d.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| RuntimeError::BadImage("diff id is not a string".into()))
+            })
+            .collect::<Result<_>>()?;
+        let id = Digest::of(config_bytes).to_string();
+        let mut record = match self.get(&id) {
+            Ok(existing) => existing,
+            Err(_) => ImageRecord { id, names: Vec::new(), diff_ids, config },
+        };
+        self.save_record(&record)?;
+        for name in names {
+            record = self.tag(&record.id, &name)?;
+        }
+        Ok(record)
+    }
+
+    /// Imports an OCI image layout directory, a docker-save directory, or either as a tar file.
+    /// `name`, when given, is added to every image imported. Everything is checked before the
+    /// image is recorded; a refused import leaves no layer and no record behind.
+    pub fn import(&self, path: &Path, name: Option<&str>) -> Result<Vec<ImageRecord>> {
+        if let Some(name) = name {
+            normalize_name(name)?;
+        }
+        let meta = fs::metadata(path).map_err(RuntimeError::io("open", path))?;
+        if meta.is_dir() {
+            return self.import_dir(path, name);
+        }
+        let scratch = self.scratch()?;
+        let file = BufReader::new(File::open(path).map_err(RuntimeError::io("open", path))?);
+        unpack_layer(file, scratch.path())?;
+        self.import_dir(scratch.path(), name)
+    }
+
+    fn import_dir(&self, dir: &Path, name: Option<&str>) -> Result<Vec<ImageRecord>> {
+        if dir.join("manifest.json").is_file() {
+            self.import_docker(dir, name)
+        } else if dir.join("oci-layout").is_file() && dir.join("index.json").is_file() {
+            self.import_oci(dir, name)
+        } else {
+            Err(RuntimeError::BadImage(format!(
+                "{}: neither an OCI image layout (oci-layout, index.json) nor a docker-save archive (manifest.json)",
+                dir.display()
+            )))
+        }
+    }
+
+    fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
+        dir.join("blobs/sha256").join(digest.hex())
+    }
+
+    fn read_blob(dir: &Path, digest: &Digest) -> Result<Vec<u8>> {
+        let path = Self::blob_path(dir, digest);
+        let bytes = fs::read(&path).map_err(RuntimeError::io("read blob", &path))?;
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(RuntimeError::DigestMismatch {
+                what: format!("blob {}", path.display()),
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    fn import_oci(&self, dir: &Path, name: Option<&str>) -> Result<Vec<ImageRecord>> {
+        let index = read_json(&dir.join("index.json"))?;
+        let mut manifests: Vec<(Value, Option<String>)> = Vec::new();
+        let mut queue: Vec<Value> = index["manifests"].as_array().cloned().unwrap_or_default();
+        while let Some(desc) = queue.pop() {
+            let digest: Digest = desc["digest"].as_str().unwrap_or("").parse()?;
+            let media = desc["mediaType"].as_str().unwrap_or("");
+            let bytes = Self::read_blob(dir, &digest)?;
+            let value: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| RuntimeError::BadImage(format!("manifest: {e}")))?;
+            if media.contains("index") || value.get("manifests").is_some() {
+                queue.extend(value["manifests"].as_array().cloned().unwrap_or_default());
+                continue;
+            }
+            let annotations = &desc["annotations"];
+            // A full name, if the layout carries one; a bare tag ("latest") names nothing.
+            let tag = annotations["io.containerd.image.name"]
+                .as_str()
+                .or(annotations["org.opencontainers.image.ref.name"].as_str().filter(|r| r.contains(':')))
+                .map(String::from);
+            self.put_blob(&digest, &bytes)?;
+            manifests.push((value, tag));
+        }
+        if manifests.is_empty() {
+            return Err(RuntimeError::BadImage("the OCI layout's index.json lists no image manifest".into()));
+        }
+        let mut out = Vec::new();
+        for (manifest, tag) in manifests {
+            let config_digest: Digest = manifest["config"]["digest"].as_str().unwrap_or("").parse()?;
+            let config = Self::read_blob(dir, &config_digest)?;
+            let config_value: Value =
+                serde_json::from_slice(&config).map_err(|e| RuntimeError::BadImage(e.to_string()))?;
+            let diff_ids = config_value["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default();
+            let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+            if layers.len() != diff_ids.len() {
+                return Err(RuntimeError::BadImage(format!(
+                    "manifest lists {} layers but the config {} diff ids",
+                    layers.len(),
+                    diff_ids.len()
+                )));
+            }
+            for (layer, diff) in layers.iter().zip(&diff_ids) {
+                let media = layer["mediaType"].as_str().unwrap_or("");
+                if media.contains("zstd") {
+                    return Err(RuntimeError::BadImage(format!(
+                        "layer media type {media} is not supported (use gzip or plain tar)"
+                    )));
+                }
+                let digest: Digest = layer["digest"].as_str().unwrap_or("").parse()?;
+                let diff: Digest = diff.as_str().unwrap_or("").parse()?;
+                self.import_layer(&Self::blob_path(dir, &digest), Some(&digest), &diff)?;
+            }
+            self.put_blob(&config_digest, &config)?;
+            let mut names: Vec<String> = Vec::new();
+            if let Some(tag) = tag.and_then(|t| normalize_name(&t).ok()) {
+                names.push(tag);
+            }
+            names.extend(name.map(String::from));
+            out.push(self.record_image(&config, names)?);
+        }
+        Ok(out)
+    }
+
+    fn import_docker(&self, dir: &Path, name: Option<&str>) -> Result<Vec<ImageRecord>> {
+        let manifest = read_json(&dir.join("manifest.json"))?;
+        let entries = manifest
+            .as_array()
+            .ok_or_else(|| RuntimeError::BadImage("manifest.json is not a list".into()))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let config_path = entry["Config"]
+                .as_str()
+                .ok_or_else(|| RuntimeError::BadImage("manifest entry without Config".into()))?;
+            let config =
+                fs::read(dir.join(config_path)).map_err(RuntimeError::io("read", dir.join(config_path)))?;
+            // The config's file name is its digest (`<hex>.json` or `blobs/sha256/<hex>`).
+            let stem = Path::new(config_path).file_name().and_then(|s| s.to_str()).unwrap_or("");
+            let named: Option<Digest> = format!("sha256:{}", stem.trim_end_matches(".json")).parse().ok();
+            if let Some(expected) = named {
+                let actual = Digest::of(&config);
+                if actual != expected {
+                    return Err(RuntimeError::DigestMismatch {
+                        what: config_path.into(),
+                        expected: expected.to_string(),
+                        actual: actual.to_string(),
+                    });
+                }
+            }
+            let config_value: Value =
+                serde_json::from_slice(&config).map_err(|e| RuntimeError::BadImage(e.to_string()))?;
+            let diff_ids = config_value["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default();
+            let layers = entry["Layers"].as_array().cloned().unwrap_or_default();
+            if layers.len() != diff_ids.len() {
+                return Err(RuntimeError::BadImage(format!(
+                    "manifest.json lists {} layers but the config {} diff ids",
+                    layers.len(),
+                    diff_ids.len()
+                )));
+            }
+            for (layer, diff) in layers.iter().zip(&diff_ids) {
+                let rel = layer.as_str().unwrap_or("");
+                if rel.starts_with('/') || rel.split('/').any(|p| p == "..") {
+                    return Err(RuntimeError::unsafe_entry(rel, "layer path outside the archive"));
+                }
+                let diff: Digest = diff.as_str().unwrap_or("").parse()?;
+                self.import_layer(&dir.join(rel), None, &diff)?;
+            }
+            let mut names: Vec<String> = entry["RepoTags"]
+                .as_array()
+                .map(|tags| {
+                    tags.iter().filter_map(|t| t.as_str()).filter_map(|t| normalize_name(t).ok()).collect()
+                })
+                .unwrap_or_default();
+            names.extend(name.map(String::from));
+            out.push(self.record_image(&config, names)?);
+        }
+        Ok(out)
+    }
+
+    /// Removes a name, and the image when no name is left (layers shared with other images
+    /// stay).
+    pub fn remove(&self, reference: &str) -> Result<()> {
+        let mut image = self.get(reference)?;
+        if let Ok(name) = normalize_name(reference)
+            && image.names.contains(&name)
+            && image.names.len() > 1
+        {
+            image.names.retain(|n| *n != name);
+            return self.save_record(&image);
+        }
+        let id: Digest = image.id.parse()?;
+        let path = self.root.join("configs").join(format!("{}.json", id.hex()));
+        fs::remove_file(&path).map_err(RuntimeError::io("remove", &path))?;
+        let used: BTreeMap<String, ()> =
+            self.list()?.into_iter().flat_map(|i| i.diff_ids).map(|d| (d, ())).collect();
+        for diff in &image.diff_ids {
+            if !used.contains_key(diff) {
+                let dir = self.layer_dir(&diff.parse()?);
+                let _ = fs::remove_dir_all(dir);
+            }
+        }
+        Ok(())
+    }
+}
