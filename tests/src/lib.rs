@@ -348,3 +348,38 @@ pub fn netns_names() -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// Runs one iperf3 TCP test from `client` to a one-off server inside `server_ns` bound to `addr`
+/// and returns the receiver's bits per second. Retries while the server is not yet listening (or
+/// answered a connection attempt that raced its start); panics with iperf3's report otherwise.
+pub fn iperf3(client: &Namespace, server_ns: &Namespace, addr: &str, seconds: u32, streams: u32) -> f64 {
+    let (seconds, streams) = (seconds.to_string(), streams.to_string());
+    let mut last = String::new();
+    for _ in 0..5 {
+        let mut server = server_ns
+            .command("iperf3")
+            .args(["-s", "-1", "-B", addr])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start iperf3 server");
+        for _ in 0..100 {
+            let out = client.output("iperf3", &["-c", addr, "-t", &seconds, "-P", &streams, "-J"]);
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if let Some(bps) = report["end"]["sum_received"]["bits_per_second"].as_f64() {
+                let _ = server.kill();
+                let _ = server.wait();
+                return bps;
+            }
+            last = String::from_utf8_lossy(&out.stdout).into_owned();
+            // Not listening yet: try again; anything else: start a fresh server.
+            if report.get("error").is_some_and(|e| !e.as_str().unwrap_or("").contains("connect")) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+    panic!("iperf3 to {addr} failed: {last}");
+}

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use weft_net::{BridgeSpec, Cidr, MacAddr, RouteSpec, VethSpec, VxlanSpec, sysctl};
-use weft_tests::{Namespace, VirtualHosts, ping};
+use weft_tests::{Namespace, VirtualHosts, iperf3, ping};
 
 const VNI: u32 = 4242;
 
@@ -114,25 +114,8 @@ fn two_hosts_share_one_overlay_built_from_weft_net() {
     });
 
     // An iperf3 TCP stream across the overlay.
-    let server = bed.with_namespace(&c1, |c1| {
-        let mut cmd = c1.command("iperf3");
-        cmd.args(["-s", "-1", "-B", "10.99.1.2"]).stdout(std::process::Stdio::null());
-        bed.spawn(cmd)
-    });
-    assert!(server > 0);
-    let report = bed.with_namespace(&c0, |c0| {
-        let mut last = None;
-        for _ in 0..50 {
-            let out = c0.output("iperf3", &["-c", "10.99.1.2", "-t", "2", "-J"]);
-            if out.status.success() {
-                return out;
-            }
-            last = Some(out);
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!("iperf3 never connected: {:?}", last.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()));
-    });
-    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
-    let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap();
+    let (c0, c1) = (bed.namespace(&c0), bed.namespace(&c1));
+    let bits = iperf3(&c0, &c1, "10.99.1.2", 2, 1);
+    let received = (bits * 2.0 / 8.0) as u64;
     assert!(received > 1_000_000, "iperf3 moved only {received} bytes");
 }

@@ -6,49 +6,16 @@
 //! and 4 streams, alternating underlay (host eth0 to host eth0) and overlay (container eth0 to
 //! container eth0), 3 rounds each, median reported. RTT: 300 pings 10 ms apart each way, mean.
 
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use weft_state::State;
 use weft_tests::overlay::{Agent, can_ping, cluster_state, container, eventually};
-use weft_tests::{Namespace, VirtualHosts};
+use weft_tests::{Namespace, VirtualHosts, iperf3};
 
 use crate::report::Figure;
 
 const ROUNDS: usize = 3;
-const SECONDS: &str = "5";
-
-fn server(ns: &Namespace, addr: &str) -> Child {
-    let mut cmd = ns.command("iperf3");
-    cmd.args(["-s", "-1", "-B", addr]).stdout(Stdio::null()).stderr(Stdio::null());
-    cmd.spawn().expect("start iperf3 server")
-}
-
-/// Bits per second of one iperf3 run from `client` to `addr` with `streams` parallel streams.
-fn iperf(client: &Namespace, server_ns: &Namespace, addr: &str, streams: u32) -> f64 {
-    let streams = streams.to_string();
-    let mut last = String::new();
-    for _ in 0..5 {
-        let mut srv = server(server_ns, addr);
-        for _ in 0..100 {
-            let out = client.output("iperf3", &["-c", addr, "-t", SECONDS, "-P", &streams, "-J"]);
-            let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            if let Some(bps) = report["end"]["sum_received"]["bits_per_second"].as_f64() {
-                let _ = srv.kill();
-                let _ = srv.wait();
-                return bps;
-            }
-            last = String::from_utf8_lossy(&out.stdout).into_owned();
-            if report.get("error").is_some_and(|e| !e.as_str().unwrap_or("").contains("connect")) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = srv.kill();
-        let _ = srv.wait();
-    }
-    panic!("iperf3 to {addr} failed: {last}");
-}
+const SECONDS: u32 = 5;
 
 /// Mean RTT in microseconds of 300 pings.
 fn rtt_us(from: &Namespace, addr: &str) -> f64 {
@@ -84,8 +51,8 @@ pub fn run() -> Vec<Figure> {
                 let (mut under, mut over) = (Vec::new(), Vec::new());
                 for round in 0..ROUNDS {
                     eprintln!("overlay: iperf3 {streams} stream(s), round {}", round + 1);
-                    under.push(iperf(bed.host(0), bed.host(1), &h1_addr, streams));
-                    over.push(iperf(&c0, &c1, &c1_ip, streams));
+                    under.push(iperf3(bed.host(0), bed.host(1), &h1_addr, SECONDS, streams));
+                    over.push(iperf3(&c0, &c1, &c1_ip, SECONDS, streams));
                 }
                 let (u, o) = (median(under) / 1e9, median(over) / 1e9);
                 figures.push(Figure::new(
