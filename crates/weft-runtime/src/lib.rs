@@ -7,6 +7,7 @@
 //! layer is checked against its digest and unpacked so that nothing can land outside it.
 
 pub mod cgroup;
+pub mod container;
 pub mod image;
 
 use std::path::PathBuf;
@@ -48,6 +49,29 @@ pub enum RuntimeError {
     /// No image of that name or id.
     #[error("no such image: {0}")]
     NoSuchImage(String),
+    /// No container of that name or id.
+    #[error("no such container: {0}")]
+    NoSuchContainer(String),
+    /// Another container has the name.
+    #[error("the container name {0:?} is already in use")]
+    NameInUse(String),
+    /// The container is running and the operation needs it stopped (or forced).
+    #[error("container {0} is running: stop it first or force removal")]
+    Running(String),
+    /// The container is not running.
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    /// The container could not start.
+    #[error("container {id} could not start: {reason}")]
+    StartFailed {
+        /// The container.
+        id: String,
+        /// What the monitor or init reported.
+        reason: String,
+    },
+    /// Waiting for the container timed out.
+    #[error("timed out waiting for container {0}")]
+    Timeout(String),
     /// A file-system operation failed.
     #[error("{op} {path}: {source}")]
     Io {

@@ -1,0 +1,150 @@
+//! The per-container monitor: a small process that owns the container's log pipes and waits for
+//! its exit, so that weftd can die and restart without touching running containers. It is the
+//! container init's parent; it writes `state.json` once the workload runs and `exit.json` when it
+//! is gone.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::OFlag;
+use nix::sched::{CloneFlags, unshare};
+
+use super::setup::container_main;
+use super::spec::{ContainerSpec, ExitState, LogLine, RunState};
+use crate::cgroup::{Cgroup, Hierarchy};
+
+/// Nanoseconds since the epoch.
+pub fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// Writes `value` as JSON to `path` atomically (temp file, then rename).
+pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
+    fs::rename(tmp, path)
+}
+
+fn finish(dir: &Path, state: ExitState) -> i32 {
+    let _ = write_json(&dir.join("exit.json"), &state);
+    0
+}
+
+/// Runs the monitor for the container in `dir`; returns the monitor's own exit code. The caller
+/// (the shim binary) has already detached it from weftd.
+pub fn run(dir: &Path) -> i32 {
+    let failed = |error: String| ExitState {
+        code: 127,
+        signal: None,
+        oom_killed: false,
+        error: Some(error),
+        finished_ns: now_ns(),
+    };
+    let spec: ContainerSpec = match fs::read(dir.join("config.json"))
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(spec) => spec,
+        Err(e) => return finish(dir, failed(format!("read config: {e}"))),
+    };
+    let cgroup =
+        match Cgroup::create(&Hierarchy::detect(&spec.cgroup_root), &spec.cgroup_path, &spec.limits.into()) {
+            Ok(c) => c,
+            Err(e) => return finish(dir, failed(format!("create cgroup: {e}"))),
+        };
+    let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC);
+    let (Ok((out_r, out_w)), Ok((err_r, err_w)), Ok((sync_r, sync_w))) = (pipe(), pipe(), pipe()) else {
+        return finish(dir, failed("create pipes".into()));
+    };
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
+        return finish(dir, failed(format!("unshare pid namespace: {e}")));
+    }
+    let join = cgroup.join_paths();
+    // SAFETY: the monitor is single-threaded, so the child may allocate before it execs.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return finish(dir, failed(format!("fork: {}", std::io::Error::last_os_error())));
+    }
+    if child == 0 {
+        drop((out_r, err_r, sync_r));
+        container_main(&spec, dir, [out_w.as_raw_fd(), err_w.as_raw_fd()], sync_w.as_raw_fd(), &join);
+    }
+    drop((out_w, err_w, sync_w));
+    let mut error = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut fs::File::from(sync_r), &mut error);
+    if !error.is_empty() {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        let _ = cgroup.remove();
+        return finish(dir, failed(String::from_utf8_lossy(&error).into_owned()));
+    }
+    let state = RunState { pid: child as u32, monitor_pid: std::process::id(), started_ns: now_ns() };
+    let _ = write_json(&dir.join("state.json"), &state);
+    pump_logs(dir, out_r, err_r);
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    let (code, signal) = if libc::WIFEXITED(status) {
+        let code = libc::WEXITSTATUS(status);
+        (code, (code > 128).then_some(code - 128))
+    } else {
+        let sig = libc::WTERMSIG(status);
+        (128 + sig, Some(sig))
+    };
+    let oom_killed = cgroup.stats().map(|s| s.oom_kills > 0).unwrap_or(false);
+    let _ = cgroup.remove();
+    finish(dir, ExitState { code, signal, oom_killed, error: None, finished_ns: now_ns() })
+}
+
+/// Copies both pipes into `container.log` as JSON lines until both reach end of file.
+fn pump_logs(dir: &Path, out: OwnedFd, err: OwnedFd) {
+    let mut log = match OpenOptions::new().create(true).append(true).open(dir.join("container.log")) {
+        Ok(f) => f,
+        Err(_) => return,
+    };
+    let mut streams = [(out, "stdout", Vec::new(), true), (err, "stderr", Vec::new(), true)];
+    let mut buf = [0u8; 16384];
+    while streams.iter().any(|s| s.3) {
+        let mut fds: Vec<libc::pollfd> = streams
+            .iter()
+            .filter(|s| s.3)
+            .map(|s| libc::pollfd { fd: s.0.as_raw_fd(), events: libc::POLLIN, revents: 0 })
+            .collect();
+        // SAFETY: a valid array of pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            continue;
+        }
+        for pfd in fds.iter().filter(|p| p.revents != 0) {
+            let stream = streams.iter_mut().find(|s| s.0.as_raw_fd() == pfd.fd).expect("polled stream");
+            // SAFETY: reading into a stack buffer from an fd we own.
+            let got = unsafe { libc::read(pfd.fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if got <= 0 {
+                stream.3 = false;
+                if !stream.2.is_empty() {
+                    let rest = std::mem::take(&mut stream.2);
+                    emit(&mut log, stream.1, &rest);
+                }
+                continue;
+            }
+            stream.2.extend_from_slice(&buf[..got as usize]);
+            while let Some(pos) = stream.2.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = stream.2.drain(..=pos).collect();
+                emit(&mut log, stream.1, &line[..line.len() - 1]);
+            }
+        }
+    }
+}
+
+fn emit(log: &mut fs::File, stream: &str, line: &[u8]) {
+    let entry =
+        LogLine { ts: now_ns(), stream: stream.into(), line: String::from_utf8_lossy(line).into_owned() };
+    if let Ok(mut bytes) = serde_json::to_vec(&entry) {
+        bytes.push(b'\n');
+        let _ = log.write_all(&bytes);
+    }
+}

@@ -1,0 +1,415 @@
+//! The runtime API: containers live in `<state>/containers/<id>/` (config, state, exit status,
+//! log, root file system dirs), so a restarted agent finds every container again, running or not.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::monitor::write_json;
+use super::spec::{ContainerSpec, ExitState, LogLine, NetworkMode, RunState};
+use crate::cgroup::{Cgroup, Hierarchy, Limits, Stats, join_self};
+use crate::{Result, RuntimeError};
+
+/// Where a container stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerStatus {
+    /// Created, never started.
+    Created,
+    /// Its init runs.
+    Running(RunState),
+    /// It has exited.
+    Exited(ExitState),
+}
+
+/// The container runtime of one host.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    dir: PathBuf,
+    shim: PathBuf,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        && name.len() <= 128
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+impl Runtime {
+    /// A runtime keeping containers under `state_dir/containers`, starting monitors with the shim
+    /// binary at `shim`.
+    pub fn new(state_dir: &Path, shim: impl Into<PathBuf>) -> Result<Runtime> {
+        let dir = state_dir.join("containers");
+        fs::create_dir_all(&dir).map_err(RuntimeError::io("create", &dir))?;
+        Ok(Runtime { dir, shim: shim.into() })
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// The id of a container given by id, name or unique id prefix.
+    fn resolve(&self, reference: &str) -> Result<String> {
+        let valid_id = reference.len() == 64 && reference.bytes().all(|b| b.is_ascii_hexdigit());
+        if valid_id && self.container_dir(reference).join("config.json").exists() {
+            return Ok(reference.to_string());
+        }
+        Ok(self.find(reference)?.id)
+    }
+
+    /// A fresh container id: 64 hex characters from the kernel's random source.
+    pub fn new_id() -> Result<String> {
+        let mut bytes = [0u8; 32];
+        fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .map_err(RuntimeError::io("read", "/dev/urandom"))?;
+        Ok(hex::encode(bytes))
+    }
+
+    /// Every container, by id.
+    pub fn list(&self) -> Result<Vec<(ContainerSpec, ContainerStatus)>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(RuntimeError::io("list", &self.dir))?.flatten() {
+            if let Some(spec) = read_json::<ContainerSpec>(&entry.path().join("config.json")) {
+                let status = self.status(&spec.id)?;
+                out.push((spec, status));
+            }
+        }
+        out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        Ok(out)
+    }
+
+    /// A container by name, id or unique id prefix (at least 4 characters).
+    pub fn find(&self, reference: &str) -> Result<ContainerSpec> {
+        let all = self.list()?;
+        let hits: Vec<_> = all
+            .iter()
+            .filter(|(s, _)| {
+                s.name == reference
+                    || s.id == reference
+                    || (reference.len() >= 4 && s.id.starts_with(reference))
+            })
+            .collect();
+        match hits.as_slice() {
+            [(spec, _)] => Ok(spec.clone()),
+            [] => Err(RuntimeError::NoSuchContainer(reference.into())),
+            _ => Err(RuntimeError::invalid(
+                "container reference",
+                reference,
+                "matches more than one container",
+            )),
+        }
+    }
+
+    /// Records a new container. Checks everything first; a refused spec leaves nothing behind.
+    pub fn create(&self, mut spec: ContainerSpec) -> Result<ContainerSpec> {
+        if spec.id.is_empty() {
+            spec.id = Runtime::new_id()?;
+        }
+        if spec.id.len() != 64 || !spec.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(RuntimeError::invalid("container id", &spec.id, "expected 64 hex characters"));
+        }
+        if spec.name.is_empty() {
+            spec.name = spec.id[..12].to_string();
+        }
+        if !valid_name(&spec.name) {
+            return Err(RuntimeError::invalid(
+                "container name",
+                &spec.name,
+                "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+            ));
+        }
+        if self.list()?.iter().any(|(s, _)| s.name == spec.name) {
+            return Err(RuntimeError::NameInUse(spec.name));
+        }
+        if spec.argv.is_empty() {
+            return Err(RuntimeError::invalid(
+                "command",
+                "",
+                "no command: the image has no Cmd or Entrypoint and none was given",
+            ));
+        }
+        Limits::from(spec.limits).validate()?;
+        if spec.layers.is_empty() || spec.layers.iter().any(|l| !l.is_dir()) {
+            return Err(RuntimeError::invalid(
+                "image layers",
+                format!("{:?}", spec.layers),
+                "missing layer directories",
+            ));
+        }
+        if spec.hostname.is_empty() {
+            spec.hostname = spec.id[..12].to_string();
+        }
+        if spec.hostname.len() > 64
+            || !spec.hostname.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+        {
+            return Err(RuntimeError::invalid(
+                "hostname",
+                &spec.hostname,
+                "at most 64 letters, digits, - and .",
+            ));
+        }
+        for m in &spec.mounts {
+            if !m.source.is_absolute() || !m.target.is_absolute() || !m.source.exists() {
+                return Err(RuntimeError::invalid(
+                    "volume",
+                    format!("{}:{}", m.source.display(), m.target.display()),
+                    "both paths must be absolute and the host path must exist",
+                ));
+            }
+        }
+        if let NetworkMode::Join(path) = &spec.network
+            && !path.exists()
+        {
+            return Err(RuntimeError::invalid(
+                "network namespace",
+                path.display().to_string(),
+                "does not exist",
+            ));
+        }
+        if spec.cgroup_root.as_os_str().is_empty() {
+            spec.cgroup_root = PathBuf::from("/sys/fs/cgroup");
+        }
+        if spec.cgroup_path.as_os_str().is_empty() {
+            spec.cgroup_path = PathBuf::from("weft").join(&spec.id);
+        }
+        let dir = self.container_dir(&spec.id);
+        let made = (|| -> std::io::Result<()> {
+            for sub in ["rootfs/upper", "rootfs/work", "rootfs/merged"] {
+                fs::create_dir_all(dir.join(sub))?;
+            }
+            let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+            for line in &spec.hosts {
+                hosts.push_str(line);
+                hosts.push('\n');
+            }
+            fs::write(dir.join("hosts"), hosts)?;
+            fs::write(dir.join("hostname"), format!("{}\n", spec.hostname))?;
+            let resolv = if spec.dns.is_empty() {
+                fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+            } else {
+                spec.dns.iter().map(|d| format!("nameserver {d}\n")).collect()
+            };
+            fs::write(dir.join("resolv.conf"), resolv)?;
+            write_json(&dir.join("config.json"), &spec)
+        })();
+        if let Err(e) = made {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(RuntimeError::io("create container", &dir)(e));
+        }
+        Ok(spec)
+    }
+
+    /// Where the container stands, from its directory.
+    pub fn status(&self, id: &str) -> Result<ContainerStatus> {
+        let id = &self.resolve(id)?;
+        let dir = self.container_dir(id);
+        if !dir.join("config.json").exists() {
+            return Err(RuntimeError::NoSuchContainer(id.into()));
+        }
+        if let Some(exit) = read_json::<ExitState>(&dir.join("exit.json")) {
+            return Ok(ContainerStatus::Exited(exit));
+        }
+        match read_json::<RunState>(&dir.join("state.json")) {
+            Some(run) if alive(run.pid) => Ok(ContainerStatus::Running(run)),
+            // The monitor would have written exit.json; its loss is reported, not hidden.
+            Some(_) => Ok(ContainerStatus::Exited(ExitState {
+                code: -1,
+                signal: None,
+                oom_killed: false,
+                error: Some("the container's monitor disappeared without recording an exit status".into()),
+                finished_ns: 0,
+            })),
+            None => Ok(ContainerStatus::Created),
+        }
+    }
+
+    /// Starts (or restarts) a container and returns once its workload runs.
+    pub fn start(&self, id: &str) -> Result<RunState> {
+        let id = &self.resolve(id)?;
+        if let ContainerStatus::Running(_) = self.status(id)? {
+            return Err(RuntimeError::Running(id.into()));
+        }
+        let dir = self.container_dir(id);
+        let _ = fs::remove_file(dir.join("exit.json"));
+        let _ = fs::remove_file(dir.join("state.json"));
+        let status = Command::new(&self.shim)
+            .arg("monitor")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(RuntimeError::io("start monitor", &self.shim))?;
+        if !status.success() {
+            return Err(RuntimeError::StartFailed {
+                id: id.into(),
+                reason: format!("monitor exited with {status}"),
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(exit) = read_json::<ExitState>(&dir.join("exit.json")) {
+                if let Some(reason) = exit.error {
+                    return Err(RuntimeError::StartFailed { id: id.into(), reason });
+                }
+                // It ran and already finished: report its run anyway.
+                return read_json::<RunState>(&dir.join("state.json")).ok_or_else(|| {
+                    RuntimeError::StartFailed { id: id.into(), reason: "exited before it ran".into() }
+                });
+            }
+            if let Some(run) = read_json::<RunState>(&dir.join("state.json")) {
+                return Ok(run);
+            }
+            if Instant::now() > deadline {
+                return Err(RuntimeError::Timeout(id.into()));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Sends `signal` to the container's init, which forwards it to the workload.
+    pub fn kill(&self, id: &str, signal: i32) -> Result<()> {
+        let id = &self.resolve(id)?;
+        match self.status(id)? {
+            ContainerStatus::Running(run) => {
+                // SAFETY: sending a signal to a pid we recorded.
+                if unsafe { libc::kill(run.pid as i32, signal) } != 0 {
+                    return Err(RuntimeError::io("signal", format!("pid {}", run.pid))(
+                        std::io::Error::last_os_error(),
+                    ));
+                }
+                Ok(())
+            }
+            _ => Err(RuntimeError::NotRunning(id.into())),
+        }
+    }
+
+    /// Waits until the container has exited (or `timeout`).
+    pub fn wait(&self, id: &str, timeout: Option<Duration>) -> Result<ExitState> {
+        let id = &self.resolve(id)?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            match self.status(id)? {
+                ContainerStatus::Exited(exit) => return Ok(exit),
+                ContainerStatus::Created => return Err(RuntimeError::NotRunning(id.into())),
+                ContainerStatus::Running(_) => {}
+            }
+            if deadline.is_some_and(|d| Instant::now() > d) {
+                return Err(RuntimeError::Timeout(id.into()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Docker's stop: SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&self, id: &str, grace: Duration) -> Result<ExitState> {
+        let id = &self.resolve(id)?;
+        match self.status(id)? {
+            ContainerStatus::Exited(exit) => return Ok(exit),
+            ContainerStatus::Created => return Err(RuntimeError::NotRunning(id.into())),
+            ContainerStatus::Running(_) => {}
+        }
+        let _ = self.kill(id, libc::SIGTERM);
+        match self.wait(id, Some(grace)) {
+            Err(RuntimeError::Timeout(_)) => {
+                let _ = self.kill(id, libc::SIGKILL);
+                self.wait(id, Some(Duration::from_secs(30)))
+            }
+            other => other,
+        }
+    }
+
+    /// Removes a container; a running one only when `force` (it is killed first).
+    pub fn remove(&self, id: &str, force: bool) -> Result<()> {
+        let id = &self.resolve(id)?;
+        if let ContainerStatus::Running(_) = self.status(id)? {
+            if !force {
+                return Err(RuntimeError::Running(id.into()));
+            }
+            let _ = self.kill(id, libc::SIGKILL);
+            self.wait(id, Some(Duration::from_secs(30)))?;
+        }
+        let dir = self.container_dir(id);
+        fs::remove_dir_all(&dir).map_err(RuntimeError::io("remove", &dir))
+    }
+
+    /// Log lines from byte `offset` of the log; returns them and the offset to continue from
+    /// (`logs -f` calls it again with that offset).
+    pub fn logs(&self, id: &str, offset: u64) -> Result<(Vec<LogLine>, u64)> {
+        let id = &self.resolve(id)?;
+        self.status(id)?;
+        let path = self.container_dir(id).join("container.log");
+        let Ok(mut file) = fs::File::open(&path) else { return Ok((Vec::new(), 0)) };
+        file.seek(SeekFrom::Start(offset)).map_err(RuntimeError::io("read", &path))?;
+        let mut reader = BufReader::new(file);
+        let (mut lines, mut pos) = (Vec::new(), offset);
+        let mut text = String::new();
+        loop {
+            text.clear();
+            let n = reader.read_line(&mut text).map_err(RuntimeError::io("read", &path))?;
+            if n == 0 || !text.ends_with('\n') {
+                break;
+            }
+            pos += n as u64;
+            if let Ok(line) = serde_json::from_str::<LogLine>(&text) {
+                lines.push(line);
+            }
+        }
+        Ok((lines, pos))
+    }
+
+    /// A command that runs `argv` inside the running container: every namespace of its init,
+    /// its cgroup, its root and working directory, its environment.
+    pub fn exec_command(&self, id: &str, argv: &[String]) -> Result<Command> {
+        let id = &self.resolve(id)?;
+        let ContainerStatus::Running(run) = self.status(id)? else {
+            return Err(RuntimeError::NotRunning(id.into()));
+        };
+        if argv.is_empty() {
+            return Err(RuntimeError::invalid("command", "", "exec needs a command"));
+        }
+        let spec = read_json::<ContainerSpec>(&self.container_dir(id).join("config.json"))
+            .ok_or_else(|| RuntimeError::NoSuchContainer(id.into()))?;
+        let cgroup =
+            Cgroup::create(&Hierarchy::detect(&spec.cgroup_root), &spec.cgroup_path, &Limits::default())?;
+        let paths = cgroup.join_paths();
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--target={}", run.pid));
+        cmd.args(["--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup", "--root", "--wd", "--"]);
+        cmd.args(argv);
+        cmd.env_clear();
+        cmd.env("PATH", super::setup::DEFAULT_PATH);
+        for pair in &spec.env {
+            if let Some((k, v)) = pair.split_once('=') {
+                cmd.env(k, v);
+            }
+        }
+        // SAFETY: join_self only calls open, write and close.
+        unsafe { cmd.pre_exec(move || join_self(&paths)) };
+        Ok(cmd)
+    }
+
+    /// Resource usage of a running container.
+    pub fn stats(&self, id: &str) -> Result<Stats> {
+        let id = &self.resolve(id)?;
+        let spec = read_json::<ContainerSpec>(&self.container_dir(id).join("config.json"))
+            .ok_or_else(|| RuntimeError::NoSuchContainer(id.into()))?;
+        let ContainerStatus::Running(_) = self.status(id)? else {
+            return Err(RuntimeError::NotRunning(id.into()));
+        };
+        Cgroup::create(&Hierarchy::detect(&spec.cgroup_root), &spec.cgroup_path, &Limits::default())?.stats()
+    }
+}

@@ -1,0 +1,256 @@
+//! Containers for real: a busybox image (made here from Debian's busybox-static, imported through
+//! the image store), run by weft's monitor and init in new namespaces on an overlayfs root, with
+//! cgroup v1 limits. Needs root.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+use weft_runtime::RuntimeError;
+use weft_runtime::container::{ContainerSpec, ContainerStatus, NetworkMode, Runtime, SpecLimits};
+use weft_runtime::image::ImageStore;
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+/// A state directory with an image store holding busybox, removed (with every container in it
+/// killed) on drop.
+struct Host {
+    dir: PathBuf,
+    runtime: Runtime,
+    layers: Vec<PathBuf>,
+}
+
+impl Host {
+    fn new(tag: &str) -> Host {
+        let dir = std::env::temp_dir().join(format!(
+            "weft-ctr-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        let store = ImageStore::open(dir.join("images")).unwrap();
+        let image = store.import(&busybox_archive(&dir), None).unwrap().remove(0);
+        let layers = store.layer_dirs(&image).unwrap();
+        let runtime = Runtime::new(&dir, env!("CARGO_BIN_EXE_weft-shim")).unwrap();
+        Host { dir, runtime, layers }
+    }
+
+    fn spec(&self, name: &str, script: &str) -> ContainerSpec {
+        ContainerSpec {
+            id: String::new(),
+            name: name.into(),
+            image: "busybox".into(),
+            layers: self.layers.clone(),
+            argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            env: vec!["GREETING=hello".into()],
+            cwd: "/".into(),
+            user: String::new(),
+            hostname: format!("{name}-host"),
+            network: NetworkMode::None,
+            limits: SpecLimits::default(),
+            mounts: vec![],
+            readonly_rootfs: false,
+            hosts: vec![],
+            dns: vec![],
+            cgroup_root: PathBuf::new(),
+            cgroup_path: PathBuf::from(format!(
+                "weft-tests/{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            )),
+        }
+    }
+
+    fn run(&self, spec: ContainerSpec) -> (String, i32, Vec<String>) {
+        let spec = self.runtime.create(spec).unwrap();
+        self.runtime.start(&spec.id).unwrap();
+        let exit = self.runtime.wait(&spec.id, Some(Duration::from_secs(30))).unwrap();
+        let lines = self.runtime.logs(&spec.id, 0).unwrap().0.into_iter().map(|l| l.line).collect();
+        (spec.id, exit.code, lines)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Ok(all) = self.runtime.list() {
+            for (spec, _) in all {
+                let _ = self.runtime.remove(&spec.id, true);
+            }
+        }
+        for c in ["memory", "cpu", "cpuacct", "pids"] {
+            let _ = fs::remove_dir(Path::new("/sys/fs/cgroup").join(c).join("weft-tests"));
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A docker-save directory holding one layer: busybox-static with a few applet links.
+fn busybox_archive(dir: &Path) -> PathBuf {
+    let mut layer = tar::Builder::new(Vec::new());
+    let add_dir = |b: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(mode);
+        h.set_size(0);
+        b.append_data(&mut h, path, std::io::empty()).unwrap();
+    };
+    for (d, mode) in [("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777), ("root", 0o700)] {
+        add_dir(&mut layer, d, mode);
+    }
+    let busybox = fs::read("/bin/busybox").unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(busybox.len() as u64);
+    layer.append_data(&mut h, "bin/busybox", busybox.as_slice()).unwrap();
+    for applet in ["sh", "sleep", "cat", "echo", "ls", "hostname", "ps", "head", "tr", "id", "touch", "seq"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        layer.append_link(&mut h, format!("bin/{applet}"), "busybox").unwrap();
+    }
+    let passwd = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n";
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(passwd.len() as u64);
+    layer.append_data(&mut h, "etc/passwd", &passwd[..]).unwrap();
+    let layer = layer.into_inner().unwrap();
+    let diff = format!("sha256:{}", hex(&Sha256::digest(&layer)));
+    let out = dir.join("busybox-save");
+    fs::create_dir_all(out.join("l1")).unwrap();
+    fs::write(out.join("l1/layer.tar"), &layer).unwrap();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/bin/sh"]}},"rootfs":{{"type":"layers","diff_ids":["{diff}"]}}}}"#
+    );
+    let name = format!("{}.json", hex(&Sha256::digest(config.as_bytes())));
+    fs::write(out.join(&name), &config).unwrap();
+    fs::write(
+        out.join("manifest.json"),
+        format!(r#"[{{"Config":"{name}","RepoTags":["busybox:latest"],"Layers":["l1/layer.tar"]}}]"#),
+    )
+    .unwrap();
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn isolation_is_observed_from_inside() {
+    let host = Host::new("iso");
+    let script = "echo pid=$$; hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; \
+                  ls /proc | grep -c '^[0-9]'; cat /proc/self/mountinfo | wc -l; echo $GREETING; \
+                  echo written > /tmp/mine; ls /sys/class/net";
+    let (id, code, lines) = host.run(host.spec("iso", script));
+    assert_eq!(code, 0, "{lines:?}");
+    assert_eq!(lines[0], "pid=2", "the workload is PID 2 under weft's init");
+    assert_eq!(lines[1], "iso-host");
+    assert!(
+        lines[2].contains("weft-shim") && lines[2].contains("monitor"),
+        "PID 1 is weft's init: {}",
+        lines[2]
+    );
+    assert_eq!(lines[5], "hello", "env from the spec");
+    assert_eq!(lines[6..], ["lo".to_string()], "network mode none: only loopback");
+    // The file landed in this container's upper layer only: not in the image, not elsewhere.
+    let upper = host.dir.join("containers").join(&id).join("rootfs/upper/tmp/mine");
+    assert_eq!(fs::read_to_string(upper).unwrap(), "written\n");
+    assert!(!host.layers[0].join("tmp/mine").exists());
+    let (_, _, other) = host.run(host.spec("other", "cat /tmp/mine 2>&1; echo end"));
+    assert!(other[0].contains("No such file"), "{other:?}");
+    // IPC namespace: its own, empty, SysV queue table.
+    let (_, _, ipc) = host.run(host.spec("ipc", "cat /proc/sysvipc/msg | wc -l"));
+    assert_eq!(ipc, ["1"]);
+}
+
+#[test]
+fn init_reaps_orphans_and_stop_is_graceful_then_forceful() {
+    let host = Host::new("init");
+    // Orphans re-parented to init are reaped: no zombie is left.
+    let (_, code, lines) = host.run(host.spec(
+        "reap",
+        "for i in 1 2 3; do (sleep 0.1 &) ; done; sleep 0.5; cat /proc/[0-9]*/stat | grep -c ' Z ' ; true",
+    ));
+    assert_eq!(code, 0);
+    assert_eq!(lines.last().map(String::as_str), Some("0"), "no zombies: {lines:?}");
+
+    let rt = &host.runtime;
+    let trapper = rt
+        .create(host.spec("trap", "trap 'echo got TERM; exit 3' TERM; while true; do sleep 0.1; done"))
+        .unwrap();
+    rt.start(&trapper.id).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let exit = rt.stop(&trapper.id, Duration::from_secs(10)).unwrap();
+    assert_eq!(exit.code, 3, "the workload handled SIGTERM itself");
+    assert!(rt.logs(&trapper.id, 0).unwrap().0.iter().any(|l| l.line == "got TERM"));
+
+    let stubborn = rt.create(host.spec("stubborn", "trap '' TERM; while true; do sleep 0.1; done")).unwrap();
+    rt.start(&stubborn.id).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let exit = rt.stop(&stubborn.id, Duration::from_millis(500)).unwrap();
+    assert_eq!((exit.code, exit.signal), (137, Some(9)), "killed after the grace period");
+}
+
+#[test]
+fn limits_oom_and_pids() {
+    let host = Host::new("lim");
+    let mut spec = host.spec("oom", "x=$(head -c 100000000 /dev/zero | tr '\\0' x); echo survived");
+    spec.limits = SpecLimits { memory: Some(32 << 20), cpus: Some(0.5), pids: Some(16) };
+    let spec = host.runtime.create(spec).unwrap();
+    host.runtime.start(&spec.id).unwrap();
+    let exit = host.runtime.wait(&spec.id, Some(Duration::from_secs(30))).unwrap();
+    assert!(exit.oom_killed, "the exit reason says OOM: {exit:?}");
+
+    let mut spec = host.spec("bomb", "for i in $(seq 40); do sleep 2 & done 2>&1; wait; echo done");
+    spec.limits.pids = Some(10);
+    let (_, _, lines) = host.run(spec);
+    assert!(lines.iter().any(|l| l.contains("fork")), "forks beyond the pids limit fail: {lines:?}");
+}
+
+#[test]
+fn containers_outlive_the_runtime_object_and_exec_joins_them() {
+    let host = Host::new("exec");
+    let spec = host.runtime.create(host.spec("svc", "echo started; while true; do sleep 0.1; done")).unwrap();
+    host.runtime.start(&spec.id).unwrap();
+    // A new Runtime over the same state dir, as after an agent restart, finds it running.
+    let again = Runtime::new(&host.dir, env!("CARGO_BIN_EXE_weft-shim")).unwrap();
+    assert!(matches!(again.status(&spec.id).unwrap(), ContainerStatus::Running(_)));
+    assert_eq!(again.find("svc").unwrap().id, spec.id);
+    let out = again
+        .exec_command(
+            "svc",
+            &[
+                "sh".into(),
+                "-c".into(),
+                "hostname; echo $GREETING; cat /proc/1/cmdline | tr '\\0' ' '".into(),
+            ],
+        )
+        .unwrap()
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("svc-host\nhello\n"), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("weft-shim monitor"), "exec joined the container's PID namespace: {text}");
+    assert!(again.stats(&spec.id).unwrap().pids >= 2);
+    assert!(matches!(again.remove(&spec.id, false), Err(RuntimeError::Running(_))));
+    again.remove(&spec.id, true).unwrap();
+    assert!(matches!(again.status(&spec.id), Err(RuntimeError::NoSuchContainer(_))));
+
+    // Bad input is refused and leaves nothing.
+    let mut bad = host.spec("bad name!", "true");
+    assert!(host.runtime.create(bad.clone()).is_err());
+    bad.name = "ok".into();
+    bad.argv.clear();
+    assert!(host.runtime.create(bad).is_err());
+    let failing = host.runtime.create({
+        let mut s = host.spec("noexec", "true");
+        s.argv = vec!["/bin/does-not-exist".into()];
+        s
+    });
+    let failing = failing.unwrap();
+    let err = host.runtime.start(&failing.id).unwrap_err();
+    assert!(err.to_string().contains("does-not-exist"), "{err}");
+    assert_eq!(host.runtime.list().unwrap().len(), 1);
+}
