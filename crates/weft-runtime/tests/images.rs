@@ -137,6 +137,33 @@ fn oci_layouts_and_docker_archives_from_real_tools_import_and_stack() {
     assert_eq!(again[0].id, image.id);
     assert!(store.get("busybox:tarred").is_ok());
     assert_eq!(fs::read_dir(store.root().join("tmp")).unwrap().count(), 0, "scratch space cleaned");
+
+    // Export both ways; third-party tools read them and a fresh store imports the same image.
+    let docker_out = tmp.0.join("export-docker.tar");
+    store.export_docker("busybox:latest", &docker_out).unwrap();
+    let oci_out = tmp.0.join("export-oci");
+    store.export_oci("busybox:latest", &oci_out).unwrap();
+    let inspect = Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("docker-archive:{}", docker_out.display()))
+        .output()
+        .unwrap();
+    assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
+    let seen: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(seen["Layers"].as_array().unwrap().len(), 2);
+    assert!(seen["Env"].as_array().unwrap().iter().any(|e| e == "FOO=bar"), "{seen}");
+    let inspect =
+        Command::new("skopeo").arg("inspect").arg(format!("oci:{}", oci_out.display())).output().unwrap();
+    assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
+    let fresh = ImageStore::open(tmp.0.join("store2")).unwrap();
+    let from_docker = fresh.import(&docker_out, None).unwrap();
+    let from_oci = fresh.import(&oci_out, None).unwrap();
+    assert_eq!(
+        (from_docker[0].id.clone(), from_docker[0].diff_ids.clone()),
+        (image.id.clone(), image.diff_ids.clone())
+    );
+    assert_eq!(from_oci[0].id, image.id);
+    assert!(store.export_oci("busybox:latest", &oci_out).is_err(), "an existing destination is refused");
 }
 
 /// A tar header with a raw name and link name, so hostile paths can be written at all.

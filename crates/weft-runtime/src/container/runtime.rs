@@ -223,7 +223,8 @@ impl Runtime {
             return Ok(ContainerStatus::Exited(exit));
         }
         match read_json::<RunState>(&dir.join("state.json")) {
-            Some(run) if alive(run.pid) => Ok(ContainerStatus::Running(run)),
+            // Still running, or just exited with the monitor about to record it.
+            Some(run) if alive(run.pid) || alive(run.monitor_pid) => Ok(ContainerStatus::Running(run)),
             // The monitor would have written exit.json; its loss is reported, not hidden.
             Some(_) => Ok(ContainerStatus::Exited(ExitState {
                 code: -1,
@@ -287,6 +288,10 @@ impl Runtime {
             ContainerStatus::Running(run) => {
                 // SAFETY: sending a signal to a pid we recorded.
                 if unsafe { libc::kill(run.pid as i32, signal) } != 0 {
+                    let err = std::io::Error::last_os_error();
+                    if err.raw_os_error() == Some(libc::ESRCH) {
+                        return Ok(()); // already exiting
+                    }
                     return Err(RuntimeError::io("signal", format!("pid {}", run.pid))(
                         std::io::Error::last_os_error(),
                     ));

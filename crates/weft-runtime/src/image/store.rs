@@ -41,6 +41,20 @@ impl ImageRecord {
     }
 }
 
+/// Copies everything read through it into a file.
+struct Tee<R> {
+    inner: R,
+    copy: File,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        std::io::Write::write_all(&mut self.copy, &buf[..n])?;
+        Ok(n)
+    }
+}
+
 /// The store. Cheap to open; every method works on the directory.
 #[derive(Debug)]
 pub struct ImageStore {
@@ -227,16 +241,21 @@ impl ImageStore {
                 && magic == [0x1f, 0x8b];
         let file = BufReader::new(File::open(blob).map_err(RuntimeError::io("open", blob))?);
         let scratch = self.scratch()?;
+        // The uncompressed tar is kept as it came (blobs/sha256/<diff id>), so an export gives back
+        // exactly the layers the image config names.
+        let copy_dir = self.scratch()?;
+        let copy_path = copy_dir.path().join("layer.tar");
+        let copy = File::create(&copy_path).map_err(RuntimeError::io("create", &copy_path))?;
         let outer = HashingReader::new(file);
         let (blob_actual, diff_actual) = if gzip {
-            let mut inner = HashingReader::new(GzDecoder::new(outer));
+            let mut inner = HashingReader::new(Tee { inner: GzDecoder::new(outer), copy });
             unpack_layer(&mut inner, scratch.path())?;
-            let (diff, _, gz) = inner.finish_with_inner().map_err(RuntimeError::io("read layer", blob))?;
+            let (diff, _, tee) = inner.finish_with_inner().map_err(RuntimeError::io("read layer", blob))?;
             let (blob_digest, _, _) =
-                gz.into_inner().finish_with_inner().map_err(RuntimeError::io("read", blob))?;
+                tee.inner.into_inner().finish_with_inner().map_err(RuntimeError::io("read", blob))?;
             (blob_digest, diff)
         } else {
-            let mut inner = outer;
+            let mut inner = HashingReader::new(Tee { inner: outer, copy });
             unpack_layer(&mut inner, scratch.path())?;
             let (digest, _, _) = inner.finish_with_inner().map_err(RuntimeError::io("read layer", blob))?;
             (digest.clone(), digest)
@@ -257,6 +276,8 @@ impl ImageStore {
                 actual: diff_actual.to_string(),
             });
         }
+        let kept = self.root.join("blobs/sha256").join(diff_id.hex());
+        fs::rename(&copy_path, &kept).map_err(RuntimeError::io("store layer tar", &kept))?;
         let done = scratch.keep();
         if let Err(e) = fs::rename(&done, &dest) {
             let _ = fs::remove_dir_all(&done);
@@ -453,10 +474,105 @@ impl ImageStore {
                     tags.iter().filter_map(|t| t.as_str()).filter_map(|t| normalize_name(t).ok()).collect()
                 })
                 .unwrap_or_default();
+            self.put_blob(&Digest::of(&config), &config)?;
             names.extend(name.map(String::from));
             out.push(self.record_image(&config, names)?);
         }
         Ok(out)
+    }
+
+    fn config_bytes(&self, image: &ImageRecord) -> Result<Vec<u8>> {
+        let id: Digest = image.id.parse()?;
+        let path = self.root.join("blobs/sha256").join(id.hex());
+        fs::read(&path).map_err(RuntimeError::io("read image config", &path))
+    }
+
+    fn layer_tar(&self, diff: &str) -> Result<PathBuf> {
+        let diff: Digest = diff.parse()?;
+        let path = self.root.join("blobs/sha256").join(diff.hex());
+        if !path.is_file() {
+            return Err(RuntimeError::BadImage(format!("layer {diff} has no stored tar to export")));
+        }
+        Ok(path)
+    }
+
+    /// Writes the image as an OCI image layout: a directory, or a tar file when `dest` ends in
+    /// `.tar`. Layers are the uncompressed tars the image was made of, so digests are unchanged.
+    pub fn export_oci(&self, reference: &str, dest: &Path) -> Result<()> {
+        let image = self.get(reference)?;
+        let config = self.config_bytes(&image)?;
+        let scratch = self.scratch()?;
+        let out = scratch.path().join("layout");
+        let blobs = out.join("blobs/sha256");
+        fs::create_dir_all(&blobs).map_err(RuntimeError::io("create", &blobs))?;
+        let copy = |src: &Path, hex: &str| -> Result<u64> {
+            fs::copy(src, blobs.join(hex)).map_err(RuntimeError::io("copy blob", src))
+        };
+        let mut layers = Vec::new();
+        for diff in &image.diff_ids {
+            let path = self.layer_tar(diff)?;
+            let digest: Digest = diff.parse()?;
+            let size = copy(&path, digest.hex())?;
+            layers.push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": diff, "size": size
+            }));
+        }
+        let id: Digest = image.id.parse()?;
+        fs::write(blobs.join(id.hex()), &config).map_err(RuntimeError::io("write", &blobs))?;
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": image.id, "size": config.len()},
+            "layers": layers,
+        }))
+        .expect("json");
+        let manifest_digest = Digest::of(&manifest);
+        fs::write(blobs.join(manifest_digest.hex()), &manifest).map_err(RuntimeError::io("write", &blobs))?;
+        let mut descriptor = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest.to_string(),
+            "size": manifest.len(),
+        });
+        if let Some(name) = image.names.first() {
+            let tag = name.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+            descriptor["annotations"] = serde_json::json!({
+                "io.containerd.image.name": name,
+                "org.opencontainers.image.ref.name": tag,
+            });
+        }
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": [descriptor]});
+        fs::write(out.join("index.json"), serde_json::to_vec(&index).expect("json"))
+            .map_err(RuntimeError::io("write", &out))?;
+        fs::write(out.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+            .map_err(RuntimeError::io("write", &out))?;
+        publish(&out, dest)
+    }
+
+    /// Writes the image as a docker-save archive (`docker load` reads it): a tar file, or a
+    /// directory when `dest` does not end in `.tar`.
+    pub fn export_docker(&self, reference: &str, dest: &Path) -> Result<()> {
+        let image = self.get(reference)?;
+        let config = self.config_bytes(&image)?;
+        let scratch = self.scratch()?;
+        let out = scratch.path().join("save");
+        fs::create_dir_all(&out).map_err(RuntimeError::io("create", &out))?;
+        let id: Digest = image.id.parse()?;
+        let config_name = format!("{}.json", id.hex());
+        fs::write(out.join(&config_name), &config).map_err(RuntimeError::io("write", &out))?;
+        let mut layers = Vec::new();
+        for diff in &image.diff_ids {
+            let digest: Digest = diff.parse()?;
+            let dir = out.join(digest.hex());
+            fs::create_dir_all(&dir).map_err(RuntimeError::io("create", &dir))?;
+            fs::copy(self.layer_tar(diff)?, dir.join("layer.tar"))
+                .map_err(RuntimeError::io("copy layer", &dir))?;
+            layers.push(format!("{}/layer.tar", digest.hex()));
+        }
+        let manifest =
+            serde_json::json!([{"Config": config_name, "RepoTags": image.names, "Layers": layers}]);
+        fs::write(out.join("manifest.json"), serde_json::to_vec(&manifest).expect("json"))
+            .map_err(RuntimeError::io("write", &out))?;
+        publish(&out, dest)
     }
 
     /// Removes a name, and the image when no name is left (layers shared with other images
@@ -483,4 +599,44 @@ impl ImageStore {
         }
         Ok(())
     }
+}
+
+/// Moves the finished export `out` to `dest`: as a tar file when `dest` ends in `.tar`, else as a
+/// directory (which must not exist yet).
+fn publish(out: &Path, dest: &Path) -> Result<()> {
+    if dest.exists() {
+        return Err(RuntimeError::invalid(
+            "export destination",
+            dest.display().to_string(),
+            "already exists",
+        ));
+    }
+    if dest.extension().is_some_and(|e| e == "tar") {
+        let tmp = dest.with_extension("tar.partial");
+        let file = File::create(&tmp).map_err(RuntimeError::io("create", &tmp))?;
+        let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
+        builder.mode(tar::HeaderMode::Deterministic);
+        builder.append_dir_all(".", out).map_err(RuntimeError::io("write archive", &tmp))?;
+        builder
+            .into_inner()
+            .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+            .map_err(RuntimeError::io("write archive", &tmp))?;
+        fs::rename(&tmp, dest).map_err(RuntimeError::io("rename", dest))
+    } else {
+        copy_dir(out, dest)
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to).map_err(RuntimeError::io("create", to))?;
+    for entry in fs::read_dir(from).map_err(RuntimeError::io("read", from))? {
+        let entry = entry.map_err(RuntimeError::io("read", from))?;
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            fs::copy(entry.path(), &target).map_err(RuntimeError::io("copy", &target))?;
+        }
+    }
+    Ok(())
 }
