@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # weft's test command: installs what the tests need, checks formatting and lints, runs every test
 # of the workspace, and then checks that the root network namespace is exactly as it was before
-# (no namespace, link or address left behind). Run as root from anywhere in the checkout.
+# (no namespace, link, address, route, weft cgroup or mount left behind). Run as root from anywhere in the checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -15,6 +15,8 @@ root_state() {
   echo "## links"; ip -o link show | sed -E 's/^[0-9]+: //' | sort
   echo "## addresses"; ip -o addr show | awk '{print $2, $3, $4}' | sort
   echo "## routes"; ip route show table all | sort
+  echo "## weft cgroups"; find /sys/fs/cgroup -maxdepth 2 -name 'weft*' 2>/dev/null | sort
+  echo "## weft mounts"; grep -E 'weft|/run/netns/wt' /proc/mounts | awk '{print $2}' | sort || true
 }
 before=$(mktemp); after=$(mktemp)
 trap 'rm -f "$before" "$after"' EXIT

@@ -7,4 +7,5 @@
 pub mod convergence;
 pub mod overlay;
 pub mod report;
+pub mod runtime;
 pub mod state;

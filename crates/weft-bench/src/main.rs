@@ -20,6 +20,9 @@ fn main() -> Result<()> {
         Some("state") => weft_bench::state::run(),
         Some("overlay") => weft_bench::overlay::run(),
         Some("convergence") => weft_bench::convergence::run(),
+        Some("runtime") => weft_bench::runtime::run()?,
+        // weft-bench is also the container monitor of the weft containers it measures.
+        Some("monitor") => weft_runtime::container::monitor::shim_main(&args),
         Some("-h" | "--help") | None => {
             print!("{}", usage());
             return Ok(());

@@ -3,11 +3,10 @@
 //! cgroup v1 limits. Needs root.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use sha2::{Digest as _, Sha256};
 use weft_runtime::RuntimeError;
 use weft_runtime::container::{ContainerSpec, ContainerStatus, NetworkMode, Runtime, SpecLimits};
 use weft_runtime::image::ImageStore;
@@ -31,7 +30,7 @@ impl Host {
         ));
         fs::create_dir_all(&dir).unwrap();
         let store = ImageStore::open(dir.join("images")).unwrap();
-        let image = store.import(&busybox_archive(&dir), None).unwrap().remove(0);
+        let image = store.import(&weft_tests::images::busybox_save_dir(&dir), None).unwrap().remove(0);
         let layers = store.layer_dirs(&image).unwrap();
         let runtime = Runtime::new(&dir, env!("CARGO_BIN_EXE_weft-shim")).unwrap();
         Host { dir, runtime, layers }
@@ -79,62 +78,8 @@ impl Drop for Host {
                 let _ = self.runtime.remove(&spec.id, true);
             }
         }
-        for c in ["memory", "cpu", "cpuacct", "pids"] {
-            let _ = fs::remove_dir(Path::new("/sys/fs/cgroup").join(c).join("weft-tests"));
-        }
         let _ = fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A docker-save directory holding one layer: busybox-static with a few applet links.
-fn busybox_archive(dir: &Path) -> PathBuf {
-    let mut layer = tar::Builder::new(Vec::new());
-    let add_dir = |b: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(mode);
-        h.set_size(0);
-        b.append_data(&mut h, path, std::io::empty()).unwrap();
-    };
-    for (d, mode) in [("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777), ("root", 0o700)] {
-        add_dir(&mut layer, d, mode);
-    }
-    let busybox = fs::read("/bin/busybox").unwrap();
-    let mut h = tar::Header::new_gnu();
-    h.set_mode(0o755);
-    h.set_size(busybox.len() as u64);
-    layer.append_data(&mut h, "bin/busybox", busybox.as_slice()).unwrap();
-    for applet in ["sh", "sleep", "cat", "echo", "ls", "hostname", "ps", "head", "tr", "id", "touch", "seq"] {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Symlink);
-        h.set_size(0);
-        layer.append_link(&mut h, format!("bin/{applet}"), "busybox").unwrap();
-    }
-    let passwd = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n";
-    let mut h = tar::Header::new_gnu();
-    h.set_mode(0o644);
-    h.set_size(passwd.len() as u64);
-    layer.append_data(&mut h, "etc/passwd", &passwd[..]).unwrap();
-    let layer = layer.into_inner().unwrap();
-    let diff = format!("sha256:{}", hex(&Sha256::digest(&layer)));
-    let out = dir.join("busybox-save");
-    fs::create_dir_all(out.join("l1")).unwrap();
-    fs::write(out.join("l1/layer.tar"), &layer).unwrap();
-    let config = format!(
-        r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/bin/sh"]}},"rootfs":{{"type":"layers","diff_ids":["{diff}"]}}}}"#
-    );
-    let name = format!("{}.json", hex(&Sha256::digest(config.as_bytes())));
-    fs::write(out.join(&name), &config).unwrap();
-    fs::write(
-        out.join("manifest.json"),
-        format!(r#"[{{"Config":"{name}","RepoTags":["busybox:latest"],"Layers":["l1/layer.tar"]}}]"#),
-    )
-    .unwrap();
-    out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]
@@ -152,6 +97,8 @@ fn isolation_is_observed_from_inside() {
         "PID 1 is weft's init: {}",
         lines[2]
     );
+    let mounts: usize = lines[4].parse().unwrap();
+    assert!(mounts < 20, "only the container's own mounts ({mounts})");
     assert_eq!(lines[5], "hello", "env from the spec");
     assert_eq!(lines[6..], ["lo".to_string()], "network mode none: only loopback");
     // The file landed in this container's upper layer only: not in the image, not elsewhere.
@@ -253,4 +200,41 @@ fn containers_outlive_the_runtime_object_and_exec_joins_them() {
     let err = host.runtime.start(&failing.id).unwrap_err();
     assert!(err.to_string().contains("does-not-exist"), "{err}");
     assert_eq!(host.runtime.list().unwrap().len(), 1);
+}
+
+#[test]
+fn volumes_read_only_root_and_users() {
+    let host = Host::new("vol");
+    let shared = host.dir.join("shared");
+    fs::create_dir_all(&shared).unwrap();
+    fs::write(shared.join("in"), "from the host\n").unwrap();
+    fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let mut spec = host.spec(
+        "vol",
+        "cat /data/in; echo back > /data/out; echo no > /ro/x 2>&1 || echo ro-refused; \
+                                      echo no > /etc/x 2>&1 || echo root-ro; id -u; id -g",
+    );
+    spec.mounts = vec![
+        weft_runtime::container::BindMount {
+            source: shared.clone(),
+            target: "/data".into(),
+            readonly: false,
+        },
+        weft_runtime::container::BindMount { source: shared.clone(), target: "/ro".into(), readonly: true },
+    ];
+    spec.readonly_rootfs = true;
+    spec.user = "nobody".into();
+    let (_, code, lines) = host.run(spec);
+    assert_eq!(code, 0, "{lines:?}");
+    assert_eq!(lines[0], "from the host");
+    assert!(lines.contains(&"ro-refused".to_string()) && lines.contains(&"root-ro".to_string()), "{lines:?}");
+    assert_eq!(lines[lines.len() - 2..], ["65534".to_string(), "65534".to_string()], "runs as nobody");
+    assert_eq!(fs::read_to_string(shared.join("out")).unwrap(), "back\n", "written through the volume");
+    let mut bad = host.spec("badvol", "true");
+    bad.mounts = vec![weft_runtime::container::BindMount {
+        source: "/does/not/exist".into(),
+        target: "/x".into(),
+        readonly: false,
+    }];
+    assert!(host.runtime.create(bad).unwrap_err().to_string().contains("volume"));
 }

@@ -123,6 +123,37 @@ fn oci_layouts_and_docker_archives_from_real_tools_import_and_stack() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ran inside\n");
     run(Command::new("umount").arg(&merged));
 
+    // And run by weft's own runtime: the whiteout holds there too.
+    let runtime =
+        weft_runtime::container::Runtime::new(&tmp.0.join("state"), env!("CARGO_BIN_EXE_weft-shim")).unwrap();
+    let spec = weft_runtime::container::ContainerSpec {
+        id: String::new(),
+        name: "from-umoci".into(),
+        image: image.id.clone(),
+        layers: layers.clone(),
+        argv: vec!["/bin/sh".into(), "-c".into(), "cat /etc/motd; ls /etc/deleteme 2>&1; echo $FOO".into()],
+        env: vec!["FOO=bar".into()],
+        cwd: "/".into(),
+        user: String::new(),
+        hostname: String::new(),
+        network: weft_runtime::container::NetworkMode::None,
+        limits: Default::default(),
+        mounts: vec![],
+        readonly_rootfs: false,
+        hosts: vec![],
+        dns: vec![],
+        cgroup_root: PathBuf::new(),
+        cgroup_path: PathBuf::from(format!("weft-test-img-{}", std::process::id())),
+    };
+    let spec = runtime.create(spec).unwrap();
+    runtime.start(&spec.id).unwrap();
+    assert_eq!(runtime.wait(&spec.id, Some(std::time::Duration::from_secs(30))).unwrap().code, 0);
+    let lines: Vec<String> = runtime.logs(&spec.id, 0).unwrap().0.into_iter().map(|l| l.line).collect();
+    assert_eq!(lines[0], "hello from weft");
+    assert!(lines[1].contains("No such file"), "{lines:?}");
+    assert_eq!(lines[2], "bar");
+    runtime.remove(&spec.id, false).unwrap();
+
     // The docker-save archive of the same image: same layers (stored once), its own name.
     let docker = store.import(&tmp.0.join("docker.tar"), None).unwrap();
     assert_eq!(docker[0].diff_ids, image.diff_ids);

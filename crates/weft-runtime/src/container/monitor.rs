@@ -148,3 +148,30 @@ fn emit(log: &mut fs::File, stream: &str, line: &[u8]) {
         let _ = log.write_all(&bytes);
     }
 }
+
+/// The `monitor DIR` verb of any executable that serves as weft's shim: detaches from its caller
+/// (a fork whose parent exits at once, then a new session), so weftd can exit and restart freely,
+/// and runs the monitor for the container in DIR. Never returns.
+pub fn shim_main(args: &[String]) -> ! {
+    let [verb, dir] = args else {
+        eprintln!("usage: monitor <container-dir>");
+        std::process::exit(2);
+    };
+    if verb != "monitor" {
+        eprintln!("unknown verb {verb:?}; usage: monitor <container-dir>");
+        std::process::exit(2);
+    }
+    // SAFETY: called at the start of main, single-threaded; the parent only exits.
+    match unsafe { libc::fork() } {
+        -1 => {
+            eprintln!("fork: {}", std::io::Error::last_os_error());
+            std::process::exit(1);
+        }
+        0 => {
+            // SAFETY: a new session so no terminal or process group of the caller reaches us.
+            unsafe { libc::setsid() };
+            std::process::exit(run(Path::new(dir)));
+        }
+        _ => std::process::exit(0),
+    }
+}

@@ -24,6 +24,22 @@ pub enum ContainerStatus {
     Exited(ExitState),
 }
 
+/// Polling that stays fast for the first 10 ms (most containers start, and short ones exit,
+/// within milliseconds) and then slows down to 10 ms for long waits.
+struct Backoff(u32);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(0)
+    }
+
+    fn sleep(&mut self) {
+        self.0 += 1;
+        let micros = if self.0 <= 40 { 250 } else { (250u64 << (self.0 - 40).min(6)).min(10_000) };
+        std::thread::sleep(Duration::from_micros(micros));
+    }
+}
+
 /// The container runtime of one host.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -261,6 +277,7 @@ impl Runtime {
             });
         }
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut backoff = Backoff::new();
         loop {
             if let Some(exit) = read_json::<ExitState>(&dir.join("exit.json")) {
                 if let Some(reason) = exit.error {
@@ -277,7 +294,7 @@ impl Runtime {
             if Instant::now() > deadline {
                 return Err(RuntimeError::Timeout(id.into()));
             }
-            std::thread::sleep(Duration::from_millis(2));
+            backoff.sleep();
         }
     }
 
@@ -306,6 +323,7 @@ impl Runtime {
     pub fn wait(&self, id: &str, timeout: Option<Duration>) -> Result<ExitState> {
         let id = &self.resolve(id)?;
         let deadline = timeout.map(|t| Instant::now() + t);
+        let mut backoff = Backoff::new();
         loop {
             match self.status(id)? {
                 ContainerStatus::Exited(exit) => return Ok(exit),
@@ -315,7 +333,7 @@ impl Runtime {
             if deadline.is_some_and(|d| Instant::now() > d) {
                 return Err(RuntimeError::Timeout(id.into()));
             }
-            std::thread::sleep(Duration::from_millis(10));
+            backoff.sleep();
         }
     }
 

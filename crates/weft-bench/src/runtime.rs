@@ -1,0 +1,136 @@
+//! Suite `runtime`: create + start + wait + delete of `/bin/true` through weft, against `crun run`
+//! and `runc run` (Debian's) on the same busybox root file system, in one run.
+//!
+//! Method: the suite moves itself into a private mount namespace and unmounts the hybrid layout's
+//! empty cgroup v2 mount there (crun refuses the hybrid layout otherwise); all three runtimes run
+//! in that namespace. Each iteration is one full container lifecycle, timed from the first call
+//! to the container being gone: for weft `Runtime::create`, `start`, `wait`, `remove` (the
+//! monitor is this binary's `monitor` verb, as weftd's will be); for crun and runc `run` with an
+//! OCI bundle whose process is `/bin/true` (they create, start, wait and delete). 30 iterations
+//! each, interleaved, after 3 warm-up runs; medians reported.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use weft_runtime::container::{ContainerSpec, NetworkMode, Runtime, SpecLimits};
+use weft_runtime::image::ImageStore;
+
+use crate::report::Figure;
+
+const ITERATIONS: usize = 30;
+
+fn private_mounts() -> Result<()> {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("unshare mount namespace")?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .context("make / private")?;
+    let _ = umount2("/sys/fs/cgroup/unified", MntFlags::MNT_DETACH);
+    Ok(())
+}
+
+fn bundle(dir: &Path, layer: &Path, tool: &str) -> Result<PathBuf> {
+    let bundle = dir.join(format!("bundle-{tool}"));
+    std::fs::create_dir_all(&bundle)?;
+    let status = Command::new("cp").arg("-a").arg(layer).arg(bundle.join("rootfs")).status()?;
+    if !status.success() {
+        bail!("copy rootfs for {tool}");
+    }
+    let status = Command::new("runc").args(["spec", "--bundle"]).arg(&bundle).status()?;
+    if !status.success() {
+        bail!("runc spec");
+    }
+    let path = bundle.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    config["process"]["args"] = serde_json::json!(["/bin/true"]);
+    config["process"]["terminal"] = serde_json::json!(false);
+    std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+    Ok(bundle)
+}
+
+fn oci_run(tool: &str, bundle: &Path, n: usize) -> Result<Duration> {
+    let start = Instant::now();
+    let status = Command::new(tool)
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(format!("weft-bench-{tool}-{}-{n}", std::process::id()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()?;
+    let took = start.elapsed();
+    if !status.success() {
+        bail!("{tool} run failed: {status}");
+    }
+    Ok(took)
+}
+
+fn weft_run(runtime: &Runtime, layers: &[PathBuf], n: usize) -> Result<Duration> {
+    let spec = ContainerSpec {
+        id: String::new(),
+        name: format!("bench-{n}"),
+        image: "busybox".into(),
+        layers: layers.to_vec(),
+        argv: vec!["/bin/true".into()],
+        env: vec![],
+        cwd: "/".into(),
+        user: String::new(),
+        hostname: String::new(),
+        network: NetworkMode::None,
+        limits: SpecLimits::default(),
+        mounts: vec![],
+        readonly_rootfs: false,
+        hosts: vec![],
+        dns: vec![],
+        cgroup_root: PathBuf::new(),
+        cgroup_path: PathBuf::from(format!("weft-bench-{}-{n}", std::process::id())),
+    };
+    let start = Instant::now();
+    let spec = runtime.create(spec)?;
+    runtime.start(&spec.id)?;
+    let exit = runtime.wait(&spec.id, Some(Duration::from_secs(30)))?;
+    runtime.remove(&spec.id, false)?;
+    let took = start.elapsed();
+    if exit.code != 0 {
+        bail!("weft container exited with {}", exit.code);
+    }
+    Ok(took)
+}
+
+fn median_ms(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    v[v.len() / 2].as_secs_f64() * 1000.0
+}
+
+/// Runs the suite and returns its figures.
+pub fn run() -> Result<Vec<Figure>> {
+    private_mounts()?;
+    let dir = std::env::temp_dir().join(format!("weft-bench-runtime-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = (|| -> Result<Vec<Figure>> {
+        let store = ImageStore::open(dir.join("images"))?;
+        let image = store.import(&weft_tests::images::busybox_save_dir(&dir), None)?.remove(0);
+        let layers = store.layer_dirs(&image)?;
+        let runtime = Runtime::new(&dir, std::env::current_exe()?)?;
+        let crun_bundle = bundle(&dir, &layers[0], "crun")?;
+        let runc_bundle = bundle(&dir, &layers[0], "runc")?;
+        let (mut weft, mut crun, mut runc) = (Vec::new(), Vec::new(), Vec::new());
+        for n in 0..ITERATIONS + 3 {
+            let w = weft_run(&runtime, &layers, n)?;
+            let c = oci_run("crun", &crun_bundle, n)?;
+            let r = oci_run("runc", &runc_bundle, n)?;
+            if n >= 3 {
+                weft.push(w);
+                crun.push(c);
+                runc.push(r);
+            }
+        }
+        let (w, c, r) = (median_ms(weft), median_ms(crun), median_ms(runc));
+        Ok(vec![
+            Figure::new("runtime.run_true.vs_crun", w, "ms", "crun run (median, same run)", c),
+            Figure::new("runtime.run_true.vs_runc", w, "ms", "runc run (median, same run)", r),
+        ])
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
