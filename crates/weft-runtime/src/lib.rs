@@ -6,6 +6,7 @@
 //! are wired by the agent through `weft-net` and `weft-overlay`), and never trust an image: every
 //! layer is checked against its digest and unpacked so that nothing can land outside it.
 
+pub mod build;
 pub mod cgroup;
 pub mod container;
 pub mod image;

@@ -1,0 +1,3 @@
+//! Dockerfile builds: the parser, and the builder that turns stages into image layers.
+
+pub mod dockerfile;
