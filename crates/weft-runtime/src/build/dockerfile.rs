@@ -361,10 +361,10 @@ pub fn parse(source: &str, build_args: &BTreeMap<String, String>) -> Parsed<Dock
             if base.is_empty() {
                 return err(line, "FROM needs an image (or scratch)");
             }
-            if let Some(n) = &name {
-                if stages.iter().any(|s| s.name.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(n))) {
-                    return err(line, format!("duplicate stage name {n:?}"));
-                }
+            if let Some(n) = &name
+                && stages.iter().any(|s| s.name.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(n)))
+            {
+                return err(line, format!("duplicate stage name {n:?}"));
             }
             stages.push(Stage { base, name, line, steps: Vec::new() });
             vars = BTreeMap::new();
