@@ -73,6 +73,14 @@ pub enum RuntimeError {
     /// Waiting for the container timed out.
     #[error("timed out waiting for container {0}")]
     Timeout(String),
+    /// A Dockerfile build failed at a line.
+    #[error("Dockerfile line {line}: {message}")]
+    Build {
+        /// The line.
+        line: usize,
+        /// What failed.
+        message: String,
+    },
     /// A file-system operation failed.
     #[error("{op} {path}: {source}")]
     Io {

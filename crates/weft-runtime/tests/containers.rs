@@ -55,7 +55,7 @@ impl Host {
             dns: vec![],
             cgroup_root: PathBuf::new(),
             cgroup_path: PathBuf::from(format!(
-                "weft-tests/{}-{}",
+                "weft-test-{}-{}",
                 std::process::id(),
                 N.fetch_add(1, Ordering::SeqCst)
             )),

@@ -199,7 +199,7 @@ impl Runtime {
             spec.cgroup_root = PathBuf::from("/sys/fs/cgroup");
         }
         if spec.cgroup_path.as_os_str().is_empty() {
-            spec.cgroup_path = PathBuf::from("weft").join(&spec.id);
+            spec.cgroup_path = PathBuf::from(format!("weft-{}", spec.id));
         }
         let dir = self.container_dir(&spec.id);
         let made = (|| -> std::io::Result<()> {
@@ -423,6 +423,13 @@ impl Runtime {
         // SAFETY: join_self only calls open, write and close.
         unsafe { cmd.pre_exec(move || join_self(&paths)) };
         Ok(cmd)
+    }
+
+    /// The container's writable layer (its overlayfs upper directory): what a build step turns
+    /// into an image layer.
+    pub fn upper_dir(&self, id: &str) -> Result<PathBuf> {
+        let id = self.resolve(id)?;
+        Ok(self.container_dir(&id).join("rootfs/upper"))
     }
 
     /// Resource usage of a running container.

@@ -65,7 +65,7 @@ pub struct ContainerSpec {
     pub dns: Vec<String>,
     /// Root of the cgroup mount (normally /sys/fs/cgroup).
     pub cgroup_root: PathBuf,
-    /// The container's cgroup below it (normally `weft/<id>`).
+    /// The container's cgroup below it (normally `weft-<id>`).
     pub cgroup_path: PathBuf,
 }
 

@@ -63,7 +63,19 @@ pub struct ImageStore {
 
 static SCRATCH: AtomicU64 = AtomicU64::new(0);
 
+/// A scratch directory inside the store, removed when dropped.
+#[derive(Debug)]
+pub struct ScratchDir(Scratch);
+
+impl ScratchDir {
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
 /// Removes a scratch directory when dropped, unless kept.
+#[derive(Debug)]
 struct Scratch(Option<PathBuf>);
 
 impl Scratch {
@@ -286,6 +298,36 @@ impl ImageStore {
             }
         }
         Ok(())
+    }
+
+    /// Stores an uncompressed layer tar made by weft itself (a build step) and returns its diff id.
+    pub fn add_layer_tar(&self, tar: &Path) -> Result<Digest> {
+        let file = File::open(tar).map_err(RuntimeError::io("open", tar))?;
+        let (diff, _) =
+            HashingReader::new(BufReader::new(file)).finish().map_err(RuntimeError::io("read", tar))?;
+        self.import_layer(tar, None, &diff)?;
+        Ok(diff)
+    }
+
+    /// Records an image whose layers are already in the store (a build result); `config` is the
+    /// OCI image config, whose digest becomes the image id.
+    pub fn add_image(&self, config: &[u8], names: &[String]) -> Result<ImageRecord> {
+        let value: Value = serde_json::from_slice(config)
+            .map_err(|e| RuntimeError::BadImage(format!("image config: {e}")))?;
+        for diff in value["rootfs"]["diff_ids"].as_array().into_iter().flatten() {
+            let diff: Digest = diff.as_str().unwrap_or("").parse()?;
+            if !self.layer_dir(&diff).is_dir() {
+                return Err(RuntimeError::BadImage(format!("layer {diff} is not in the store")));
+            }
+        }
+        let names = names.iter().map(|n| normalize_name(n)).collect::<Result<Vec<_>>>()?;
+        self.put_blob(&Digest::of(config), config)?;
+        self.record_image(config, names)
+    }
+
+    /// Scratch space inside the store (removed when dropped).
+    pub fn scratch_dir(&self) -> Result<ScratchDir> {
+        self.scratch().map(ScratchDir)
     }
 
     fn record_image(&self, config_bytes: &[u8], names: Vec<String>) -> Result<ImageRecord> {
