@@ -211,8 +211,8 @@ fn volumes_read_only_root_and_users() {
     fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let mut spec = host.spec(
         "vol",
-        "cat /data/in; echo back > /data/out; echo no > /ro/x 2>&1 || echo ro-refused; \
-                                      echo no > /etc/x 2>&1 || echo root-ro; id -u; id -g",
+        "cat /data/in; echo back > /data/out; (echo no > /ro/x) 2>/dev/null || echo ro-refused; \
+         (echo no > /etc/x) 2>/dev/null || echo root-ro; id -u; id -g",
     );
     spec.mounts = vec![
         weft_runtime::container::BindMount {
@@ -237,4 +237,86 @@ fn volumes_read_only_root_and_users() {
         readonly: false,
     }];
     assert!(host.runtime.create(bad).unwrap_err().to_string().contains("volume"));
+}
+
+/// Not a test on its own: the "agent" process of the next test. It starts a container through
+/// the runtime, records its id, and then waits to be killed.
+#[test]
+fn helper_agent_process() {
+    let Ok(dir) = std::env::var("WEFT_HELPER_STATE") else { return };
+    let dir = PathBuf::from(dir);
+    let store = ImageStore::open(dir.join("images")).unwrap();
+    let image = store.get("busybox").unwrap();
+    let runtime = Runtime::new(&dir, env!("CARGO_BIN_EXE_weft-shim")).unwrap();
+    let spec = ContainerSpec {
+        id: String::new(),
+        name: "survivor".into(),
+        image: image.id.clone(),
+        layers: store.layer_dirs(&image).unwrap(),
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "trap 'echo bye; exit 0' TERM; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"
+                .into(),
+        ],
+        env: vec![],
+        cwd: "/".into(),
+        user: String::new(),
+        hostname: "survivor".into(),
+        network: NetworkMode::None,
+        limits: SpecLimits::default(),
+        mounts: vec![],
+        readonly_rootfs: false,
+        hosts: vec![],
+        dns: vec![],
+        cgroup_root: PathBuf::new(),
+        cgroup_path: PathBuf::from(format!("weft-test-survivor-{}", std::process::id())),
+    };
+    let spec = runtime.create(spec).unwrap();
+    runtime.start(&spec.id).unwrap();
+    fs::write(dir.join("started"), &spec.id).unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn containers_keep_running_when_the_agent_is_killed_and_are_found_again() {
+    let host = Host::new("agentkill");
+    // The "agent": this test binary, re-run as the helper above, in its own process.
+    let mut agent = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "helper_agent_process", "--nocapture", "--test-threads=1"])
+        .env("WEFT_HELPER_STATE", &host.dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = host.dir.join("started");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !started.exists() {
+        assert!(std::time::Instant::now() < deadline, "the agent never started its container");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let id = fs::read_to_string(&started).unwrap();
+    agent.kill().unwrap(); // SIGKILL
+    agent.wait().unwrap();
+
+    // A restarted agent (a new Runtime over the same state dir) finds the container running.
+    let runtime = Runtime::new(&host.dir, env!("CARGO_BIN_EXE_weft-shim")).unwrap();
+    let all = runtime.list().unwrap();
+    assert!(
+        matches!(all.iter().find(|(s, _)| s.id == id).map(|(_, st)| st), Some(ContainerStatus::Running(_))),
+        "{all:?}"
+    );
+    // logs -f: the log keeps growing after the agent died.
+    let (lines, offset) = runtime.logs("survivor", 0).unwrap();
+    assert!(!lines.is_empty());
+    std::thread::sleep(Duration::from_millis(400));
+    let (more, _) = runtime.logs("survivor", offset).unwrap();
+    assert!(more.iter().any(|l| l.line.starts_with("tick")), "new lines after the agent's death: {more:?}");
+    let out = runtime.exec_command("survivor", &["hostname".into()]).unwrap().output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "survivor\n");
+    let exit = runtime.stop("survivor", Duration::from_secs(10)).unwrap();
+    assert_eq!(exit.code, 0, "stopped through SIGTERM by the new agent");
+    assert!(runtime.logs("survivor", 0).unwrap().0.iter().any(|l| l.line == "bye"));
 }
