@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use weft_runtime::container::{ContainerSpec, NetworkMode, Runtime, SpecLimits};
+use weft_runtime::container::{ContainerSpec, Runtime};
 use weft_runtime::image::ImageStore;
 
 use crate::report::Figure;
@@ -67,23 +67,9 @@ fn oci_run(tool: &str, bundle: &Path, n: usize) -> Result<Duration> {
 
 fn weft_run(runtime: &Runtime, layers: &[PathBuf], n: usize) -> Result<Duration> {
     let spec = ContainerSpec {
-        id: String::new(),
         name: format!("bench-{n}"),
-        image: "busybox".into(),
-        layers: layers.to_vec(),
-        argv: vec!["/bin/true".into()],
-        env: vec![],
-        cwd: "/".into(),
-        user: String::new(),
-        hostname: String::new(),
-        network: NetworkMode::None,
-        limits: SpecLimits::default(),
-        mounts: vec![],
-        readonly_rootfs: false,
-        hosts: vec![],
-        dns: vec![],
-        cgroup_root: PathBuf::new(),
         cgroup_path: PathBuf::from(format!("weft-bench-{}-{n}", std::process::id())),
+        ..ContainerSpec::new(layers.to_vec(), vec!["/bin/true".into()])
     };
     let start = Instant::now();
     let spec = runtime.create(spec)?;

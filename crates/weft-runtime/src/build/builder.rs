@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use super::dockerfile::{Command, Dockerfile, Instruction, parse};
-use crate::container::{ContainerSpec, NetworkMode, Runtime, SpecLimits};
+use crate::container::{ContainerSpec, NetworkMode, Runtime};
 use crate::image::{Digest, ImageRecord, ImageStore};
 use crate::{Result, RuntimeError};
 
@@ -693,23 +693,11 @@ impl<'a> Builder<'a> {
         let layers: Vec<PathBuf> =
             state.diff_ids.iter().map(|d| Ok(self.store.layer_dir(&d.parse()?))).collect::<Result<_>>()?;
         let spec = ContainerSpec {
-            id: String::new(),
-            name: String::new(),
-            image: String::new(),
-            layers,
-            argv: shell_form(&state.config, cmd),
             env,
             cwd: state.config["WorkingDir"].as_str().unwrap_or("/").to_string(),
             user: state.config["User"].as_str().unwrap_or("").to_string(),
-            hostname: String::new(),
             network: if options.network_host { NetworkMode::Host } else { NetworkMode::None },
-            limits: SpecLimits::default(),
-            mounts: vec![],
-            readonly_rootfs: false,
-            hosts: vec![],
-            dns: vec![],
-            cgroup_root: PathBuf::new(),
-            cgroup_path: PathBuf::new(),
+            ..ContainerSpec::new(layers, shell_form(&state.config, cmd))
         };
         let spec = self.runtime.create(spec).map_err(|e| build_err(line, e.to_string()))?;
         let result = (|| -> Result<String> {

@@ -69,6 +69,33 @@ pub struct ContainerSpec {
     pub cgroup_path: PathBuf,
 }
 
+impl ContainerSpec {
+    /// A spec running `argv` on `layers` with Docker's defaults: generated id, name and host
+    /// name, root user in `/`, network `none`, no limits, mounts or extra hosts, the host's
+    /// resolv.conf, and the cgroup `weft-<id>` under /sys/fs/cgroup.
+    pub fn new(layers: Vec<PathBuf>, argv: Vec<String>) -> ContainerSpec {
+        ContainerSpec {
+            id: String::new(),
+            name: String::new(),
+            image: String::new(),
+            layers,
+            argv,
+            env: Vec::new(),
+            cwd: "/".into(),
+            user: String::new(),
+            hostname: String::new(),
+            network: NetworkMode::None,
+            limits: SpecLimits::default(),
+            mounts: Vec::new(),
+            readonly_rootfs: false,
+            hosts: Vec::new(),
+            dns: Vec::new(),
+            cgroup_root: PathBuf::new(),
+            cgroup_path: PathBuf::new(),
+        }
+    }
+}
+
 /// Limits in serialisable form.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct SpecLimits {
