@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use weft_runtime::RuntimeError;
 use weft_runtime::build::builder::{BuildOptions, Builder};
-use weft_runtime::container::{ContainerSpec, NetworkMode, Runtime};
+use weft_runtime::container::{ContainerSpec, Runtime};
 use weft_runtime::image::{ImageRecord, ImageStore};
 
 static N: AtomicU32 = AtomicU32::new(0);
@@ -67,27 +67,14 @@ impl Env {
             .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
             .unwrap_or_default();
         let spec = ContainerSpec {
-            id: String::new(),
-            name: String::new(),
             image: image.id.clone(),
-            layers: self.store.layer_dirs(image).unwrap(),
-            argv,
             env,
-            cwd: "/".into(),
-            user: String::new(),
-            hostname: String::new(),
-            network: NetworkMode::None,
-            limits: Default::default(),
-            mounts: vec![],
-            readonly_rootfs: false,
-            hosts: vec![],
-            dns: vec![],
-            cgroup_root: PathBuf::new(),
             cgroup_path: PathBuf::from(format!(
                 "weft-test-build-{}-{}",
                 std::process::id(),
                 N.fetch_add(1, Ordering::SeqCst)
             )),
+            ..ContainerSpec::new(self.store.layer_dirs(image).unwrap(), argv)
         };
         let spec = self.runtime.create(spec).unwrap();
         self.runtime.start(&spec.id).unwrap();

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use weft_runtime::RuntimeError;
-use weft_runtime::container::{ContainerSpec, ContainerStatus, NetworkMode, Runtime, SpecLimits};
+use weft_runtime::container::{ContainerSpec, ContainerStatus, Runtime, SpecLimits};
 use weft_runtime::image::ImageStore;
 
 static N: AtomicU32 = AtomicU32::new(0);
@@ -38,27 +38,16 @@ impl Host {
 
     fn spec(&self, name: &str, script: &str) -> ContainerSpec {
         ContainerSpec {
-            id: String::new(),
             name: name.into(),
             image: "busybox".into(),
-            layers: self.layers.clone(),
-            argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
             env: vec!["GREETING=hello".into()],
-            cwd: "/".into(),
-            user: String::new(),
             hostname: format!("{name}-host"),
-            network: NetworkMode::None,
-            limits: SpecLimits::default(),
-            mounts: vec![],
-            readonly_rootfs: false,
-            hosts: vec![],
-            dns: vec![],
-            cgroup_root: PathBuf::new(),
             cgroup_path: PathBuf::from(format!(
                 "weft-test-{}-{}",
                 std::process::id(),
                 N.fetch_add(1, Ordering::SeqCst)
             )),
+            ..ContainerSpec::new(self.layers.clone(), vec!["/bin/sh".into(), "-c".into(), script.into()])
         }
     }
 
@@ -248,29 +237,17 @@ fn helper_agent_process() {
     let store = ImageStore::open(dir.join("images")).unwrap();
     let image = store.get("busybox").unwrap();
     let runtime = Runtime::new(&dir, env!("CARGO_BIN_EXE_weft-shim")).unwrap();
+    let script =
+        "trap 'echo bye; exit 0' TERM; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done";
     let spec = ContainerSpec {
-        id: String::new(),
         name: "survivor".into(),
         image: image.id.clone(),
-        layers: store.layer_dirs(&image).unwrap(),
-        argv: vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            "trap 'echo bye; exit 0' TERM; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"
-                .into(),
-        ],
-        env: vec![],
-        cwd: "/".into(),
-        user: String::new(),
         hostname: "survivor".into(),
-        network: NetworkMode::None,
-        limits: SpecLimits::default(),
-        mounts: vec![],
-        readonly_rootfs: false,
-        hosts: vec![],
-        dns: vec![],
-        cgroup_root: PathBuf::new(),
         cgroup_path: PathBuf::from(format!("weft-test-survivor-{}", std::process::id())),
+        ..ContainerSpec::new(
+            store.layer_dirs(&image).unwrap(),
+            vec!["/bin/sh".into(), "-c".into(), script.into()],
+        )
     };
     let spec = runtime.create(spec).unwrap();
     runtime.start(&spec.id).unwrap();

@@ -126,24 +126,13 @@ fn oci_layouts_and_docker_archives_from_real_tools_import_and_stack() {
     // And run by weft's own runtime: the whiteout holds there too.
     let runtime =
         weft_runtime::container::Runtime::new(&tmp.0.join("state"), env!("CARGO_BIN_EXE_weft-shim")).unwrap();
+    let argv = vec!["/bin/sh".into(), "-c".into(), "cat /etc/motd; ls /etc/deleteme 2>&1; echo $FOO".into()];
     let spec = weft_runtime::container::ContainerSpec {
-        id: String::new(),
         name: "from-umoci".into(),
         image: image.id.clone(),
-        layers: layers.clone(),
-        argv: vec!["/bin/sh".into(), "-c".into(), "cat /etc/motd; ls /etc/deleteme 2>&1; echo $FOO".into()],
         env: vec!["FOO=bar".into()],
-        cwd: "/".into(),
-        user: String::new(),
-        hostname: String::new(),
-        network: weft_runtime::container::NetworkMode::None,
-        limits: Default::default(),
-        mounts: vec![],
-        readonly_rootfs: false,
-        hosts: vec![],
-        dns: vec![],
-        cgroup_root: PathBuf::new(),
         cgroup_path: PathBuf::from(format!("weft-test-img-{}", std::process::id())),
+        ..weft_runtime::container::ContainerSpec::new(layers.clone(), argv)
     };
     let spec = runtime.create(spec).unwrap();
     runtime.start(&spec.id).unwrap();
