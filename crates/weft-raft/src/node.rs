@@ -1,0 +1,371 @@
+//! The Raft driver: one task owns the `RawNode` and runs raft-rs's ready loop in the documented
+//! order — send the leader's messages, install a snapshot, apply committed entries, persist new
+//! entries and hard state (fsync) before sending the messages that depend on them, advance.
+//! Committed commands go through weft-state's `apply`; the proposer gets its entry's result.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message, Snapshot};
+use raft::{RawNode, StateRole};
+use tokio::sync::{mpsc, oneshot, watch};
+use weft_state::{Applied, State, StateError};
+
+use crate::storage::EngineStorage;
+use crate::{RaftError, Transport};
+
+/// How often raft ticks. Election after 10 ticks (randomised up to 20), heartbeat every 2: a dead
+/// leader is replaced in roughly 0.5-1 s.
+pub const TICK: Duration = Duration::from_millis(50);
+
+/// Take a snapshot of the state and compact the log every this many applied entries.
+pub const SNAPSHOT_EVERY: u64 = 1000;
+
+/// What a node publishes after every ready: for status displays and waiting in tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// This node's id.
+    pub id: u64,
+    /// The current leader (0 when none is known).
+    pub leader: u64,
+    /// The term.
+    pub term: u64,
+    /// Highest committed index.
+    pub commit: u64,
+    /// Highest applied index.
+    pub applied: u64,
+    /// The state's revision.
+    pub revision: u64,
+}
+
+type Reply = oneshot::Sender<Result<Applied, RaftError>>;
+
+enum Request {
+    Propose { command: Vec<u8>, reply: Reply },
+    AddVoter { id: u64, reply: oneshot::Sender<Result<(), RaftError>> },
+}
+
+/// A handle to a running node: propose commands, feed peer messages, read status and state.
+#[derive(Clone)]
+pub struct NodeHandle {
+    requests: mpsc::UnboundedSender<Request>,
+    inbound: mpsc::UnboundedSender<Message>,
+    status: watch::Receiver<NodeStatus>,
+    state: watch::Receiver<Arc<State>>,
+}
+
+impl NodeHandle {
+    /// Proposes an encoded `weft_state` command and waits for its result once applied.
+    pub async fn propose(&self, command: Vec<u8>) -> Result<Applied, RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.requests.send(Request::Propose { command, reply }).map_err(|_| RaftError::Stopped)?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// Adds a voter (a conf change through the log).
+    pub async fn add_voter(&self, id: u64) -> Result<(), RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.requests.send(Request::AddVoter { id, reply }).map_err(|_| RaftError::Stopped)?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// Hands a message from a peer to the node.
+    pub fn step(&self, message: Message) {
+        let _ = self.inbound.send(message);
+    }
+
+    /// The latest status.
+    pub fn status(&self) -> NodeStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver of status changes.
+    pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
+        self.status.clone()
+    }
+
+    /// The applied state.
+    pub fn state(&self) -> Arc<State> {
+        self.state.borrow().clone()
+    }
+}
+
+/// Proposal envelope: origin node, request id, command.
+fn envelope(origin: u64, request: u64, command: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + command.len());
+    out.extend_from_slice(&origin.to_be_bytes());
+    out.extend_from_slice(&request.to_be_bytes());
+    out.extend_from_slice(command);
+    out
+}
+
+fn open_envelope(data: &[u8]) -> Option<(u64, u64, &[u8])> {
+    if data.len() < 16 {
+        return None;
+    }
+    let origin = u64::from_be_bytes(data[..8].try_into().ok()?);
+    let request = u64::from_be_bytes(data[8..16].try_into().ok()?);
+    Some((origin, request, &data[16..]))
+}
+
+struct Driver {
+    id: u64,
+    raw: RawNode<EngineStorage>,
+    storage: EngineStorage,
+    state: State,
+    applied: u64,
+    next_request: u64,
+    pending: HashMap<u64, Reply>,
+    pending_conf: HashMap<u64, oneshot::Sender<Result<(), RaftError>>>,
+    /// Results to hand out once the state they produced is published (read-your-writes).
+    replies: Vec<(Reply, Result<Applied, RaftError>)>,
+    transport: Arc<dyn Transport>,
+    status: watch::Sender<NodeStatus>,
+    state_tx: watch::Sender<Arc<State>>,
+}
+
+/// Starts node `id` on `storage`. `peers` are the initial voters when the log is empty (a
+/// bootstrap); an initialised log keeps its own membership.
+pub fn start(
+    id: u64,
+    peers: &[u64],
+    storage: EngineStorage,
+    transport: Arc<dyn Transport>,
+) -> Result<NodeHandle, RaftError> {
+    let config = raft::Config {
+        id,
+        election_tick: 10,
+        heartbeat_tick: 2,
+        pre_vote: true,
+        check_quorum: true,
+        max_size_per_msg: 1 << 20,
+        max_inflight_msgs: 256,
+        ..raft::Config::default()
+    };
+    config.validate().map_err(|e| RaftError::Config(e.to_string()))?;
+    if !storage.is_initialized() && !peers.is_empty() {
+        let conf = raft::eraftpb::ConfState { voters: peers.to_vec(), ..Default::default() };
+        let mut snapshot = Snapshot::default();
+        snapshot.mut_metadata().set_conf_state(conf);
+        snapshot.mut_metadata().index = 0;
+        snapshot.set_data(State::new().snapshot_bytes().into());
+        storage.install_snapshot(&snapshot)?;
+    }
+    let snap = storage.snapshot_data();
+    let state = if snap.get_data().is_empty() {
+        State::new()
+    } else {
+        State::from_snapshot_bytes(snap.get_data()).map_err(|e| RaftError::Storage(e.to_string()))?
+    };
+    let applied = snap.get_metadata().index;
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let mut config = config;
+    config.applied = applied;
+    let raw =
+        RawNode::new(&config, storage.clone(), &logger).map_err(|e| RaftError::Config(e.to_string()))?;
+    let (requests_tx, requests) = mpsc::unbounded_channel();
+    let (inbound_tx, inbound) = mpsc::unbounded_channel();
+    let (status, status_rx) = watch::channel(NodeStatus { id, ..NodeStatus::default() });
+    let (state_tx, state_rx) = watch::channel(Arc::new(state.clone()));
+    let driver = Driver {
+        id,
+        raw,
+        storage,
+        state,
+        applied,
+        next_request: 1,
+        pending: HashMap::new(),
+        pending_conf: HashMap::new(),
+        replies: Vec::new(),
+        transport,
+        status,
+        state_tx,
+    };
+    tokio::spawn(driver.run(requests, inbound));
+    Ok(NodeHandle { requests: requests_tx, inbound: inbound_tx, status: status_rx, state: state_rx })
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+        mut inbound: mpsc::UnboundedReceiver<Message>,
+    ) {
+        let mut ticker = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => { self.raw.tick(); }
+                message = inbound.recv() => match message {
+                    Some(m) => { let _ = self.raw.step(m); }
+                    None => return,
+                },
+                request = requests.recv() => match request {
+                    Some(r) => self.handle(r),
+                    None => return,
+                },
+            }
+            if let Err(e) = self.on_ready() {
+                // Storage failure: stop rather than diverge.
+                for (_, reply) in self.pending.drain() {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        }
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Propose { command, reply } => {
+                if self.raw.raft.leader_id == raft::INVALID_ID {
+                    let _ = reply.send(Err(RaftError::NoLeader));
+                    return;
+                }
+                let id = self.next_request;
+                self.next_request += 1;
+                match self.raw.propose(vec![], envelope(self.id, id, &command)) {
+                    Ok(()) => {
+                        self.pending.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(RaftError::Proposal(e.to_string())));
+                    }
+                }
+            }
+            Request::AddVoter { id, reply } => {
+                let mut cc = ConfChange::default();
+                cc.set_change_type(ConfChangeType::AddNode);
+                cc.node_id = id;
+                let request = self.next_request;
+                self.next_request += 1;
+                match self.raw.propose_conf_change(envelope(self.id, request, &[]), cc) {
+                    Ok(()) => {
+                        self.pending_conf.insert(request, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(RaftError::Proposal(e.to_string())));
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
+        for entry in entries {
+            self.applied = entry.index;
+            if entry.data.is_empty() {
+                continue; // the empty entry a new leader appends
+            }
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {
+                    let Some((origin, request, command)) = open_envelope(&entry.data) else { continue };
+                    let result: Result<Applied, StateError> = self.state.apply_bytes(command);
+                    if origin == self.id
+                        && let Some(reply) = self.pending.remove(&request)
+                    {
+                        self.replies.push((reply, result.map_err(RaftError::Rejected)));
+                    }
+                }
+                EntryType::EntryConfChange => {
+                    let mut cc = ConfChange::default();
+                    cc.merge_from_bytes(&entry.data).map_err(|e| RaftError::Storage(e.to_string()))?;
+                    let conf =
+                        self.raw.apply_conf_change(&cc).map_err(|e| RaftError::Proposal(e.to_string()))?;
+                    self.storage.persist(&[], None, Some(&conf))?;
+                    if let Some((origin, request, _)) = open_envelope(cc.get_context())
+                        && origin == self.id
+                        && let Some(reply) = self.pending_conf.remove(&request)
+                    {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                EntryType::EntryConfChangeV2 => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn on_ready(&mut self) -> Result<(), RaftError> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        if !ready.messages().is_empty() {
+            self.transport.send(ready.take_messages());
+        }
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            self.storage.install_snapshot(&snapshot)?;
+            self.state = State::from_snapshot_bytes(snapshot.get_data())
+                .map_err(|e| RaftError::Storage(e.to_string()))?;
+            self.applied = snapshot.get_metadata().index;
+        }
+        let committed = ready.take_committed_entries();
+        self.apply_entries(committed)?;
+        self.storage.persist(ready.entries(), ready.hs(), None)?;
+        if !ready.persisted_messages().is_empty() {
+            self.transport.send(ready.take_persisted_messages());
+        }
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            let mut hs = self.raw.raft.hard_state();
+            hs.commit = commit;
+            self.storage.persist(&[], Some(&hs), None)?;
+        }
+        if !light.messages().is_empty() {
+            self.transport.send(light.take_messages());
+        }
+        let committed = light.take_committed_entries();
+        self.apply_entries(committed)?;
+        self.raw.advance_apply();
+        self.maybe_snapshot()?;
+        self.publish();
+        for (reply, result) in self.replies.drain(..) {
+            let _ = reply.send(result);
+        }
+        Ok(())
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), RaftError> {
+        let last = self.storage.snapshot_data().get_metadata().index;
+        if self.applied < last + SNAPSHOT_EVERY {
+            return Ok(());
+        }
+        let mut snapshot = Snapshot::default();
+        let term = raft::Storage::term(&self.storage, self.applied)
+            .map_err(|e| RaftError::Storage(e.to_string()))?;
+        snapshot.mut_metadata().index = self.applied;
+        snapshot.mut_metadata().term = term;
+        snapshot.mut_metadata().set_conf_state(self.raw.raft.prs().conf().to_conf_state());
+        snapshot.set_data(self.state.snapshot_bytes().into());
+        self.storage.compact_with(&snapshot)
+    }
+
+    fn publish(&mut self) {
+        let leader = self.raw.raft.leader_id;
+        let status = NodeStatus {
+            id: self.id,
+            leader,
+            term: self.raw.raft.term,
+            commit: self.raw.raft.raft_log.committed,
+            applied: self.applied,
+            revision: self.state.revision(),
+        };
+        self.status.send_if_modified(|s| {
+            let changed = *s != status;
+            *s = status.clone();
+            changed
+        });
+        if self.state_tx.borrow().revision() != self.state.revision() {
+            self.state_tx.send_replace(Arc::new(self.state.clone()));
+        }
+        if self.raw.raft.state != StateRole::Leader && leader == raft::INVALID_ID {
+            // Nobody to forward to: fail pending proposals fast instead of letting them hang.
+            for (_, reply) in self.pending.drain() {
+                let _ = reply.send(Err(RaftError::NoLeader));
+            }
+        }
+    }
+}

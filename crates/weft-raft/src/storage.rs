@@ -1,0 +1,217 @@
+//! raft-rs storage on raft-engine: entries, hard state, conf state and the last snapshot, made
+//! durable (fsync) in one write batch per ready.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use raft_engine::{Config, Engine, LogBatch, MessageExt};
+
+use crate::RaftError;
+
+/// The single raft group weft runs.
+const REGION: u64 = 1;
+const HARD_STATE: &[u8] = b"hard_state";
+const CONF_STATE: &[u8] = b"conf_state";
+const SNAPSHOT: &[u8] = b"snapshot";
+
+#[derive(Clone)]
+struct EntryExt;
+
+impl MessageExt for EntryExt {
+    type Entry = Entry;
+
+    fn index(e: &Entry) -> u64 {
+        e.index
+    }
+}
+
+/// Durable raft storage. Cheap to clone; clones share the engine.
+#[derive(Clone)]
+pub struct EngineStorage {
+    engine: Arc<Engine>,
+    cache: Arc<RwLock<Cached>>,
+}
+
+#[derive(Default)]
+struct Cached {
+    hard: HardState,
+    conf: ConfState,
+    snapshot: Snapshot,
+}
+
+fn engine_err(e: raft_engine::Error) -> raft::Error {
+    raft::Error::Store(StorageError::Other(Box::new(e)))
+}
+
+impl EngineStorage {
+    /// Opens (or creates) the log under `dir`.
+    pub fn open(dir: &Path) -> Result<EngineStorage, RaftError> {
+        std::fs::create_dir_all(dir).map_err(|e| RaftError::Storage(format!("{}: {e}", dir.display())))?;
+        let cfg = Config { dir: dir.display().to_string(), ..Config::default() };
+        let engine = Engine::open(cfg).map_err(|e| RaftError::Storage(e.to_string()))?;
+        let hard = engine
+            .get_message::<HardState>(REGION, HARD_STATE)
+            .map_err(|e| RaftError::Storage(e.to_string()))?
+            .unwrap_or_default();
+        let conf = engine
+            .get_message::<ConfState>(REGION, CONF_STATE)
+            .map_err(|e| RaftError::Storage(e.to_string()))?
+            .unwrap_or_default();
+        let snapshot = engine
+            .get_message::<Snapshot>(REGION, SNAPSHOT)
+            .map_err(|e| RaftError::Storage(e.to_string()))?
+            .unwrap_or_default();
+        Ok(EngineStorage {
+            engine: Arc::new(engine),
+            cache: Arc::new(RwLock::new(Cached { hard, conf, snapshot })),
+        })
+    }
+
+    /// Whether the log holds any state (a node that has run before).
+    pub fn is_initialized(&self) -> bool {
+        let c = self.cache.read().expect("lock");
+        !c.conf.voters.is_empty() || c.snapshot.get_metadata().index > 0
+    }
+
+    /// The last snapshot (its data is a weft-state snapshot).
+    pub fn snapshot_data(&self) -> Snapshot {
+        self.cache.read().expect("lock").snapshot.clone()
+    }
+
+    /// Persists, in one fsynced batch: new entries (overwriting a conflicting tail), the hard
+    /// state and the conf state, as given.
+    pub fn persist(
+        &self,
+        entries: &[Entry],
+        hard: Option<&HardState>,
+        conf: Option<&ConfState>,
+    ) -> Result<(), RaftError> {
+        let mut batch = LogBatch::default();
+        let err = |e: raft_engine::Error| RaftError::Storage(e.to_string());
+        if !entries.is_empty() {
+            batch.add_entries::<EntryExt>(REGION, entries).map_err(err)?;
+        }
+        if let Some(h) = hard {
+            batch.put_message(REGION, HARD_STATE.to_vec(), h).map_err(err)?;
+        }
+        if let Some(c) = conf {
+            batch.put_message(REGION, CONF_STATE.to_vec(), c).map_err(err)?;
+        }
+        if !batch.is_empty() {
+            self.engine.write(&mut batch, true).map_err(err)?;
+        }
+        let mut cache = self.cache.write().expect("lock");
+        if let Some(h) = hard {
+            cache.hard = h.clone();
+        }
+        if let Some(c) = conf {
+            cache.conf = c.clone();
+        }
+        Ok(())
+    }
+
+    /// Installs a snapshot: records it, its conf state and a hard state at least as new, and
+    /// drops the log it covers.
+    pub fn install_snapshot(&self, snapshot: &Snapshot) -> Result<(), RaftError> {
+        let meta = snapshot.get_metadata();
+        let mut batch = LogBatch::default();
+        let err = |e: raft_engine::Error| RaftError::Storage(e.to_string());
+        let mut hard = self.cache.read().expect("lock").hard.clone();
+        hard.term = hard.term.max(meta.term);
+        hard.commit = hard.commit.max(meta.index);
+        batch.put_message(REGION, SNAPSHOT.to_vec(), snapshot).map_err(err)?;
+        batch.put_message(REGION, CONF_STATE.to_vec(), meta.get_conf_state()).map_err(err)?;
+        batch.put_message(REGION, HARD_STATE.to_vec(), &hard).map_err(err)?;
+        self.engine.write(&mut batch, true).map_err(err)?;
+        self.engine.compact_to(REGION, meta.index + 1);
+        let mut cache = self.cache.write().expect("lock");
+        cache.snapshot = snapshot.clone();
+        cache.conf = meta.get_conf_state().clone();
+        cache.hard = hard;
+        Ok(())
+    }
+
+    /// Records a snapshot the local node took of its own state at `index`, and compacts the log
+    /// up to it.
+    pub fn compact_with(&self, snapshot: &Snapshot) -> Result<(), RaftError> {
+        let mut batch = LogBatch::default();
+        batch
+            .put_message(REGION, SNAPSHOT.to_vec(), snapshot)
+            .map_err(|e| RaftError::Storage(e.to_string()))?;
+        self.engine.write(&mut batch, true).map_err(|e| RaftError::Storage(e.to_string()))?;
+        self.engine.compact_to(REGION, snapshot.get_metadata().index + 1);
+        self.cache.write().expect("lock").snapshot = snapshot.clone();
+        Ok(())
+    }
+
+    fn snap_index(&self) -> (u64, u64) {
+        let c = self.cache.read().expect("lock");
+        (c.snapshot.get_metadata().index, c.snapshot.get_metadata().term)
+    }
+}
+
+impl raft::Storage for EngineStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let c = self.cache.read().expect("lock");
+        Ok(RaftState { hard_state: c.hard.clone(), conf_state: c.conf.clone() })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let first = self.first_index()?;
+        if low < first {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index()? + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let max = max_size.into().map(|m| m as usize);
+        self.engine.fetch_entries_to::<EntryExt>(REGION, low, high, max, &mut out).map_err(engine_err)?;
+        if out.is_empty() && low < high {
+            // raft-rs wants at least one entry even when it exceeds max_size.
+            self.engine
+                .fetch_entries_to::<EntryExt>(REGION, low, low + 1, None, &mut out)
+                .map_err(engine_err)?;
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let (snap_index, snap_term) = self.snap_index();
+        if idx == snap_index {
+            return Ok(snap_term);
+        }
+        if idx < self.first_index()? {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last_index()? {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        match self.engine.get_entry::<EntryExt>(REGION, idx).map_err(engine_err)? {
+            Some(e) => Ok(e.term),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        let (snap_index, _) = self.snap_index();
+        Ok(self.engine.first_index(REGION).map_or(snap_index + 1, |f| f.max(snap_index + 1)))
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        let (snap_index, _) = self.snap_index();
+        Ok(self.engine.last_index(REGION).map_or(snap_index, |l| l.max(snap_index)))
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        Ok(self.cache.read().expect("lock").snapshot.clone())
+    }
+}
