@@ -609,30 +609,15 @@ impl<'a> Builder<'a> {
                     state.key = key;
                     made_layer = true;
                 }
-                Instruction::Copy { from, chown, sources, dest } => {
-                    let (diff, key, hit) = self.copy_step(
-                        &state,
-                        done,
-                        df,
-                        from.as_deref(),
-                        chown.as_deref(),
-                        sources,
-                        dest,
-                        options,
-                        ignore,
-                        step.text.as_bytes(),
-                        missed,
-                        line,
-                        false,
-                    )?;
-                    missed |= !hit;
-                    cached = hit;
-                    state.diff_ids.push(diff);
-                    state.key = key;
-                    made_layer = true;
-                }
-                Instruction::Add { chown, sources, dest } => {
-                    if sources.iter().any(|s| s.contains("://")) {
+                Instruction::Copy { .. } | Instruction::Add { .. } => {
+                    let (from, chown, sources, dest, extract) = match &step.instruction {
+                        Instruction::Copy { from, chown, sources, dest } => {
+                            (from.as_deref(), chown, sources, dest, false)
+                        }
+                        Instruction::Add { chown, sources, dest } => (None, chown, sources, dest, true),
+                        _ => unreachable!("matched above"),
+                    };
+                    if extract && sources.iter().any(|s| s.contains("://")) {
                         return Err(build_err(
                             line,
                             "ADD from a URL is not supported: download it into the context first",
@@ -642,7 +627,7 @@ impl<'a> Builder<'a> {
                         &state,
                         done,
                         df,
-                        None,
+                        from,
                         chown.as_deref(),
                         sources,
                         dest,
@@ -651,7 +636,7 @@ impl<'a> Builder<'a> {
                         step.text.as_bytes(),
                         missed,
                         line,
-                        true,
+                        extract,
                     )?;
                     missed |= !hit;
                     cached = hit;
