@@ -329,15 +329,7 @@ impl Netlink {
     pub async fn add_bridge(&self, spec: &BridgeSpec) -> Result<Link> {
         spec.validate()?;
         let mut builder = LinkBridge::new(&spec.name);
-        if let Some(mtu) = spec.mtu {
-            builder = builder.mtu(mtu);
-        }
-        if let Some(mac) = spec.mac {
-            builder = builder.address(mac.octets().to_vec());
-        }
-        if spec.up {
-            builder = builder.up();
-        }
+        builder = with_common(builder, spec.mtu, spec.mac, spec.up);
         self.add_link("create bridge", &spec.name, builder.build()).await
     }
 
@@ -346,11 +338,7 @@ impl Netlink {
         spec.validate()?;
         match self.link(&spec.name).await? {
             None => self.add_bridge(spec).await,
-            Some(link) if link.kind != LinkKind::Bridge => Err(NetError::WrongKind {
-                name: spec.name.clone(),
-                found: link.kind.to_string(),
-                wanted: "bridge",
-            }),
+            Some(link) if link.kind != LinkKind::Bridge => Err(wrong_kind(&link, "bridge")),
             Some(link) => self.correct(link, spec.mtu, spec.mac, None, spec.up).await,
         }
     }
@@ -386,11 +374,7 @@ impl Netlink {
         spec.validate()?;
         match self.link(&spec.name).await? {
             None => self.add_veth(spec).await,
-            Some(link) if link.kind != LinkKind::Veth => Err(NetError::WrongKind {
-                name: spec.name.clone(),
-                found: link.kind.to_string(),
-                wanted: "veth",
-            }),
+            Some(link) if link.kind != LinkKind::Veth => Err(wrong_kind(&link, "veth")),
             Some(link) => self.correct(link, spec.mtu, None, spec.master.map(Some), spec.up).await,
         }
     }
@@ -410,15 +394,7 @@ impl Netlink {
         if let Some(dev) = spec.underlay {
             builder = builder.dev(dev);
         }
-        if let Some(mtu) = spec.mtu {
-            builder = builder.mtu(mtu);
-        }
-        if let Some(mac) = spec.mac {
-            builder = builder.address(mac.octets().to_vec());
-        }
-        if spec.up {
-            builder = builder.up();
-        }
+        builder = with_common(builder, spec.mtu, spec.mac, spec.up);
         self.add_link("create vxlan", &spec.name, builder.build()).await
     }
 
@@ -429,11 +405,7 @@ impl Netlink {
         spec.validate()?;
         match self.link(&spec.name).await? {
             None => self.add_vxlan(spec).await,
-            Some(link) if link.kind != LinkKind::Vxlan => Err(NetError::WrongKind {
-                name: spec.name.clone(),
-                found: link.kind.to_string(),
-                wanted: "vxlan",
-            }),
+            Some(link) if link.kind != LinkKind::Vxlan => Err(wrong_kind(&link, "vxlan")),
             Some(link) if !link.vxlan.as_ref().is_some_and(|info| spec.matches(info)) => {
                 self.delete_link(link.index).await?;
                 self.add_vxlan(spec).await
@@ -563,6 +535,29 @@ impl Netlink {
     pub async fn underlay_mtu(&self, ip: IpAddr) -> Result<u32> {
         Ok(self.link_of_address(ip).await?.mtu)
     }
+}
+
+/// Applies the attributes every link kind shares.
+fn with_common<T>(
+    mut builder: LinkMessageBuilder<T>,
+    mtu: Option<u32>,
+    mac: Option<MacAddr>,
+    up: bool,
+) -> LinkMessageBuilder<T> {
+    if let Some(mtu) = mtu {
+        builder = builder.mtu(mtu);
+    }
+    if let Some(mac) = mac {
+        builder = builder.address(mac.octets().to_vec());
+    }
+    if up {
+        builder = builder.up();
+    }
+    builder
+}
+
+fn wrong_kind(link: &Link, wanted: &'static str) -> NetError {
+    NetError::WrongKind { name: link.name.clone(), found: link.kind.to_string(), wanted }
 }
 
 const fn libc_enodev() -> i32 {

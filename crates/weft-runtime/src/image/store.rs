@@ -437,13 +437,7 @@ impl ImageStore {
                 serde_json::from_slice(&config).map_err(|e| RuntimeError::BadImage(e.to_string()))?;
             let diff_ids = config_value["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default();
             let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
-            if layers.len() != diff_ids.len() {
-                return Err(RuntimeError::BadImage(format!(
-                    "manifest lists {} layers but the config {} diff ids",
-                    layers.len(),
-                    diff_ids.len()
-                )));
-            }
+            check_layer_count(layers.len(), diff_ids.len())?;
             for (layer, diff) in layers.iter().zip(&diff_ids) {
                 let media = layer["mediaType"].as_str().unwrap_or("");
                 if media.contains("zstd") {
@@ -495,13 +489,7 @@ impl ImageStore {
                 serde_json::from_slice(&config).map_err(|e| RuntimeError::BadImage(e.to_string()))?;
             let diff_ids = config_value["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default();
             let layers = entry["Layers"].as_array().cloned().unwrap_or_default();
-            if layers.len() != diff_ids.len() {
-                return Err(RuntimeError::BadImage(format!(
-                    "manifest.json lists {} layers but the config {} diff ids",
-                    layers.len(),
-                    diff_ids.len()
-                )));
-            }
+            check_layer_count(layers.len(), diff_ids.len())?;
             for (layer, diff) in layers.iter().zip(&diff_ids) {
                 let rel = layer.as_str().unwrap_or("");
                 if rel.starts_with('/') || rel.split('/').any(|p| p == "..") {
@@ -679,6 +667,16 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
         } else {
             fs::copy(entry.path(), &target).map_err(RuntimeError::io("copy", &target))?;
         }
+    }
+    Ok(())
+}
+
+/// A manifest and its config must name the same number of layers.
+fn check_layer_count(layers: usize, diff_ids: usize) -> Result<()> {
+    if layers != diff_ids {
+        return Err(RuntimeError::BadImage(format!(
+            "the manifest lists {layers} layers but the image config {diff_ids} diff ids"
+        )));
     }
     Ok(())
 }
