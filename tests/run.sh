@@ -26,6 +26,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo build --bins (end-to-end tests run weftd and weft)"
+cargo build --workspace --bins --quiet
 echo "== cargo test"
 status=0
 cargo test --workspace --no-fail-fast -- "$@" || status=$?

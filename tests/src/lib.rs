@@ -6,6 +6,7 @@
 //! the bed made is removed when it is dropped, also when a test panics. It never touches the root
 //! network namespace.
 
+pub mod cluster;
 pub mod images;
 pub mod overlay;
 

@@ -1,5 +1,4 @@
-//! weft-cli is `weft`, the admin CLI: Docker-shaped verbs over the local unix socket or a remote
-//! mutual-TLS connection.
-//!
-//! It must never reach into the agent's state directory or the kernel: everything goes through the
-//! agent's API.
+//! The weft CLI's connection to an agent: the local unix socket (default `/run/weft/weft.sock`)
+//! or a remote manager over mutual TLS. Shared by the `weft` binary and the end-to-end tests.
+
+pub mod client;

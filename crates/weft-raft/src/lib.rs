@@ -5,10 +5,12 @@
 //! It must never interpret commands itself: it orders them and hands committed entries to
 //! `weft-state`'s `apply`, which alone decides what they do.
 
+pub mod history;
 pub mod node;
 pub mod storage;
 
-pub use node::{NodeHandle, NodeStatus, start};
+pub use history::{History, WatchStart};
+pub use node::{Membership, NodeHandle, NodeStatus, start};
 pub use storage::EngineStorage;
 
 /// Sends raft messages to peers. Must not block: a slow or unreachable peer never holds up the
@@ -24,6 +26,14 @@ pub enum RaftError {
     /// No leader is known: the cluster is electing, or this node is on a minority side.
     #[error("no leader: the cluster has no quorum reachable from this manager (no quorum)")]
     NoLeader,
+    /// Only the leader can do this; the leader's id is given (0 when none is known).
+    #[error("this manager is not the leader (leader: node {0})")]
+    NotLeader(u64),
+    /// The leader was lost while the command was in flight: it may or may not commit.
+    #[error(
+        "the leader changed before the command committed (no quorum?); it may or may not have been applied"
+    )]
+    LeaderLost,
     /// raft-rs refused a proposal.
     #[error("proposal refused: {0}")]
     Proposal(String),

@@ -3,7 +3,7 @@
 //! entries and hard state (fsync) before sending the messages that depend on them, advance.
 //! Committed commands go through weft-state's `apply`; the proposer gets its entry's result.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +11,9 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, StateRole};
 use tokio::sync::{mpsc, oneshot, watch};
-use weft_state::{Applied, State, StateError};
+use weft_state::{Applied, State, StateError, pb};
 
+use crate::history::History;
 use crate::storage::EngineStorage;
 use crate::{RaftError, Transport};
 
@@ -38,13 +39,40 @@ pub struct NodeStatus {
     pub applied: u64,
     /// The state's revision.
     pub revision: u64,
+    /// Index of the last entry in the log.
+    pub last_index: u64,
+    /// Voting members.
+    pub voters: Vec<u64>,
+    /// Non-voting members that replicate the log.
+    pub learners: Vec<u64>,
+    /// On the leader: each member's highest replicated index.
+    pub matched: BTreeMap<u64, u64>,
+    /// A membership change is proposed and not yet applied.
+    pub conf_pending: bool,
+}
+
+/// One membership change (raft-rs's simple conf changes: one member at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// Make `id` a voter (new, or a learner promoted).
+    AddVoter(u64),
+    /// Add `id` as a learner.
+    AddLearner(u64),
+    /// Remove `id` (voter or learner).
+    Remove(u64),
 }
 
 type Reply = oneshot::Sender<Result<Applied, RaftError>>;
 
+type ReadReply = oneshot::Sender<Result<Arc<State>, RaftError>>;
+
 enum Request {
     Propose { command: Vec<u8>, reply: Reply },
-    AddVoter { id: u64, reply: oneshot::Sender<Result<(), RaftError>> },
+    Membership { change: Membership, reply: oneshot::Sender<Result<(), RaftError>> },
+    ReadIndex { reply: ReadReply },
+    Unreachable { id: u64 },
+    TransferLeader { to: u64 },
+    Stop,
 }
 
 /// A handle to a running node: propose commands, feed peer messages, read status and state.
@@ -54,6 +82,7 @@ pub struct NodeHandle {
     inbound: mpsc::UnboundedSender<Message>,
     status: watch::Receiver<NodeStatus>,
     state: watch::Receiver<Arc<State>>,
+    history: Arc<History>,
 }
 
 impl NodeHandle {
@@ -66,9 +95,42 @@ impl NodeHandle {
 
     /// Adds a voter (a conf change through the log).
     pub async fn add_voter(&self, id: u64) -> Result<(), RaftError> {
+        self.change_membership(Membership::AddVoter(id)).await
+    }
+
+    /// Proposes one membership change and waits until it is applied.
+    pub async fn change_membership(&self, change: Membership) -> Result<(), RaftError> {
         let (reply, rx) = oneshot::channel();
-        self.requests.send(Request::AddVoter { id, reply }).map_err(|_| RaftError::Stopped)?;
+        self.requests.send(Request::Membership { change, reply }).map_err(|_| RaftError::Stopped)?;
         rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// A linearizable read: confirms with the leader (ReadIndex) that no newer write exists, waits
+    /// until this node has applied up to there, and returns the state.
+    pub async fn read_index(&self) -> Result<Arc<State>, RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.requests.send(Request::ReadIndex { reply }).map_err(|_| RaftError::Stopped)?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// Tells raft that sending to `id` failed, so it probes instead of streaming to it.
+    pub fn report_unreachable(&self, id: u64) {
+        let _ = self.requests.send(Request::Unreachable { id });
+    }
+
+    /// Asks the leader (this node) to hand leadership to `to`.
+    pub fn transfer_leader(&self, to: u64) {
+        let _ = self.requests.send(Request::TransferLeader { to });
+    }
+
+    /// Stops the driver: pending calls fail with `Stopped`; the log stays on disk.
+    pub fn stop(&self) {
+        let _ = self.requests.send(Request::Stop);
+    }
+
+    /// The event history, for Watch streams.
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
     }
 
     /// Hands a message from a peer to the node.
@@ -119,6 +181,10 @@ struct Driver {
     next_request: u64,
     pending: HashMap<u64, Reply>,
     pending_conf: HashMap<u64, oneshot::Sender<Result<(), RaftError>>>,
+    pending_reads: HashMap<u64, ReadReply>,
+    /// Reads confirmed by the leader, waiting for this node to apply up to their index.
+    confirmed_reads: Vec<(u64, ReadReply)>,
+    history: Arc<History>,
     /// Results to hand out once the state they produced is published (read-your-writes).
     replies: Vec<(Reply, Result<Applied, RaftError>)>,
     transport: Arc<dyn Transport>,
@@ -169,6 +235,7 @@ pub fn start(
     let (inbound_tx, inbound) = mpsc::unbounded_channel();
     let (status, status_rx) = watch::channel(NodeStatus { id, ..NodeStatus::default() });
     let (state_tx, state_rx) = watch::channel(Arc::new(state.clone()));
+    let history = Arc::new(History::new(state_rx.borrow().clone()));
     let driver = Driver {
         id,
         raw,
@@ -178,13 +245,16 @@ pub fn start(
         next_request: 1,
         pending: HashMap::new(),
         pending_conf: HashMap::new(),
+        pending_reads: HashMap::new(),
+        confirmed_reads: Vec::new(),
+        history: history.clone(),
         replies: Vec::new(),
         transport,
         status,
         state_tx,
     };
     tokio::spawn(driver.run(requests, inbound));
-    Ok(NodeHandle { requests: requests_tx, inbound: inbound_tx, status: status_rx, state: state_rx })
+    Ok(NodeHandle { requests: requests_tx, inbound: inbound_tx, status: status_rx, state: state_rx, history })
 }
 
 impl Driver {
@@ -202,8 +272,8 @@ impl Driver {
                     None => return,
                 },
                 request = requests.recv() => match request {
+                    Some(Request::Stop) | None => return,
                     Some(r) => self.handle(r),
-                    None => return,
                 },
             }
             if let Err(e) = self.on_ready() {
@@ -234,9 +304,31 @@ impl Driver {
                     }
                 }
             }
-            Request::AddVoter { id, reply } => {
+            Request::Unreachable { id } => self.raw.report_unreachable(id),
+            Request::TransferLeader { to } => self.raw.transfer_leader(to),
+            Request::Stop => {}
+            Request::ReadIndex { reply } => {
+                if self.raw.raft.leader_id == raft::INVALID_ID {
+                    let _ = reply.send(Err(RaftError::NoLeader));
+                    return;
+                }
+                let id = self.next_request;
+                self.next_request += 1;
+                self.raw.read_index(id.to_be_bytes().to_vec());
+                self.pending_reads.insert(id, reply);
+            }
+            Request::Membership { change, reply } => {
+                if self.raw.raft.state != StateRole::Leader {
+                    let _ = reply.send(Err(RaftError::NotLeader(self.raw.raft.leader_id)));
+                    return;
+                }
                 let mut cc = ConfChange::default();
-                cc.set_change_type(ConfChangeType::AddNode);
+                let (kind, id) = match change {
+                    Membership::AddVoter(id) => (ConfChangeType::AddNode, id),
+                    Membership::AddLearner(id) => (ConfChangeType::AddLearnerNode, id),
+                    Membership::Remove(id) => (ConfChangeType::RemoveNode, id),
+                };
+                cc.set_change_type(kind);
                 cc.node_id = id;
                 let request = self.next_request;
                 self.next_request += 1;
@@ -262,6 +354,12 @@ impl Driver {
                 EntryType::EntryNormal => {
                     let Some((origin, request, command)) = open_envelope(&entry.data) else { continue };
                     let result: Result<Applied, StateError> = self.state.apply_bytes(command);
+                    if let Ok(applied) = &result {
+                        self.history.push(pb::EventBatch {
+                            revision: applied.revision,
+                            events: applied.events.clone(),
+                        });
+                    }
                     if origin == self.id
                         && let Some(reply) = self.pending.remove(&request)
                     {
@@ -271,14 +369,20 @@ impl Driver {
                 EntryType::EntryConfChange => {
                     let mut cc = ConfChange::default();
                     cc.merge_from_bytes(&entry.data).map_err(|e| RaftError::Storage(e.to_string()))?;
-                    let conf =
-                        self.raw.apply_conf_change(&cc).map_err(|e| RaftError::Proposal(e.to_string()))?;
-                    self.storage.persist(&[], None, Some(&conf))?;
+                    // An impossible change (say, removing the last voter) is refused the same
+                    // way on every member; the configuration stays as it was.
+                    let result = match self.raw.apply_conf_change(&cc) {
+                        Ok(conf) => {
+                            self.storage.persist(&[], None, Some(&conf))?;
+                            Ok(())
+                        }
+                        Err(e) => Err(RaftError::Proposal(e.to_string())),
+                    };
                     if let Some((origin, request, _)) = open_envelope(cc.get_context())
                         && origin == self.id
                         && let Some(reply) = self.pending_conf.remove(&request)
                     {
-                        let _ = reply.send(Ok(()));
+                        let _ = reply.send(result);
                     }
                 }
                 EntryType::EntryConfChangeV2 => {}
@@ -301,6 +405,13 @@ impl Driver {
             self.state = State::from_snapshot_bytes(snapshot.get_data())
                 .map_err(|e| RaftError::Storage(e.to_string()))?;
             self.applied = snapshot.get_metadata().index;
+            self.history.reset(Arc::new(self.state.clone()));
+        }
+        for read in ready.take_read_states() {
+            let Ok(ctx) = <[u8; 8]>::try_from(read.request_ctx.as_slice()) else { continue };
+            if let Some(reply) = self.pending_reads.remove(&u64::from_be_bytes(ctx)) {
+                self.confirmed_reads.push((read.index, reply));
+            }
         }
         let committed = ready.take_committed_entries();
         self.apply_entries(committed)?;
@@ -325,6 +436,16 @@ impl Driver {
         for (reply, result) in self.replies.drain(..) {
             let _ = reply.send(result);
         }
+        if !self.confirmed_reads.is_empty() {
+            let state = self.state_tx.borrow().clone();
+            let applied = self.applied;
+            let (done, waiting): (Vec<_>, Vec<_>) =
+                self.confirmed_reads.drain(..).partition(|(index, _)| *index <= applied);
+            self.confirmed_reads = waiting;
+            for (_, reply) in done {
+                let _ = reply.send(Ok(state.clone()));
+            }
+        }
         Ok(())
     }
 
@@ -345,6 +466,12 @@ impl Driver {
 
     fn publish(&mut self) {
         let leader = self.raw.raft.leader_id;
+        let conf = self.raw.raft.prs().conf().to_conf_state();
+        let matched = if self.raw.raft.state == StateRole::Leader {
+            self.raw.raft.prs().iter().map(|(id, pr)| (*id, pr.matched)).collect()
+        } else {
+            BTreeMap::new()
+        };
         let status = NodeStatus {
             id: self.id,
             leader,
@@ -352,6 +479,11 @@ impl Driver {
             commit: self.raw.raft.raft_log.committed,
             applied: self.applied,
             revision: self.state.revision(),
+            last_index: self.raw.raft.raft_log.last_index(),
+            voters: conf.voters.clone(),
+            learners: conf.learners.clone(),
+            matched,
+            conf_pending: self.raw.raft.has_pending_conf(),
         };
         self.status.send_if_modified(|s| {
             let changed = *s != status;
@@ -359,11 +491,16 @@ impl Driver {
             changed
         });
         if self.state_tx.borrow().revision() != self.state.revision() {
-            self.state_tx.send_replace(Arc::new(self.state.clone()));
+            let state = Arc::new(self.state.clone());
+            self.history.publish(state.clone());
+            self.state_tx.send_replace(state);
         }
         if self.raw.raft.state != StateRole::Leader && leader == raft::INVALID_ID {
             // Nobody to forward to: fail pending proposals fast instead of letting them hang.
             for (_, reply) in self.pending.drain() {
+                let _ = reply.send(Err(RaftError::LeaderLost));
+            }
+            for (_, reply) in self.pending_reads.drain() {
                 let _ = reply.send(Err(RaftError::NoLeader));
             }
         }

@@ -83,7 +83,9 @@ async fn propose_retrying(node: &NodeHandle, command: Vec<u8>) -> weft_state::Ap
     loop {
         match node.propose(command.clone()).await {
             Ok(applied) => return applied,
-            Err(RaftError::NoLeader | RaftError::Proposal(_)) if Instant::now() < deadline => {
+            Err(RaftError::NoLeader | RaftError::LeaderLost | RaftError::Proposal(_))
+                if Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
             Err(e) => panic!("{e}"),

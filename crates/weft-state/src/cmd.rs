@@ -16,7 +16,25 @@ pub fn register_node(id: u64, name: &str, underlay: &str, role: Role, now_ms: u6
         underlay_addr: underlay.into(),
         role: role.to_proto() as i32,
         now_ms,
+        api_addr: String::new(),
     }))
+}
+
+/// Registers a node that serves the cluster API at `api_addr` (agents do; tests of the pure state
+/// need not).
+pub fn register_node_with_api(
+    id: u64,
+    name: &str,
+    underlay: &str,
+    api_addr: &str,
+    role: Role,
+    now_ms: u64,
+) -> pb::Command {
+    let mut command = register_node(id, name, underlay, role, now_ms);
+    if let Some(Kind::RegisterNode(r)) = command.kind.as_mut() {
+        r.api_addr = api_addr.into();
+    }
+    command
 }
 
 /// Records a node's liveness transition.

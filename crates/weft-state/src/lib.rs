@@ -7,12 +7,14 @@
 
 pub mod cmd;
 mod error;
+mod mirror;
 mod model;
 pub mod names;
 mod pools;
 mod snapshot;
 
 pub use error::{Result, StateError};
+pub use mirror::{Mirror, MirrorError};
 pub use model::{
     BlockLease, Driver, Endpoint, EndpointId, Mac, Network, NetworkId, Node, NodeId, Outcome, Role, Status,
 };
@@ -233,10 +235,14 @@ impl State {
         }
         let role = Role::from_proto(c.role)
             .ok_or_else(|| StateError::value("node role", c.role.to_string(), "must be manager or worker"))?;
+        if !c.api_addr.is_empty() && c.api_addr.parse::<core::net::SocketAddr>().is_err() {
+            return Err(StateError::value("API address", &c.api_addr, "must be IP:PORT"));
+        }
         let node = Node {
             id: c.id,
             name: c.name.clone(),
             underlay,
+            api_addr: c.api_addr.clone(),
             role,
             status: Status::Ready,
             status_since_ms: c.now_ms,

@@ -49,6 +49,8 @@ pub struct Node {
     pub name: String,
     /// Underlay address other hosts send VXLAN to.
     pub underlay: IpAddr,
+    /// Address of its cluster API (`IP:PORT`), empty when it serves none.
+    pub api_addr: String,
     /// Manager or worker.
     pub role: Role,
     /// Ready or down.
@@ -201,6 +203,7 @@ impl Node {
             role: self.role.to_proto() as i32,
             status: self.status.to_proto() as i32,
             status_since_ms: self.status_since_ms,
+            api_addr: self.api_addr.clone(),
         }
     }
 }

@@ -73,6 +73,7 @@ impl State {
                 id: n.id,
                 name: n.name.clone(),
                 underlay,
+                api_addr: n.api_addr.clone(),
                 role: Role::from_proto(n.role).ok_or_else(|| corrupt(format!("node {} role", n.id)))?,
                 status: Status::from_proto(n.status)
                     .ok_or_else(|| corrupt(format!("node {} status", n.id)))?,

@@ -265,3 +265,39 @@ fn snapshots_round_trip_byte_for_byte_and_behave_the_same() {
     assert_eq!(s.snapshot_bytes(), restored.snapshot_bytes());
     assert!(State::from_snapshot_bytes(&[1, 2, 3]).is_err());
 }
+
+#[test]
+fn a_mirror_fed_every_batch_matches_the_state_and_refuses_gaps() {
+    let mut s = State::new();
+    let mut mirror = weft_state::Mirror::from_snapshot(&s.snapshot());
+    let mut late = None;
+    let commands = vec![
+        cmd::register_node(1, "a", "198.51.100.1", Role::Manager, 1),
+        cmd::register_node(2, "b", "198.51.100.2", Role::Worker, 1),
+        cmd::create_network("app", Driver::Overlay, &["10.44.0.0/16"], 0, 0),
+        cmd::allocate_endpoint("app", 1, "c1", "web", ""),
+        cmd::allocate_endpoint("app", 2, "c2", "db", ""),
+        cmd::release_endpoint(1),
+        cmd::set_node_status(2, Status::Down, 5),
+        cmd::expire_node(2, 10, 1),
+        cmd::remove_node(2),
+    ];
+    for (i, c) in commands.iter().enumerate() {
+        let applied = s.apply(c).unwrap();
+        let batch = pb::EventBatch { revision: applied.revision, events: applied.events };
+        mirror.apply(&batch).unwrap();
+        assert!(mirror.matches(&s), "mirror diverged after command {i}");
+        if i == 3 {
+            late = Some(weft_state::Mirror::from_snapshot(&s.snapshot()));
+        }
+    }
+    assert_eq!(mirror.revision(), s.revision());
+    assert_eq!(mirror.endpoints().count(), 0);
+    // A batch that skips a revision, or repeats one, is refused and changes nothing.
+    let mut late = late.unwrap();
+    let before = late.clone();
+    let err = late.apply(&pb::EventBatch { revision: 6, events: vec![] }).unwrap_err();
+    assert_eq!(err, weft_state::MirrorError::OutOfOrder { have: 4, got: 6 });
+    assert!(late.apply(&pb::EventBatch { revision: 4, events: vec![] }).is_err());
+    assert_eq!(late, before);
+}

@@ -183,7 +183,14 @@ fn arbitrary_command() -> impl Strategy<Value = pb::Command> {
     prop_oneof![
         (small.clone(), text(), text(), any::<i32>(), any::<u64>()).prop_map(
             |(id, name, addr, role, now_ms)| {
-                Kind::RegisterNode(pb::RegisterNode { id, name, underlay_addr: addr, role, now_ms })
+                Kind::RegisterNode(pb::RegisterNode {
+                    id,
+                    name,
+                    underlay_addr: addr,
+                    role,
+                    now_ms,
+                    api_addr: String::new(),
+                })
             }
         ),
         (small.clone(), any::<i32>(), any::<u64>()).prop_map(

@@ -1,0 +1,567 @@
+//! weftd's control-plane life: become a cluster member (bootstrap, join, or resume from the state
+//! dir), then run as a manager (raft node, TLS listener, leader duties) or a worker (Watch, local
+//! API), switching when the cluster promotes or demotes this node, until shutdown.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use tokio::sync::watch;
+use weft_proto::v1 as pb;
+use weft_raft::EngineStorage;
+use weft_state::{Mirror, Role, cmd};
+
+use crate::identity::{ManagerKeys, NodeFile, Secrets, StateDir};
+use crate::liveness::{Liveness, LivenessConfig};
+use crate::membership::{Members, next_change};
+use crate::peers::Peers;
+use crate::service::{ClusterService, Core, ManagerCore, RoleCore, Upstream, WorkerCore, now_ms};
+use crate::tls::{self, ClusterCa, NodeCert, NodeTls, Token};
+use crate::transport::{GrpcTransport, RaftReceiver};
+
+/// The daemon's control-plane settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where identity, certificates and the raft log live.
+    pub state_dir: PathBuf,
+    /// The local admin socket.
+    pub socket: PathBuf,
+    /// The cluster API's listen address (managers).
+    pub listen: SocketAddr,
+    /// Underlay address (VXLAN, and the host part of the advertised API address).
+    pub advertise: Option<IpAddr>,
+    /// Start a new cluster.
+    pub bootstrap: bool,
+    /// A manager to join through.
+    pub join: Option<String>,
+    /// The join token.
+    pub token: Option<String>,
+    /// Join as a manager.
+    pub manager: bool,
+    /// This node's name.
+    pub name: Option<String>,
+    /// A node Down this long loses its addresses.
+    pub lease_ttl: Duration,
+    /// A node silent this long is Down.
+    pub down_after: Duration,
+    /// How often agents heartbeat.
+    pub heartbeat: Duration,
+}
+
+impl Config {
+    /// Defaults for everything but the state dir.
+    pub fn new(state_dir: PathBuf) -> Config {
+        Config {
+            state_dir,
+            socket: PathBuf::from("/run/weft/weft.sock"),
+            listen: SocketAddr::from(([0, 0, 0, 0], 7946)),
+            advertise: None,
+            bootstrap: false,
+            join: None,
+            token: None,
+            manager: false,
+            name: None,
+            lease_ttl: Duration::from_secs(24 * 3600),
+            down_after: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(1),
+        }
+    }
+
+    fn underlay(&self) -> Result<IpAddr> {
+        if let Some(a) = self.advertise {
+            return Ok(a);
+        }
+        if !self.listen.ip().is_unspecified() {
+            return Ok(self.listen.ip());
+        }
+        bail!("--advertise ADDR is required: the underlay address other hosts reach this one at")
+    }
+
+    fn api_addr(&self) -> Result<String> {
+        Ok(SocketAddr::new(self.underlay()?, self.listen.port()).to_string())
+    }
+
+    fn node_name(&self) -> Result<String> {
+        if let Some(n) = &self.name {
+            return Ok(n.clone());
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").context("read the host name")?;
+        Ok(host.trim().to_string())
+    }
+}
+
+/// How a role's run ended.
+enum Exit {
+    Shutdown,
+    Demoted,
+    Promoted,
+}
+
+/// Runs the daemon until `shutdown` completes. Calls `ready` once the API is being served.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl Fn() + Send + Sync,
+) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if config.bootstrap && config.join.is_some() {
+        bail!("--bootstrap and --join exclude each other: bootstrap the first manager, join the others");
+    }
+    let dir = StateDir::new(&config.state_dir);
+    std::fs::create_dir_all(dir.root()).with_context(|| format!("create {}", dir.root().display()))?;
+    let mut fresh_bootstrap = false;
+    let mut node = match dir.node()? {
+        Some(node) => {
+            if config.bootstrap || config.join.is_some() {
+                tracing::warn!(
+                    id = node.id,
+                    "state dir already belongs to a cluster; --bootstrap/--join ignored"
+                );
+            }
+            node
+        }
+        None if config.bootstrap => {
+            fresh_bootstrap = true;
+            bootstrap(&config, &dir)?
+        }
+        None if config.join.is_some() => join(&config, &dir).await?,
+        None => bail!(
+            "{} is not part of a cluster: start with --bootstrap (first manager) or --join ADDR --token TOKEN",
+            dir.root().display()
+        ),
+    };
+    let shutdown = tokio_util_shutdown(shutdown);
+    loop {
+        let exit = if node.manager {
+            run_manager(&config, &dir, &node, fresh_bootstrap, shutdown.clone(), &ready).await?
+        } else {
+            run_worker(&config, &dir, &node, shutdown.clone(), &ready).await?
+        };
+        fresh_bootstrap = false;
+        match exit {
+            Exit::Shutdown => return Ok(()),
+            Exit::Demoted => {
+                tracing::info!("demoted to worker");
+                let _ = std::fs::remove_dir_all(dir.raft_dir());
+                node.manager = false;
+            }
+            Exit::Promoted => {
+                tracing::info!("promoted to manager");
+                let _ = std::fs::remove_dir_all(dir.raft_dir());
+                node.manager = true;
+            }
+        }
+        dir.save_node(&node)?;
+    }
+}
+
+/// Shutdown as a cloneable watch.
+fn tokio_util_shutdown(shutdown: impl Future<Output = ()> + Send + 'static) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+fn bootstrap(config: &Config, dir: &StateDir) -> Result<NodeFile> {
+    config.api_addr()?;
+    let ca = ClusterCa::generate()?;
+    let id = tls::random_id()?;
+    let name = config.node_name()?;
+    weft_state::names::dns_label("node", &name).map_err(|e| anyhow!("--name: {e}"))?;
+    let cert = ca.issue(&name, id)?;
+    dir.save_tls(&NodeTls { ca_pem: ca.cert_pem.clone(), cert })?;
+    let secrets = Secrets { worker: tls::random_secret()?, manager: tls::random_secret()? };
+    dir.save_manager_keys(&ManagerKeys { ca, secrets })?;
+    let node = NodeFile { id, name, manager: true };
+    dir.save_node(&node)?;
+    Ok(node)
+}
+
+async fn join(config: &Config, dir: &StateDir) -> Result<NodeFile> {
+    let addr = config.join.clone().unwrap_or_default();
+    let token = Token::parse(config.token.as_deref().ok_or_else(|| anyhow!("--join needs --token TOKEN"))?)?;
+    let name = config.node_name()?;
+    weft_state::names::dns_label("node", &name).map_err(|e| anyhow!("--name: {e}"))?;
+    let channel = tls::join_channel(&addr, &token.ca_fingerprint)
+        .await
+        .map_err(|e| anyhow!("cannot reach manager {addr}: {e}"))?;
+    let mut client = pb::cluster_client::ClusterClient::new(channel);
+    let role = if config.manager { pb::NodeRole::Manager } else { pb::NodeRole::Worker };
+    let response = client
+        .join(pb::JoinRequest {
+            secret: token.secret.clone(),
+            name: name.clone(),
+            underlay_addr: config.underlay()?.to_string(),
+            api_addr: if config.manager { config.api_addr()? } else { String::new() },
+            role: role as i32,
+        })
+        .await
+        .map_err(|s| anyhow!("join refused by {addr}: {}", s.message()))?
+        .into_inner();
+    save_kit(dir, &response)?;
+    let node = NodeFile { id: response.node_id, name, manager: config.manager };
+    dir.save_node(&node)?;
+    Ok(node)
+}
+
+fn save_kit(dir: &StateDir, response: &pb::JoinResponse) -> Result<()> {
+    dir.save_tls(&NodeTls {
+        ca_pem: response.ca_cert_pem.clone(),
+        cert: NodeCert { chain_pem: response.cert_pem.clone(), key_pem: response.key_pem.clone() },
+    })?;
+    if !response.ca_key_pem.is_empty() {
+        dir.save_manager_keys(&ManagerKeys {
+            ca: ClusterCa { cert_pem: response.ca_cert_pem.clone(), key_pem: response.ca_key_pem.clone() },
+            secrets: Secrets {
+                worker: response.worker_secret.clone(),
+                manager: response.manager_secret.clone(),
+            },
+        })?;
+    }
+    let managers: Vec<(u64, String)> = response
+        .managers
+        .iter()
+        .filter(|m| !m.api_addr.is_empty())
+        .map(|m| (m.id, m.api_addr.clone()))
+        .collect();
+    if !managers.is_empty() {
+        dir.save_managers(&managers)?;
+    }
+    Ok(())
+}
+
+/// Binds the local admin socket (root only, like docker.sock).
+fn bind_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("{} is in use: another weftd is running with this socket", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("remove stale {}", path.display()))?;
+    }
+    let listener =
+        tokio::net::UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+fn serve_local(
+    core: Arc<Core>,
+    listener: tokio::net::UnixListener,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let service = pb::cluster_server::ClusterServer::new(ClusterService::new(core, false));
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+    })
+}
+
+async fn run_manager(
+    config: &Config,
+    dir: &StateDir,
+    me: &NodeFile,
+    fresh_bootstrap: bool,
+    shutdown: watch::Receiver<bool>,
+    ready: &(impl Fn() + Send + Sync),
+) -> Result<Exit> {
+    let node_tls = dir.tls()?;
+    let keys = dir.manager_keys()?;
+    let ca_fingerprint = keys.ca.fingerprint()?;
+    let peers = Arc::new(Peers::new(node_tls.client_config()));
+    let storage = EngineStorage::open(&dir.raft_dir())?;
+    let transport = GrpcTransport::new(peers.clone());
+    for (id, addr) in dir.managers() {
+        transport.add_seed(id, addr);
+    }
+    let initial: Vec<u64> = if fresh_bootstrap { vec![me.id] } else { vec![] };
+    let node = weft_raft::start(me.id, &initial, storage, Arc::new(transport.clone()))?;
+    transport.attach(node.clone());
+    let liveness_config = LivenessConfig { down_after: config.down_after, lease_ttl: config.lease_ttl };
+    let core = Arc::new(Core {
+        id: me.id,
+        name: me.name.clone(),
+        ca_fingerprint,
+        peers: peers.clone(),
+        role: RoleCore::Manager(ManagerCore {
+            node: node.clone(),
+            keys,
+            liveness: Mutex::new(Liveness::new(Instant::now())),
+            liveness_config,
+            reported: Mutex::new(Default::default()),
+        }),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tls_server = {
+        let cluster = pb::cluster_server::ClusterServer::new(ClusterService::new(core.clone(), true));
+        let raft = pb::raft_transport_server::RaftTransportServer::new(RaftReceiver::new(node.clone()))
+            .max_decoding_message_size(64 << 20);
+        let mut stop = stop_rx.clone();
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listen on {}", config.listen))?;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server = tonic::transport::Server::builder()
+            .tls_config(node_tls.server_config())
+            .context("TLS configuration")?
+            .add_service(cluster)
+            .add_service(raft);
+        tokio::spawn(async move {
+            if let Err(e) = server
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+            {
+                tracing::error!(error = %e, "cluster API server failed");
+            }
+        })
+    };
+    let local = serve_local(core.clone(), bind_socket(&config.socket)?, stop_rx.clone());
+    tracing::info!(id = me.id, name = %me.name, listen = %config.listen, "manager serving");
+    ready();
+
+    if fresh_bootstrap {
+        register_self(&core, config, me).await?;
+    }
+    let duties = tokio::spawn(leader_duties(core.clone(), me.id));
+    let beats = tokio::spawn(heartbeats(core.clone(), me.id, config.heartbeat));
+    let exit = role_watch_manager(&node, me.id, dir, shutdown).await;
+    let _ = stop_tx.send(true);
+    duties.abort();
+    beats.abort();
+    node.stop();
+    let _ = tls_server.await;
+    let _ = local.await;
+    let _ = std::fs::remove_file(&config.socket);
+    exit
+}
+
+async fn register_self(core: &Core, config: &Config, me: &NodeFile) -> Result<()> {
+    let RoleCore::Manager(m) = &core.role else { unreachable!("manager") };
+    let command = cmd::register_node_with_api(
+        me.id,
+        &me.name,
+        &config.underlay()?.to_string(),
+        &config.api_addr()?,
+        Role::Manager,
+        now_ms(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if m.node.state().node(me.id).is_some() {
+            return Ok(());
+        }
+        match core.propose(&command).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => bail!("registering this node failed: {}", e.message()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Watches the state for this node's demotion or removal; returns on shutdown too.
+async fn role_watch_manager(
+    node: &weft_raft::NodeHandle,
+    id: u64,
+    dir: &StateDir,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Exit> {
+    let mut registered = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return Ok(Exit::Shutdown),
+            _ = tick.tick() => {}
+        }
+        let state = node.state();
+        let status = node.status();
+        let managers: Vec<(u64, String)> = state
+            .nodes()
+            .filter(|n| n.role == Role::Manager && !n.api_addr.is_empty())
+            .map(|n| (n.id, n.api_addr.clone()))
+            .collect();
+        if !managers.is_empty() && managers != dir.managers() {
+            let _ = dir.save_managers(&managers);
+        }
+        match state.node(id) {
+            Some(n) => {
+                registered = true;
+                let member = status.voters.contains(&id) || status.learners.contains(&id);
+                if n.role == Role::Worker && !member && !status.voters.is_empty() {
+                    return Ok(Exit::Demoted);
+                }
+            }
+            None if registered => {
+                bail!("this node was removed from the cluster; clear {} to join again", dir.root().display())
+            }
+            None => {}
+        }
+    }
+}
+
+/// While this manager leads: liveness transitions and membership changes.
+async fn leader_duties(core: Arc<Core>, me: u64) {
+    let RoleCore::Manager(m) = &core.role else { return };
+    let mut leading = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        let status = m.node.status();
+        if status.leader != me {
+            leading = false;
+            continue;
+        }
+        if !leading {
+            *m.liveness.lock().unwrap() = Liveness::new(Instant::now());
+            leading = true;
+        }
+        let state = m.node.state();
+        let commands =
+            m.liveness.lock().unwrap().decide(&state, Instant::now(), now_ms(), &m.liveness_config);
+        for c in commands {
+            if let Err(e) = core.propose(&c).await {
+                tracing::warn!(error = %e.message(), "liveness update failed");
+            }
+        }
+        if status.conf_pending {
+            continue;
+        }
+        let managers: BTreeSet<u64> =
+            state.nodes().filter(|n| n.role == Role::Manager).map(|n| n.id).collect();
+        if state.node(me).is_none() && managers.is_empty() {
+            continue; // bootstrapping: not registered yet
+        }
+        if !managers.contains(&me) {
+            if let Some(to) = status.voters.iter().find(|v| managers.contains(v)) {
+                m.node.transfer_leader(*to);
+            }
+            continue;
+        }
+        let members = Members {
+            leader: me,
+            voters: status.voters.iter().copied().collect(),
+            learners: status.learners.iter().copied().collect(),
+            caught_up: status
+                .learners
+                .iter()
+                .filter(|l| status.matched.get(l).is_some_and(|m| m + 64 >= status.last_index))
+                .copied()
+                .collect(),
+        };
+        if let Some(change) = next_change(&managers, &members) {
+            tracing::info!(?change, "membership change");
+            match tokio::time::timeout(Duration::from_secs(5), m.node.change_membership(change)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "membership change failed"),
+                Err(_) => tracing::warn!("membership change timed out"),
+            }
+        }
+    }
+}
+
+async fn heartbeats(core: Arc<Core>, me: u64, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let revision = match &core.role {
+            RoleCore::Manager(m) => m.node.status().revision,
+            RoleCore::Worker(w) => w.mirror.borrow().revision(),
+        };
+        if let Err(e) = core.heartbeat(me, revision).await {
+            tracing::debug!(error = %e.message(), "heartbeat failed");
+        }
+    }
+}
+
+async fn run_worker(
+    config: &Config,
+    dir: &StateDir,
+    me: &NodeFile,
+    mut shutdown: watch::Receiver<bool>,
+    ready: &(impl Fn() + Send + Sync),
+) -> Result<Exit> {
+    let node_tls = dir.tls()?;
+    let ca_fingerprint = tls::fingerprint(&tls::first_der(&node_tls.ca_pem)?);
+    let peers = Arc::new(Peers::new(node_tls.client_config()));
+    let managers: Vec<String> = dir.managers().into_iter().map(|(_, a)| a).collect();
+    if managers.is_empty() {
+        bail!("this worker knows no manager: {} has no managers.json", dir.root().display());
+    }
+    let upstream = Arc::new(Upstream::new(managers));
+    let (mirror_tx, mirror_rx) = watch::channel(Arc::new(Mirror::default()));
+    let watcher = tokio::spawn(crate::watch::run_watch(peers.clone(), upstream.clone(), mirror_tx, |_| {}));
+    let core = Arc::new(Core {
+        id: me.id,
+        name: me.name.clone(),
+        ca_fingerprint,
+        peers: peers.clone(),
+        role: RoleCore::Worker(WorkerCore { upstream: upstream.clone(), mirror: mirror_rx.clone() }),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let local = serve_local(core.clone(), bind_socket(&config.socket)?, stop_rx);
+    tracing::info!(id = me.id, name = %me.name, "worker serving");
+    ready();
+    let beats = tokio::spawn(heartbeats(core.clone(), me.id, config.heartbeat));
+    let mut mirror = mirror_rx.clone();
+    let mut registered = false;
+    let exit = loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break Ok(Exit::Shutdown),
+            changed = mirror.changed() => if changed.is_err() { break Ok(Exit::Shutdown) },
+        }
+        let view = mirror.borrow_and_update().clone();
+        let managers = crate::watch::managers_of(&view);
+        if !managers.is_empty() && managers != dir.managers() {
+            let _ = dir.save_managers(&managers);
+        }
+        match view.nodes().find(|n| n.id == me.id) {
+            Some(n) if n.role == pb::NodeRole::Manager as i32 => {
+                match fetch_manager_kit(&peers, &upstream).await {
+                    Ok(kit) => {
+                        save_kit(dir, &kit)?;
+                        break Ok(Exit::Promoted);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "promoted, but the manager kit is not available yet")
+                    }
+                }
+            }
+            Some(_) => registered = true,
+            None if registered => {
+                break Err(anyhow!(
+                    "this node was removed from the cluster; clear {} to join again",
+                    dir.root().display()
+                ));
+            }
+            None => {}
+        }
+    };
+    let _ = stop_tx.send(true);
+    beats.abort();
+    watcher.abort();
+    let _ = local.await;
+    let _ = std::fs::remove_file(&config.socket);
+    exit
+}
+
+async fn fetch_manager_kit(peers: &Peers, upstream: &Upstream) -> Result<pb::JoinResponse> {
+    let addr = upstream.current().ok_or_else(|| anyhow!("no manager known"))?;
+    let mut client = peers.cluster(&addr)?;
+    Ok(client.manager_kit(pb::InfoRequest {}).await.map_err(|s| anyhow!("{}", s.message()))?.into_inner())
+}

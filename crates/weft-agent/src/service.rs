@@ -1,0 +1,653 @@
+//! The cluster API (`weft.v1.Cluster`), served by every agent: managers answer from their raft
+//! node (writes proposed through the log, fresh reads through ReadIndex, the leader's view for
+//! `node ls`); workers forward to the manager they watch. The same service runs on the local unix
+//! socket (trusted: root-only) and, on managers, on the mutual-TLS listener, where every call but
+//! Join needs a certificate of this cluster.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use prost::Message as _;
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Response, Status};
+use weft_proto::v1 as pb;
+use weft_proto::v1::cluster_client::ClusterClient;
+use weft_raft::{NodeHandle, RaftError, WatchStart};
+use weft_state::{Mirror, Role, State, StateError, cmd};
+
+use crate::identity::{ManagerKeys, Secrets};
+use crate::liveness::{Liveness, LivenessConfig};
+use crate::peers::Peers;
+use crate::tls::{self, Token};
+
+/// How long a write may take to commit before the caller is told it timed out.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a write waits for a leader to be elected before failing with "no quorum".
+pub const LEADER_WAIT: Duration = Duration::from_secs(3);
+
+/// Fails unless the call came with a client certificate (the TLS layer has checked it against
+/// the cluster CA). Calls on the local socket carry no TLS at all and are let through by the
+/// service (`remote == false`), never by this check.
+pub fn require_cert<T>(request: &Request<T>) -> Result<(), Status> {
+    match request.peer_certs() {
+        Some(certs) if !certs.is_empty() => Ok(()),
+        _ => Err(Status::unauthenticated(
+            "a client certificate of this cluster is required (join with a token, or use the node's certificate)",
+        )),
+    }
+}
+
+/// Maps raft and state errors to gRPC statuses with the message intact.
+pub fn status_of(e: RaftError) -> Status {
+    match e {
+        RaftError::NoLeader | RaftError::LeaderLost => Status::unavailable(e.to_string()),
+        RaftError::NotLeader(_) => Status::failed_precondition(e.to_string()),
+        RaftError::Rejected(StateError::Invalid(_)) => Status::invalid_argument(e.to_string()),
+        RaftError::Rejected(ref s) if s.to_string().contains("unknown") => Status::not_found(e.to_string()),
+        RaftError::Rejected(_) => Status::failed_precondition(e.to_string()),
+        RaftError::Stopped => Status::unavailable(e.to_string()),
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+/// Wall clock in milliseconds (stamped into commands by their proposer).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A manager's side of the API.
+pub struct ManagerCore {
+    /// The raft node.
+    pub node: NodeHandle,
+    /// CA key and token secrets.
+    pub keys: ManagerKeys,
+    /// The leader's heartbeat table (used while this node leads).
+    pub liveness: Mutex<Liveness>,
+    /// Liveness timing.
+    pub liveness_config: LivenessConfig,
+    /// Workers' revisions as last reported (for `node ls`'s lag).
+    pub reported: Mutex<std::collections::HashMap<u64, u64>>,
+}
+
+/// The managers a worker can talk to, and which one it uses now.
+pub struct Upstream {
+    managers: Mutex<(Vec<String>, usize)>,
+}
+
+impl Upstream {
+    /// Starts with `managers` (API addresses).
+    pub fn new(managers: Vec<String>) -> Upstream {
+        Upstream { managers: Mutex::new((managers, 0)) }
+    }
+
+    /// The manager in use.
+    pub fn current(&self) -> Option<String> {
+        let m = self.managers.lock().unwrap();
+        m.0.get(m.1 % m.0.len().max(1)).cloned()
+    }
+
+    /// The one in use failed: move to the next.
+    pub fn failed(&self) {
+        let mut m = self.managers.lock().unwrap();
+        m.1 = m.1.wrapping_add(1);
+    }
+
+    /// Replaces the list (from the state), keeping the current one if it is still there.
+    pub fn update(&self, managers: Vec<String>) {
+        if managers.is_empty() {
+            return;
+        }
+        let mut m = self.managers.lock().unwrap();
+        let current = m.0.get(m.1 % m.0.len().max(1)).cloned();
+        let index = current.and_then(|c| managers.iter().position(|a| *a == c)).unwrap_or(0);
+        *m = (managers, index);
+    }
+
+    /// All known managers.
+    pub fn all(&self) -> Vec<String> {
+        self.managers.lock().unwrap().0.clone()
+    }
+}
+
+/// A worker's side of the API.
+pub struct WorkerCore {
+    /// Where it forwards.
+    pub upstream: Arc<Upstream>,
+    /// Its copy of the state.
+    pub mirror: watch::Receiver<Arc<Mirror>>,
+}
+
+/// The role-specific half.
+pub enum RoleCore {
+    /// A manager.
+    Manager(ManagerCore),
+    /// A worker.
+    Worker(WorkerCore),
+}
+
+/// Everything the API needs.
+pub struct Core {
+    /// This node.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+    /// The CA fingerprint (for tokens and `cluster info`).
+    pub ca_fingerprint: String,
+    /// Outgoing channels.
+    pub peers: Arc<Peers>,
+    /// Manager or worker.
+    pub role: RoleCore,
+}
+
+impl Core {
+    fn manager(&self) -> Result<&ManagerCore, Status> {
+        match &self.role {
+            RoleCore::Manager(m) => Ok(m),
+            RoleCore::Worker(_) => Err(Status::failed_precondition(format!(
+                "node {} is a worker: send this to a manager",
+                self.name
+            ))),
+        }
+    }
+
+    /// A client of the manager a worker uses.
+    fn upstream(&self) -> Result<(ClusterClient<tonic::transport::Channel>, Arc<Upstream>), Status> {
+        let RoleCore::Worker(w) = &self.role else { return Err(Status::internal("not a worker")) };
+        let addr = w.upstream.current().ok_or_else(|| Status::unavailable("this worker knows no manager"))?;
+        Ok((self.peers.cluster(&addr)?, w.upstream.clone()))
+    }
+
+    /// A client of the leader, when this manager is not it.
+    fn leader_client(
+        &self,
+        m: &ManagerCore,
+    ) -> Result<Option<ClusterClient<tonic::transport::Channel>>, Status> {
+        let leader = m.node.status().leader;
+        if leader == self.id {
+            return Ok(None);
+        }
+        if leader == 0 {
+            return Err(status_of(RaftError::NoLeader));
+        }
+        let state = m.node.state();
+        let addr =
+            state.node(leader).map(|n| n.api_addr.clone()).filter(|a| !a.is_empty()).ok_or_else(|| {
+                Status::unavailable(format!("the leader (node {leader}) has no known address yet"))
+            })?;
+        Ok(Some(self.peers.cluster(&addr)?))
+    }
+
+    /// Proposes `command` and waits for its result, at most [`WRITE_TIMEOUT`]. While no leader is
+    /// known (an election), it waits up to [`LEADER_WAIT`] for one: the command was not sent, so
+    /// retrying cannot apply it twice.
+    pub async fn propose(&self, command: &pb::Command) -> Result<weft_state::Applied, Status> {
+        let m = self.manager()?;
+        let bytes = command.encode_to_vec();
+        let started = Instant::now();
+        let attempt = async {
+            loop {
+                match m.node.propose(bytes.clone()).await {
+                    Err(RaftError::NoLeader) if started.elapsed() < LEADER_WAIT => {
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
+                    other => return other,
+                }
+            }
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, attempt).await {
+            Ok(result) => result.map_err(status_of),
+            Err(_) if m.node.status().leader == 0 => Err(status_of(RaftError::NoLeader)),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "the command did not commit within {} s; it may or may not have been applied",
+                WRITE_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// A state confirmed fresh with the leader (ReadIndex), at most [`WRITE_TIMEOUT`].
+    pub async fn fresh_state(&self) -> Result<Arc<State>, Status> {
+        let m = self.manager()?;
+        match tokio::time::timeout(WRITE_TIMEOUT, m.node.read_index()).await {
+            Ok(result) => result.map_err(status_of),
+            Err(_) => Err(status_of(RaftError::NoLeader)),
+        }
+    }
+
+    /// Records a heartbeat if this manager leads; forwards it to the leader otherwise.
+    pub async fn heartbeat(&self, node_id: u64, revision: u64) -> Result<u64, Status> {
+        match &self.role {
+            RoleCore::Manager(m) => {
+                m.reported.lock().unwrap().insert(node_id, revision);
+                match self.leader_client(m)? {
+                    None => {
+                        m.liveness.lock().unwrap().record(node_id, revision, Instant::now());
+                        Ok(self.id)
+                    }
+                    Some(mut leader) => {
+                        let mut request = Request::new(pb::HeartbeatRequest { node_id, revision });
+                        request.set_timeout(Duration::from_secs(2));
+                        Ok(leader.heartbeat(request).await?.into_inner().leader_id)
+                    }
+                }
+            }
+            RoleCore::Worker(_) => {
+                let (mut client, upstream) = self.upstream()?;
+                let mut request = Request::new(pb::HeartbeatRequest { node_id, revision });
+                request.set_timeout(Duration::from_secs(2));
+                match client.heartbeat(request).await {
+                    Ok(r) => Ok(r.into_inner().leader_id),
+                    Err(e) => {
+                        upstream.failed();
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    fn find_node<'s>(&self, state: &'s State, name: &str) -> Result<&'s weft_state::Node, Status> {
+        state
+            .nodes()
+            .find(|n| {
+                n.name.eq_ignore_ascii_case(name) || n.id.to_string() == name || format!("{:x}", n.id) == name
+            })
+            .ok_or_else(|| Status::not_found(format!("no node {name:?} in the cluster (see `weft node ls`)")))
+    }
+
+    fn node_rows(&self, m: &ManagerCore, state: &State) -> pb::NodesResponse {
+        let status = m.node.status();
+        let voters: BTreeSet<u64> = status.voters.iter().copied().collect();
+        let learners: BTreeSet<u64> = status.learners.iter().copied().collect();
+        let liveness = m.liveness.lock().unwrap();
+        let reported = m.reported.lock().unwrap();
+        let now = Instant::now();
+        let nodes = state
+            .nodes()
+            .map(|n| {
+                let raft = if voters.contains(&n.id) {
+                    "voter"
+                } else if learners.contains(&n.id) {
+                    "learner"
+                } else {
+                    ""
+                };
+                let (applied, lag) = if !raft.is_empty() {
+                    let matched = if n.id == self.id {
+                        status.applied
+                    } else {
+                        status.matched.get(&n.id).copied().unwrap_or(0)
+                    };
+                    (matched, status.last_index.saturating_sub(matched))
+                } else {
+                    let rev =
+                        liveness.seen(n.id).map(|s| s.revision).or(reported.get(&n.id).copied()).unwrap_or(0);
+                    (rev, state.revision().saturating_sub(rev))
+                };
+                let last_seen_ms = liveness
+                    .seen(n.id)
+                    .map(|s| now.saturating_duration_since(s.at).as_millis() as u64)
+                    .unwrap_or(0);
+                pb::NodeInfo {
+                    node: Some(n.to_proto()),
+                    leader: n.id == status.leader,
+                    raft: raft.into(),
+                    applied,
+                    lag,
+                    last_seen_ms,
+                }
+            })
+            .collect();
+        pb::NodesResponse { nodes, revision: state.revision() }
+    }
+
+    fn join_response(
+        &self,
+        m: &ManagerCore,
+        id: u64,
+        name: &str,
+        manager: bool,
+    ) -> Result<pb::JoinResponse, Status> {
+        let cert = m.keys.ca.issue(name, id).map_err(|e| Status::internal(e.to_string()))?;
+        let state = m.node.state();
+        let mut managers: Vec<pb::ManagerAddr> = state
+            .nodes()
+            .filter(|n| n.role == Role::Manager && !n.api_addr.is_empty())
+            .map(|n| pb::ManagerAddr { id: n.id, api_addr: n.api_addr.clone() })
+            .collect();
+        if managers.is_empty() {
+            managers.push(pb::ManagerAddr { id: self.id, api_addr: String::new() });
+        }
+        let mut response = pb::JoinResponse {
+            node_id: id,
+            ca_cert_pem: m.keys.ca.cert_pem.clone(),
+            cert_pem: cert.chain_pem,
+            key_pem: cert.key_pem,
+            managers,
+            ..Default::default()
+        };
+        if manager {
+            response.ca_key_pem = m.keys.ca.key_pem.clone();
+            response.worker_secret = m.keys.secrets.worker.clone();
+            response.manager_secret = m.keys.secrets.manager.clone();
+        }
+        Ok(response)
+    }
+}
+
+/// The gRPC service over a [`Core`].
+#[derive(Clone)]
+pub struct ClusterService {
+    core: Arc<Core>,
+    /// True on the TLS listener: calls need a certificate.
+    remote: bool,
+}
+
+impl ClusterService {
+    /// The service; `remote` for the TLS listener.
+    pub fn new(core: Arc<Core>, remote: bool) -> ClusterService {
+        ClusterService { core, remote }
+    }
+
+    fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if self.remote { require_cert(request) } else { Ok(()) }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+fn batch_response(batch: &pb::EventBatch) -> pb::WatchResponse {
+    pb::WatchResponse { kind: Some(pb::watch_response::Kind::Batch(batch.clone())) }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterService {
+    async fn join(&self, request: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+        let core = &self.core;
+        let m = core.manager()?;
+        let req = request.into_inner();
+        let wants_manager = req.role == pb::NodeRole::Manager as i32;
+        let secrets: &Secrets = &m.keys.secrets;
+        let manager_ok = tls::secrets_equal(&req.secret, &secrets.manager);
+        let worker_ok = tls::secrets_equal(&req.secret, &secrets.worker);
+        if !manager_ok && !worker_ok {
+            return Err(Status::permission_denied("the join token is not valid for this cluster"));
+        }
+        if wants_manager && !manager_ok {
+            return Err(Status::permission_denied(
+                "this is a worker token; joining as a manager needs the manager token (`weft cluster token manager`)",
+            ));
+        }
+        let role = if wants_manager { Role::Manager } else { Role::Worker };
+        let id = tls::random_id().map_err(|e| Status::internal(e.to_string()))?;
+        let command =
+            cmd::register_node_with_api(id, &req.name, &req.underlay_addr, &req.api_addr, role, now_ms());
+        core.propose(&command).await?;
+        Ok(Response::new(core.join_response(m, id, &req.name, wants_manager)?))
+    }
+
+    async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
+        self.check(&request)?;
+        let core = &self.core;
+        if let RoleCore::Worker(_) = core.role {
+            let (mut client, upstream) = core.upstream()?;
+            return client.apply(request.into_inner()).await.inspect_err(|e| {
+                if e.code() == tonic::Code::Unavailable {
+                    upstream.failed();
+                }
+            });
+        }
+        let command = request.into_inner().command.ok_or_else(|| Status::invalid_argument("no command"))?;
+        let applied = core.propose(&command).await?;
+        Ok(Response::new(pb::ApplyResponse {
+            revision: applied.revision,
+            outcome: Some(applied.outcome.to_proto()),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.check(&request)?;
+        if self.remote {
+            let id = request.get_ref().node_id;
+            let certs = request.peer_certs().unwrap_or_default();
+            if !certs.first().is_some_and(|c| tls::cert_is_for_node(c, id)) {
+                return Err(Status::permission_denied(format!("this certificate is not node {id:x}'s")));
+            }
+        }
+        let req = request.into_inner();
+        let leader_id = self.core.heartbeat(req.node_id, req.revision).await?;
+        Ok(Response::new(pb::HeartbeatResponse { leader_id }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
+        self.check(&request)?;
+        let m = self.core.manager()?;
+        let from = request.into_inner().from_revision;
+        let (start, mut live) = m.node.history().subscribe(from);
+        let (tx, rx) = mpsc::channel::<Result<pb::WatchResponse, Status>>(256);
+        tokio::spawn(async move {
+            let mut last = from;
+            let backlog = match start {
+                WatchStart::Batches(b) => b,
+                WatchStart::Snapshot(state, b) => {
+                    last = state.revision();
+                    let snapshot = pb::WatchResponse {
+                        kind: Some(pb::watch_response::Kind::Snapshot(state.snapshot())),
+                    };
+                    if tx.send(Ok(snapshot)).await.is_err() {
+                        return;
+                    }
+                    b
+                }
+            };
+            for batch in backlog {
+                if batch.revision > last {
+                    last = batch.revision;
+                    if tx.send(Ok(batch_response(&batch))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            loop {
+                match live.recv().await {
+                    Ok(batch) if batch.revision > last => {
+                        last = batch.revision;
+                        if tx.send(Ok(batch_response(&batch))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = tx
+                            .send(Err(Status::aborted("the watcher fell behind; resume from its revision")))
+                            .await;
+                        return;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn get_state(
+        &self,
+        request: Request<pb::StateRequest>,
+    ) -> Result<Response<pb::StateResponse>, Status> {
+        self.check(&request)?;
+        let core = &self.core;
+        match &core.role {
+            RoleCore::Worker(_) => {
+                let (mut client, _) = core.upstream()?;
+                client.get_state(request.into_inner()).await
+            }
+            RoleCore::Manager(m) => {
+                let state =
+                    if request.get_ref().linearizable { core.fresh_state().await? } else { m.node.state() };
+                Ok(Response::new(pb::StateResponse { state: Some(state.snapshot()) }))
+            }
+        }
+    }
+
+    async fn nodes(&self, request: Request<pb::NodesRequest>) -> Result<Response<pb::NodesResponse>, Status> {
+        self.check(&request)?;
+        let core = &self.core;
+        match &core.role {
+            RoleCore::Worker(_) => {
+                let (mut client, _) = core.upstream()?;
+                client.nodes(request.into_inner()).await
+            }
+            RoleCore::Manager(m) => match core.leader_client(m) {
+                Ok(None) => {
+                    let state = core.fresh_state().await?;
+                    Ok(Response::new(core.node_rows(m, &state)))
+                }
+                Ok(Some(mut leader)) => leader.nodes(request.into_inner()).await,
+                // No leader: this manager's own (possibly stale) view, with no leader marked.
+                Err(_) => Ok(Response::new(core.node_rows(m, &m.node.state()))),
+            },
+        }
+    }
+
+    async fn change_role(
+        &self,
+        request: Request<pb::ChangeRoleRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        self.check(&request)?;
+        let core = &self.core;
+        if let RoleCore::Worker(_) = core.role {
+            let (mut client, _) = core.upstream()?;
+            return client.change_role(request.into_inner()).await;
+        }
+        let req = request.into_inner();
+        let role = match pb::NodeRole::try_from(req.role) {
+            Ok(pb::NodeRole::Manager) => Role::Manager,
+            Ok(pb::NodeRole::Worker) => Role::Worker,
+            _ => return Err(Status::invalid_argument("role must be manager or worker")),
+        };
+        let state = core.fresh_state().await?;
+        let node = core.find_node(&state, &req.node)?;
+        if node.role == role {
+            return Ok(Response::new(node.to_proto()));
+        }
+        if role == Role::Worker && state.nodes().filter(|n| n.role == Role::Manager).count() == 1 {
+            return Err(Status::failed_precondition(format!(
+                "node {} is the last manager: promote another node before demoting it",
+                node.name
+            )));
+        }
+        let applied = core.propose(&cmd::set_node_role(node.id, role)).await?;
+        match applied.outcome {
+            weft_state::Outcome::Node(n) => Ok(Response::new(n.to_proto())),
+            _ => Ok(Response::new(node.to_proto())),
+        }
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        self.check(&request)?;
+        let core = &self.core;
+        if let RoleCore::Worker(_) = core.role {
+            let (mut client, _) = core.upstream()?;
+            return client.remove_node(request.into_inner()).await;
+        }
+        let req = request.into_inner();
+        let state = core.fresh_state().await?;
+        let node = core.find_node(&state, &req.node)?;
+        if node.role == Role::Manager && state.nodes().filter(|n| n.role == Role::Manager).count() == 1 {
+            return Err(Status::failed_precondition(format!(
+                "node {} is the last manager: the cluster cannot lose it",
+                node.name
+            )));
+        }
+        if node.status == weft_state::Status::Ready && !req.force {
+            return Err(Status::failed_precondition(format!(
+                "node {} is Ready (its weftd is running): stop it first, or remove it with --force",
+                node.name
+            )));
+        }
+        core.propose(&cmd::remove_node(node.id)).await?;
+        Ok(Response::new(pb::RemoveNodeResponse {}))
+    }
+
+    async fn token(&self, request: Request<pb::TokenRequest>) -> Result<Response<pb::TokenResponse>, Status> {
+        self.check(&request)?;
+        let core = &self.core;
+        if let RoleCore::Worker(_) = core.role {
+            let (mut client, _) = core.upstream()?;
+            return client.token(request.into_inner()).await;
+        }
+        let m = core.manager()?;
+        let secret = match pb::NodeRole::try_from(request.get_ref().role) {
+            Ok(pb::NodeRole::Manager) => m.keys.secrets.manager.clone(),
+            Ok(pb::NodeRole::Worker) => m.keys.secrets.worker.clone(),
+            _ => return Err(Status::invalid_argument("token role must be worker or manager")),
+        };
+        let token = Token { ca_fingerprint: core.ca_fingerprint.clone(), secret };
+        Ok(Response::new(pb::TokenResponse { token: token.render() }))
+    }
+
+    async fn info(&self, request: Request<pb::InfoRequest>) -> Result<Response<pb::InfoResponse>, Status> {
+        self.check(&request)?;
+        let core = &self.core;
+        let mut info = pb::InfoResponse {
+            node_id: core.id,
+            name: core.name.clone(),
+            ca_fingerprint: core.ca_fingerprint.clone(),
+            ..Default::default()
+        };
+        match &core.role {
+            RoleCore::Manager(m) => {
+                let s = m.node.status();
+                info.role = pb::NodeRole::Manager as i32;
+                info.leader_id = s.leader;
+                info.term = s.term;
+                info.commit = s.commit;
+                info.applied = s.applied;
+                info.revision = s.revision;
+            }
+            RoleCore::Worker(w) => {
+                info.role = pb::NodeRole::Worker as i32;
+                info.revision = w.mirror.borrow().revision();
+                info.upstream = w.upstream.current().unwrap_or_default();
+            }
+        }
+        Ok(Response::new(info))
+    }
+
+    async fn manager_kit(
+        &self,
+        request: Request<pb::InfoRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        if !self.remote {
+            return Err(Status::permission_denied("the manager kit is only handed out over mutual TLS"));
+        }
+        require_cert(&request)?;
+        let core = &self.core;
+        let m = core.manager()?;
+        let certs = request.peer_certs().unwrap_or_default();
+        let leaf = certs.first().ok_or_else(|| Status::unauthenticated("no certificate"))?;
+        let state = m.node.state();
+        let node = state
+            .nodes()
+            .find(|n| tls::cert_is_for_node(leaf, n.id))
+            .ok_or_else(|| Status::permission_denied("this certificate belongs to no node of the cluster"))?;
+        if node.role != Role::Manager {
+            return Err(Status::permission_denied(format!("node {} is not a manager", node.name)));
+        }
+        Ok(Response::new(core.join_response(m, node.id, &node.name.clone(), true)?))
+    }
+}

@@ -1,0 +1,189 @@
+//! The Raft peer transport over gRPC: per peer one bounded queue and one task that keeps a
+//! client stream open and sends batches of raft-rs messages (raft's own protobuf encoding). A full
+//! queue drops messages and reports the peer unreachable (raft retransmits), so a slow or dead
+//! peer never holds up the others.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use protobuf::Message as _;
+use raft::eraftpb::Message;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use weft_proto::v1 as pb;
+use weft_proto::v1::raft_transport_client::RaftTransportClient;
+use weft_raft::{NodeHandle, Transport};
+
+use crate::peers::Peers;
+
+/// Messages queued per peer before they are dropped.
+const QUEUE: usize = 4096;
+/// Messages per frame at most.
+const BATCH: usize = 256;
+
+struct Shared {
+    peers: Arc<Peers>,
+    /// Addresses learned outside the state (seeds from joining).
+    seeds: RwLock<HashMap<u64, String>>,
+    node: OnceLock<NodeHandle>,
+}
+
+impl Shared {
+    fn addr(&self, id: u64) -> Option<String> {
+        if let Some(node) = self.node.get()
+            && let Some(n) = node.state().node(id)
+            && !n.api_addr.is_empty()
+        {
+            return Some(n.api_addr.clone());
+        }
+        self.seeds.read().unwrap().get(&id).cloned()
+    }
+
+    fn unreachable(&self, id: u64) {
+        if let Some(node) = self.node.get() {
+            node.report_unreachable(id);
+        }
+    }
+}
+
+/// The transport a manager's raft node sends with.
+#[derive(Clone)]
+pub struct GrpcTransport {
+    shared: Arc<Shared>,
+    queues: Arc<Mutex<HashMap<u64, mpsc::Sender<Message>>>>,
+}
+
+impl GrpcTransport {
+    /// A transport dialing through `peers`.
+    pub fn new(peers: Arc<Peers>) -> GrpcTransport {
+        GrpcTransport {
+            shared: Arc::new(Shared { peers, seeds: RwLock::new(HashMap::new()), node: OnceLock::new() }),
+            queues: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Connects the transport to its node (for unreachable reports and addresses from the state).
+    pub fn attach(&self, node: NodeHandle) {
+        let _ = self.shared.node.set(node);
+    }
+
+    /// Records a peer's address known before the state has it.
+    pub fn add_seed(&self, id: u64, addr: String) {
+        self.shared.seeds.write().unwrap().insert(id, addr);
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn send(&self, messages: Vec<Message>) {
+        let mut queues = self.queues.lock().unwrap();
+        for m in messages {
+            let to = m.to;
+            let queue = queues.entry(to).or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                tokio::spawn(peer_loop(to, rx, self.shared.clone()));
+                tx
+            });
+            if queue.try_send(m).is_err() {
+                self.shared.unreachable(to);
+            }
+        }
+    }
+}
+
+async fn peer_loop(id: u64, mut rx: mpsc::Receiver<Message>, shared: Arc<Shared>) {
+    let mut pending: Option<Message> = None;
+    loop {
+        let first = match pending.take() {
+            Some(m) => m,
+            None => match rx.recv().await {
+                Some(m) => m,
+                None => return,
+            },
+        };
+        let Some(addr) = shared.addr(id) else {
+            shared.unreachable(id);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let channel = match shared.peers.channel(&addr) {
+            Ok(c) => c,
+            Err(_) => {
+                shared.unreachable(id);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let (out, out_rx) = mpsc::channel::<pb::RaftBatch>(16);
+        let mut client = RaftTransportClient::new(channel);
+        let call =
+            tokio::spawn(
+                async move { client.stream(tokio_stream::wrappers::ReceiverStream::new(out_rx)).await },
+            );
+        let mut next = Some(first);
+        loop {
+            let mut batch = pb::RaftBatch::default();
+            if let Some(m) = next.take() {
+                batch.messages.push(m.write_to_bytes().unwrap_or_default());
+            }
+            while batch.messages.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(m) => batch.messages.push(m.write_to_bytes().unwrap_or_default()),
+                    Err(_) => break,
+                }
+            }
+            if batch.messages.is_empty() {
+                tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(m) => { next = Some(m); continue; }
+                        None => return,
+                    },
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                        if call.is_finished() { break; }
+                        continue;
+                    }
+                }
+            }
+            if call.is_finished() || out.send(batch).await.is_err() {
+                break;
+            }
+        }
+        // The stream broke: raft will resend; tell it the peer is unreachable meanwhile.
+        call.abort();
+        shared.unreachable(id);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The receiving side: steps every message into the local node.
+pub struct RaftReceiver {
+    node: NodeHandle,
+}
+
+impl RaftReceiver {
+    /// Receives for `node`.
+    pub fn new(node: NodeHandle) -> RaftReceiver {
+        RaftReceiver { node }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::raft_transport_server::RaftTransport for RaftReceiver {
+    async fn stream(
+        &self,
+        request: tonic::Request<tonic::Streaming<pb::RaftBatch>>,
+    ) -> Result<tonic::Response<pb::RaftAck>, tonic::Status> {
+        crate::service::require_cert(&request)?;
+        let mut stream = request.into_inner();
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            for bytes in batch.messages {
+                let mut m = Message::default();
+                if m.merge_from_bytes(&bytes).is_ok() {
+                    self.node.step(m);
+                }
+            }
+        }
+        Ok(tonic::Response::new(pb::RaftAck {}))
+    }
+}

@@ -1,0 +1,253 @@
+//! weftd clusters on a test bed: one `weftd` process per host namespace, driven through its local
+//! socket (the `weft` binary or the gRPC client the CLI uses), killed with SIGKILL and restarted
+//! from its state dir. Every process is killed when the cluster is dropped.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use weft_cli::client::{self, Host, TlsFiles};
+use weft_proto::v1 as pb;
+
+use crate::VirtualHosts;
+
+/// The cluster API port every test weftd listens on (inside its own namespace).
+pub const API_PORT: u16 = 7946;
+
+/// Path of a binary of this workspace (`weftd`, `weft`), built by `cargo build --bins`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (tests/run.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A weftd cluster on the hosts of a test bed.
+pub struct WeftCluster<'a> {
+    bed: &'a VirtualHosts,
+    dir: PathBuf,
+    procs: Mutex<HashMap<usize, Child>>,
+    /// Extra flags for every weftd.
+    pub flags: Vec<String>,
+}
+
+impl<'a> WeftCluster<'a> {
+    /// An empty cluster on `bed` (state under a fresh temp dir).
+    pub fn new(bed: &'a VirtualHosts) -> WeftCluster<'a> {
+        let dir = std::env::temp_dir().join(format!("{}-weft", bed.prefix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        WeftCluster {
+            bed,
+            dir,
+            procs: Mutex::new(HashMap::new()),
+            flags: vec!["--down-after".into(), "2s".into()],
+        }
+    }
+
+    /// Host `i`'s state dir.
+    pub fn state_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("h{i}"))
+    }
+
+    /// Host `i`'s admin socket.
+    pub fn socket(&self, i: usize) -> PathBuf {
+        self.state_dir(i).join("weft.sock")
+    }
+
+    /// Host `i`'s API address.
+    pub fn api(&self, i: usize) -> String {
+        format!("{}:{API_PORT}", self.bed.host(i).addr)
+    }
+
+    fn log(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("h{i}.log"))
+    }
+
+    /// The last lines weftd on host `i` logged.
+    pub fn log_tail(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(self.log(i)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Starts weftd on host `i` with `extra` flags (bootstrap or join ones) and waits until it serves.
+    pub fn start(&self, i: usize, extra: &[&str]) {
+        let child = self.spawn(i, extra);
+        self.procs.lock().unwrap().insert(i, child);
+        let socket = self.socket(i);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !socket.exists() {
+            let exited = self.procs.lock().unwrap().get_mut(&i).and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                panic!("weftd on h{i} exited with {status}:\n{}", self.log_tail(i));
+            }
+            assert!(Instant::now() < deadline, "weftd on h{i} did not start:\n{}", self.log_tail(i));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn spawn(&self, i: usize, extra: &[&str]) -> Child {
+        let host = self.bed.host(i);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(i)).unwrap();
+        let mut cmd = host.command(bin("weftd").to_str().unwrap());
+        cmd.arg("--state-dir")
+            .arg(self.state_dir(i))
+            .arg("--socket")
+            .arg(self.socket(i))
+            .arg("--listen")
+            .arg(self.api(i))
+            .arg("--advertise")
+            .arg(host.addr.to_string())
+            .arg("--name")
+            .arg(format!("h{i}"))
+            .args(&self.flags)
+            .args(extra)
+            .env("WEFT_LOG", "info,weft_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        cmd.spawn().expect("spawn weftd")
+    }
+
+    /// Runs weftd on host `i` to completion (for start-up errors) and returns its output.
+    pub fn run_to_exit(&self, i: usize, extra: &[&str]) -> Output {
+        let host = self.bed.host(i);
+        let mut cmd = host.command(bin("weftd").to_str().unwrap());
+        cmd.arg("--state-dir")
+            .arg(self.state_dir(i))
+            .arg("--socket")
+            .arg(self.socket(i))
+            .arg("--listen")
+            .arg(self.api(i))
+            .arg("--advertise")
+            .arg(host.addr.to_string())
+            .arg("--name")
+            .arg(format!("h{i}"))
+            .args(extra);
+        cmd.output().expect("run weftd")
+    }
+
+    /// Bootstraps a cluster on host 0, joins hosts `1..managers` as managers and the next
+    /// `workers` hosts as workers, and waits until every node is Ready with one leader.
+    pub fn form(&self, managers: usize, workers: usize) {
+        self.start(0, &["--bootstrap"]);
+        let manager_token = self.weft_ok(0, &["cluster", "token", "manager"]).trim().to_string();
+        let worker_token = self.weft_ok(0, &["cluster", "token", "worker"]).trim().to_string();
+        let join = self.api(0);
+        for i in 1..managers {
+            self.start(i, &["--join", &join, "--token", &manager_token, "--manager"]);
+        }
+        for i in managers..managers + workers {
+            self.start(i, &["--join", &join, "--token", &worker_token]);
+        }
+        let total = managers + workers;
+        let voters = if managers.is_multiple_of(2) { managers - 1 } else { managers };
+        self.eventually("every node Ready, one leader, voters in place", Duration::from_secs(30), || {
+            let Ok(nodes) = self.nodes(0) else { return false };
+            nodes.len() == total
+                && nodes.iter().all(|n| n["status"] == "Ready")
+                && nodes.iter().filter(|n| n["leader"] == true).count() == 1
+                && nodes.iter().filter(|n| n["raft"] == "voter").count() == voters
+        });
+    }
+
+    /// Kills weftd on host `i` with SIGKILL.
+    pub fn kill(&self, i: usize) {
+        if let Some(mut child) = self.procs.lock().unwrap().remove(&i) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Restarts weftd on host `i` from its state dir.
+    pub fn restart(&self, i: usize) {
+        self.start(i, &[]);
+    }
+
+    /// Runs `weft -H unix://<socket of i> args...`.
+    pub fn weft(&self, i: usize, args: &[&str]) -> Output {
+        std::process::Command::new(bin("weft"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket(i).display()))
+            .args(args)
+            .output()
+            .expect("run weft")
+    }
+
+    /// Runs weft and returns its stdout, panicking (with its stderr) if it fails.
+    pub fn weft_ok(&self, i: usize, args: &[&str]) -> String {
+        let out = self.weft(i, args);
+        assert!(out.status.success(), "weft {args:?} on h{i}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `weft node ls --format json` through host `i`.
+    pub fn nodes(&self, i: usize) -> Result<Vec<serde_json::Value>, String> {
+        let out = self.weft(i, &["node", "ls", "--format", "json"]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    }
+
+    /// The host index of the leader, as host `via` reports it.
+    pub fn leader(&self, via: usize) -> Option<usize> {
+        let nodes = self.nodes(via).ok()?;
+        let name = nodes.iter().find(|n| n["leader"] == true)?["name"].as_str()?.to_string();
+        name.strip_prefix('h')?.parse().ok()
+    }
+
+    /// A gRPC client of host `i`'s local socket.
+    pub async fn client(
+        &self,
+        i: usize,
+    ) -> Result<weft_proto::v1::cluster_client::ClusterClient<tonic::transport::Channel>, String> {
+        client::connect(&Host::Unix(self.socket(i)), &TlsFiles::default()).await.map_err(|e| e.to_string())
+    }
+
+    /// The state as host `i` (a manager) has it, confirmed with the leader.
+    pub async fn state(&self, i: usize) -> Result<pb::StateSnapshot, String> {
+        let mut c = self.client(i).await?;
+        let r = c
+            .get_state(pb::StateRequest { linearizable: true })
+            .await
+            .map_err(|s| s.message().to_string())?;
+        Ok(r.into_inner().state.unwrap_or_default())
+    }
+
+    /// Polls `check` until true, panicking with the logs of every host after `timeout`.
+    pub fn eventually(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !check() {
+            if Instant::now() > deadline {
+                let hosts: Vec<usize> = {
+                    let mut v: Vec<usize> = self.procs.lock().unwrap().keys().copied().collect();
+                    v.sort();
+                    v
+                };
+                let logs: Vec<String> =
+                    hosts.iter().map(|i| format!("--- h{i}\n{}", self.log_tail(*i))).collect();
+                panic!("timed out waiting for: {what}\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for WeftCluster<'_> {
+    fn drop(&mut self) {
+        for (_, mut child) in self.procs.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
