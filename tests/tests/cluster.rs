@@ -357,8 +357,7 @@ fn a_workers_watch_survives_its_managers_restart_without_gap_or_duplicate() {
                     mirror_rev.store(rx.borrow().revision() as usize, Ordering::SeqCst);
                 }
                 task.abort();
-                let mirror = rx.borrow().clone();
-                mirror
+                rx.borrow().clone()
             })
         })
     };
