@@ -80,6 +80,8 @@ impl<'a> WeftCluster<'a> {
 
     /// Starts weftd on host `i` with `extra` flags (bootstrap or join ones) and waits until it serves.
     pub fn start(&self, i: usize, extra: &[&str]) {
+        // A SIGKILLed weftd leaves its socket file behind; the new one's socket is what we wait for.
+        let _ = std::fs::remove_file(self.socket(i));
         let child = self.spawn(i, extra);
         self.procs.lock().unwrap().insert(i, child);
         let socket = self.socket(i);

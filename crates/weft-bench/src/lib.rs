@@ -6,6 +6,7 @@
 
 pub mod convergence;
 pub mod overlay;
+pub mod raft;
 pub mod report;
 pub mod runtime;
 pub mod state;

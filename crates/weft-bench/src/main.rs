@@ -3,8 +3,13 @@
 
 use anyhow::{Result, bail};
 
-const SUITES: &[(&str, &str)] =
-    &[("state", "apply() throughput for endpoint allocation at 1k, 100k and 1M endpoints")];
+const SUITES: &[(&str, &str)] = &[
+    ("state", "apply() throughput for endpoint allocation at 1k, 100k and 1M endpoints"),
+    ("overlay", "TCP throughput and latency across the overlay vs the underlay"),
+    ("convergence", "time for 100 hosts' reconcilers to apply a state change"),
+    ("runtime", "container lifecycle: weft vs crun and runc"),
+    ("raft", "committed allocations/s, latency and failover: weft's raft vs a 3-member etcd"),
+];
 
 fn usage() -> String {
     let mut text = String::from("usage: weft-bench <suite>\n\nsuites:\n");
@@ -21,6 +26,7 @@ fn main() -> Result<()> {
         Some("overlay") => weft_bench::overlay::run(),
         Some("convergence") => weft_bench::convergence::run(),
         Some("runtime") => weft_bench::runtime::run()?,
+        Some("raft") => weft_bench::raft::run()?,
         // weft-bench is also the container monitor of the weft containers it measures.
         Some("monitor") => weft_runtime::container::monitor::shim_main(&args),
         Some("-h" | "--help") | None => {

@@ -15,7 +15,7 @@ pub struct Figure {
     pub baseline: String,
     /// The baseline's measurement in the same run, same unit.
     pub baseline_value: f64,
-    /// value / baseline_value.
+    /// value / baseline_value (inverted for less-is-better figures: see [`Figure::inverted`]).
     pub ratio: f64,
 }
 
@@ -37,6 +37,13 @@ impl Figure {
             baseline_value: round(baseline_value),
             ratio: round(ratio),
         }
+    }
+
+    /// For figures where less is better (latency, time): the ratio becomes baseline / value, so
+    /// that a ratio above 1 always means weft did better.
+    pub fn inverted(mut self) -> Figure {
+        self.ratio = if self.value == 0.0 { f64::NAN } else { round(self.baseline_value / self.value) };
+        self
     }
 
     /// Prints the figure as one JSON line on stdout.

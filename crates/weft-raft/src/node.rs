@@ -371,12 +371,18 @@ impl Driver {
                     cc.merge_from_bytes(&entry.data).map_err(|e| RaftError::Storage(e.to_string()))?;
                     // An impossible change (say, removing the last voter) is refused the same
                     // way on every member; the configuration stays as it was.
-                    let result = match self.raw.apply_conf_change(&cc) {
-                        Ok(conf) => {
-                            self.storage.persist(&[], None, Some(&conf))?;
-                            Ok(())
+                    // After a restart, committed entries are replayed from the last snapshot;
+                    // conf changes the stored conf state already reflects are not applied twice.
+                    let result = if entry.index <= self.storage.conf_index() {
+                        Ok(())
+                    } else {
+                        match self.raw.apply_conf_change(&cc) {
+                            Ok(conf) => {
+                                self.storage.persist_conf(&conf, entry.index)?;
+                                Ok(())
+                            }
+                            Err(e) => Err(RaftError::Proposal(e.to_string())),
                         }
-                        Err(e) => Err(RaftError::Proposal(e.to_string())),
                     };
                     if let Some((origin, request, _)) = open_envelope(cc.get_context())
                         && origin == self.id

@@ -15,6 +15,9 @@ const REGION: u64 = 1;
 const HARD_STATE: &[u8] = b"hard_state";
 const CONF_STATE: &[u8] = b"conf_state";
 const SNAPSHOT: &[u8] = b"snapshot";
+/// Index of the log entry the stored conf state reflects: conf changes up to it are not applied
+/// again when committed entries are replayed after a restart.
+const CONF_INDEX: &[u8] = b"conf_index";
 
 #[derive(Clone)]
 struct EntryExt;
@@ -38,6 +41,7 @@ pub struct EngineStorage {
 struct Cached {
     hard: HardState,
     conf: ConfState,
+    conf_index: u64,
     snapshot: Snapshot,
 }
 
@@ -63,9 +67,13 @@ impl EngineStorage {
             .get_message::<Snapshot>(REGION, SNAPSHOT)
             .map_err(|e| RaftError::Storage(e.to_string()))?
             .unwrap_or_default();
+        let conf_index = engine
+            .get(REGION, CONF_INDEX)
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes);
         Ok(EngineStorage {
             engine: Arc::new(engine),
-            cache: Arc::new(RwLock::new(Cached { hard, conf, snapshot })),
+            cache: Arc::new(RwLock::new(Cached { hard, conf, conf_index, snapshot })),
         })
     }
 
@@ -73,6 +81,24 @@ impl EngineStorage {
     pub fn is_initialized(&self) -> bool {
         let c = self.cache.read().expect("lock");
         !c.conf.voters.is_empty() || c.snapshot.get_metadata().index > 0
+    }
+
+    /// Index of the entry the stored conf state reflects.
+    pub fn conf_index(&self) -> u64 {
+        self.cache.read().expect("lock").conf_index
+    }
+
+    /// Persists the conf state produced by the conf change at `index` (fsynced).
+    pub fn persist_conf(&self, conf: &ConfState, index: u64) -> Result<(), RaftError> {
+        let err = |e: raft_engine::Error| RaftError::Storage(e.to_string());
+        let mut batch = LogBatch::default();
+        batch.put_message(REGION, CONF_STATE.to_vec(), conf).map_err(err)?;
+        batch.put(REGION, CONF_INDEX.to_vec(), index.to_be_bytes().to_vec()).map_err(err)?;
+        self.engine.write(&mut batch, true).map_err(err)?;
+        let mut cache = self.cache.write().expect("lock");
+        cache.conf = conf.clone();
+        cache.conf_index = index;
+        Ok(())
     }
 
     /// The last snapshot (its data is a weft-state snapshot).
@@ -123,12 +149,14 @@ impl EngineStorage {
         hard.commit = hard.commit.max(meta.index);
         batch.put_message(REGION, SNAPSHOT.to_vec(), snapshot).map_err(err)?;
         batch.put_message(REGION, CONF_STATE.to_vec(), meta.get_conf_state()).map_err(err)?;
+        batch.put(REGION, CONF_INDEX.to_vec(), meta.index.to_be_bytes().to_vec()).map_err(err)?;
         batch.put_message(REGION, HARD_STATE.to_vec(), &hard).map_err(err)?;
         self.engine.write(&mut batch, true).map_err(err)?;
         self.engine.compact_to(REGION, meta.index + 1);
         let mut cache = self.cache.write().expect("lock");
         cache.snapshot = snapshot.clone();
         cache.conf = meta.get_conf_state().clone();
+        cache.conf_index = cache.conf_index.max(meta.index);
         cache.hard = hard;
         Ok(())
     }
