@@ -3,7 +3,7 @@
 //! from its state dir. Every process is killed when the cluster is dropped.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -16,18 +16,18 @@ use crate::VirtualHosts;
 /// The cluster API port every test weftd listens on (inside its own namespace).
 pub const API_PORT: u16 = 7946;
 
-/// Path of a binary of this workspace (`weftd`, `weft`), built by `cargo build --bins`.
+/// Path of a binary of this workspace (`weftd`, `weft`), built by `cargo build --bins`: next to
+/// the running executable (a binary such as weft-bench) or one level up (a test in `deps/`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first (tests/run.sh does)",
-        path.display()
-    );
-    path
+    let dir = exe.parent().expect("exe dir");
+    let candidates = [Some(dir.join(name)), dir.parent().map(|p| p.join(name))];
+    candidates.into_iter().flatten().find(|p| p.exists()).unwrap_or_else(|| {
+        panic!(
+            "{name} is missing next to {}: run `cargo build --workspace --bins` first (tests/run.sh does)",
+            exe.display()
+        )
+    })
 }
 
 /// A weftd cluster on the hosts of a test bed.
@@ -96,9 +96,9 @@ impl<'a> WeftCluster<'a> {
         }
     }
 
-    fn spawn(&self, i: usize, extra: &[&str]) -> Child {
+    /// weftd for host `i` with the flags every start shares.
+    fn weftd(&self, i: usize) -> std::process::Command {
         let host = self.bed.host(i);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(i)).unwrap();
         let mut cmd = host.command(bin("weftd").to_str().unwrap());
         cmd.arg("--state-dir")
             .arg(self.state_dir(i))
@@ -109,8 +109,14 @@ impl<'a> WeftCluster<'a> {
             .arg("--advertise")
             .arg(host.addr.to_string())
             .arg("--name")
-            .arg(format!("h{i}"))
-            .args(&self.flags)
+            .arg(format!("h{i}"));
+        cmd
+    }
+
+    fn spawn(&self, i: usize, extra: &[&str]) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(i)).unwrap();
+        let mut cmd = self.weftd(i);
+        cmd.args(&self.flags)
             .args(extra)
             .env("WEFT_LOG", "info,weft_agent=debug")
             .stdin(Stdio::null())
@@ -121,20 +127,7 @@ impl<'a> WeftCluster<'a> {
 
     /// Runs weftd on host `i` to completion (for start-up errors) and returns its output.
     pub fn run_to_exit(&self, i: usize, extra: &[&str]) -> Output {
-        let host = self.bed.host(i);
-        let mut cmd = host.command(bin("weftd").to_str().unwrap());
-        cmd.arg("--state-dir")
-            .arg(self.state_dir(i))
-            .arg("--socket")
-            .arg(self.socket(i))
-            .arg("--listen")
-            .arg(self.api(i))
-            .arg("--advertise")
-            .arg(host.addr.to_string())
-            .arg("--name")
-            .arg(format!("h{i}"))
-            .args(extra);
-        cmd.output().expect("run weftd")
+        self.weftd(i).args(extra).output().expect("run weftd")
     }
 
     /// Bootstraps a cluster on host 0, joins hosts `1..managers` as managers and the next
@@ -213,6 +206,13 @@ impl<'a> WeftCluster<'a> {
         i: usize,
     ) -> Result<weft_proto::v1::cluster_client::ClusterClient<tonic::transport::Channel>, String> {
         client::connect(&Host::Unix(self.socket(i)), &TlsFiles::default()).await.map_err(|e| e.to_string())
+    }
+
+    /// One `Apply` through host `i`'s socket; the error is the daemon's message (or why the socket
+    /// could not be reached).
+    pub async fn apply(&self, i: usize, request: pb::ApplyRequest) -> Result<pb::ApplyResponse, String> {
+        let mut c = self.client(i).await?;
+        c.apply(request).await.map(tonic::Response::into_inner).map_err(|s| s.message().to_string())
     }
 
     /// The state as host `i` (a manager) has it, confirmed with the leader.

@@ -105,7 +105,9 @@ impl Namespace {
         })
     }
 
-    /// A command that will run inside the namespace (setns between fork and exec).
+    /// A command that will run inside the namespace (setns between fork and exec). The child is
+    /// SIGKILLed when the thread that spawned it dies, so a test that aborts leaves no process
+    /// holding its namespaces.
     pub fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
         let fd = self.netns().as_raw_fd();
@@ -113,6 +115,8 @@ impl Namespace {
         // stays open in the parent for as long as this Namespace lives.
         unsafe {
             cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
                 nix::sched::setns(BorrowedFd::borrow_raw(fd), CloneFlags::CLONE_NEWNET)
                     .map_err(|e| io::Error::from_raw_os_error(e as i32))
             });
@@ -318,11 +322,11 @@ impl VirtualHosts {
 
 impl Drop for VirtualHosts {
     fn drop(&mut self) {
-        for mut child in self.children.lock().unwrap().drain(..) {
+        for mut child in self.children.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.extra.lock().unwrap().clear();
+        self.extra.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.hosts.clear();
     }
 }

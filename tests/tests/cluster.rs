@@ -7,7 +7,6 @@ use weft_tests::VirtualHosts;
 use weft_tests::cluster::WeftCluster;
 
 #[test]
-#[ignore = "flaky under the full parallel suite: learner promotion (AddVoter) can time out and the cluster never reaches 3 voters; see issue #4 note. Run alone with --ignored"]
 fn three_managers_and_two_workers_form_one_cluster() {
     let bed = VirtualHosts::new(6);
     let cluster = WeftCluster::new(&bed);
@@ -108,16 +107,9 @@ fn allocate(network: &str, node_id: u64, container: &str) -> pb::ApplyRequest {
 async fn apply_retrying(cluster: &WeftCluster<'_>, i: usize, request: pb::ApplyRequest) -> pb::ApplyResponse {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let result = match cluster.client(i).await {
-            Ok(mut c) => c.apply(request.clone()).await.map_err(|s| s.message().to_string()),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(r) => return r.into_inner(),
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
+        match cluster.apply(i, request.clone()).await {
+            Ok(r) => return r,
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
             Err(e) => panic!("apply through h{i}: {e}"),
         }
     }
@@ -151,7 +143,6 @@ fn agreed_state(
 }
 
 #[test]
-#[ignore = "flaky under the full parallel suite: learner promotion (AddVoter) can time out and the cluster never reaches 3 voters; see issue #4 note. Run alone with --ignored"]
 fn allocations_stay_linearizable_through_leader_kills_and_a_full_restart() {
     let bed = VirtualHosts::new(3);
     let cluster = WeftCluster::new(&bed);
@@ -178,13 +169,9 @@ fn allocations_stay_linearizable_through_leader_kills_and_a_full_restart() {
                             let container = format!("c{i}");
                             let via = i % 3;
                             let request = allocate("app", node_ids[i % node_ids.len()], &container);
-                            let result = match cluster.client(via).await {
-                                Ok(mut c) => c.apply(request).await.map_err(|s| s.message().to_string()),
-                                Err(e) => Err(e),
-                            };
-                            match result {
+                            match cluster.apply(via, request).await {
                                 Ok(r) => {
-                                    acked.lock().unwrap().insert(container, endpoint_of(&r.into_inner()));
+                                    acked.lock().unwrap().insert(container, endpoint_of(&r));
                                 }
                                 Err(e) => failed.lock().unwrap().push((container, e)),
                             }
@@ -300,7 +287,6 @@ fn a_cut_off_manager_refuses_writes_and_recovers_when_its_link_returns() {
 }
 
 #[test]
-#[ignore = "flaky under the full parallel suite: learner promotion (AddVoter) can time out and the cluster never reaches 3 voters; see issue #4 note. Run alone with --ignored"]
 fn a_workers_watch_survives_its_managers_restart_without_gap_or_duplicate() {
     let bed = VirtualHosts::new(4);
     let cluster = WeftCluster::new(&bed);

@@ -134,7 +134,7 @@ pub async fn run(
             dir.root().display()
         ),
     };
-    let shutdown = tokio_util_shutdown(shutdown);
+    let shutdown = shutdown_watch(shutdown);
     loop {
         let exit = if node.manager {
             run_manager(&config, &dir, &node, fresh_bootstrap, shutdown.clone(), &ready).await?
@@ -160,7 +160,7 @@ pub async fn run(
 }
 
 /// Shutdown as a cloneable watch.
-fn tokio_util_shutdown(shutdown: impl Future<Output = ()> + Send + 'static) -> watch::Receiver<bool> {
+fn shutdown_watch(shutdown: impl Future<Output = ()> + Send + 'static) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -296,6 +296,7 @@ async fn run_manager(
     let core = Arc::new(Core {
         id: me.id,
         name: me.name.clone(),
+        api_addr: config.api_addr()?,
         ca_fingerprint,
         peers: peers.clone(),
         role: RoleCore::Manager(ManagerCore {
@@ -303,7 +304,6 @@ async fn run_manager(
             keys,
             liveness: Mutex::new(Liveness::new(Instant::now())),
             liveness_config,
-            reported: Mutex::new(Default::default()),
         }),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -383,6 +383,7 @@ async fn role_watch_manager(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Exit> {
     let mut registered = false;
+    let mut recorded = dir.managers();
     let mut tick = tokio::time::interval(Duration::from_millis(300));
     loop {
         tokio::select! {
@@ -396,9 +397,7 @@ async fn role_watch_manager(
             .filter(|n| n.role == Role::Manager && !n.api_addr.is_empty())
             .map(|n| (n.id, n.api_addr.clone()))
             .collect();
-        if !managers.is_empty() && managers != dir.managers() {
-            let _ = dir.save_managers(&managers);
-        }
+        dir.record_managers(&managers, &mut recorded);
         match state.node(id) {
             Some(n) => {
                 registered = true;
@@ -460,7 +459,7 @@ async fn leader_duties(core: Arc<Core>, me: u64) {
             caught_up: status
                 .learners
                 .iter()
-                .filter(|l| status.matched.get(l).is_some_and(|m| m + 64 >= status.last_index))
+                .filter(|l| status.matched.get(l).is_some_and(|m| *m > 0 && m + 64 >= status.last_index))
                 .copied()
                 .collect(),
         };
@@ -499,7 +498,8 @@ async fn run_worker(
     let node_tls = dir.tls()?;
     let ca_fingerprint = tls::fingerprint(&tls::first_der(&node_tls.ca_pem)?);
     let peers = Arc::new(Peers::new(node_tls.client_config()));
-    let managers: Vec<String> = dir.managers().into_iter().map(|(_, a)| a).collect();
+    let mut recorded = dir.managers();
+    let managers: Vec<String> = recorded.iter().map(|(_, a)| a.clone()).collect();
     if managers.is_empty() {
         bail!("this worker knows no manager: {} has no managers.json", dir.root().display());
     }
@@ -509,6 +509,7 @@ async fn run_worker(
     let core = Arc::new(Core {
         id: me.id,
         name: me.name.clone(),
+        api_addr: String::new(),
         ca_fingerprint,
         peers: peers.clone(),
         role: RoleCore::Worker(WorkerCore { upstream: upstream.clone(), mirror: mirror_rx.clone() }),
@@ -526,10 +527,7 @@ async fn run_worker(
             changed = mirror.changed() => if changed.is_err() { break Ok(Exit::Shutdown) },
         }
         let view = mirror.borrow_and_update().clone();
-        let managers = crate::watch::managers_of(&view);
-        if !managers.is_empty() && managers != dir.managers() {
-            let _ = dir.save_managers(&managers);
-        }
+        dir.record_managers(&crate::watch::managers_of(&view), &mut recorded);
         match view.nodes().find(|n| n.id == me.id) {
             Some(n) if n.role == pb::NodeRole::Manager as i32 => {
                 match fetch_manager_kit(&peers, &upstream).await {

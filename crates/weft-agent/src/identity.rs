@@ -119,6 +119,19 @@ impl StateDir {
             .unwrap_or_default()
     }
 
+    /// Records the managers only when they differ from what was last recorded through
+    /// `last` (callers see the list on every state change; the file changes rarely).
+    pub fn record_managers(&self, managers: &[(u64, String)], last: &mut Vec<(u64, String)>) {
+        if managers.is_empty() || managers == last.as_slice() {
+            return;
+        }
+        if let Err(e) = self.save_managers(managers) {
+            tracing::warn!(error = %e, "cannot record the managers");
+            return;
+        }
+        *last = managers.to_vec();
+    }
+
     /// Records the managers (id, API address).
     pub fn save_managers(&self, managers: &[(u64, String)]) -> Result<(), TlsError> {
         let text = serde_json::to_string(managers).map_err(|e| TlsError::Cert(e.to_string()))?;

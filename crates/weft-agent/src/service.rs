@@ -47,7 +47,9 @@ pub fn status_of(e: RaftError) -> Status {
         RaftError::NoLeader | RaftError::LeaderLost => Status::unavailable(e.to_string()),
         RaftError::NotLeader(_) => Status::failed_precondition(e.to_string()),
         RaftError::Rejected(StateError::Invalid(_)) => Status::invalid_argument(e.to_string()),
-        RaftError::Rejected(ref s) if s.to_string().contains("unknown") => Status::not_found(e.to_string()),
+        RaftError::Rejected(
+            StateError::UnknownNode(_) | StateError::UnknownNetwork(_) | StateError::UnknownEndpoint(_),
+        ) => Status::not_found(e.to_string()),
         RaftError::Rejected(_) => Status::failed_precondition(e.to_string()),
         RaftError::Stopped => Status::unavailable(e.to_string()),
         _ => Status::internal(e.to_string()),
@@ -72,8 +74,6 @@ pub struct ManagerCore {
     pub liveness: Mutex<Liveness>,
     /// Liveness timing.
     pub liveness_config: LivenessConfig,
-    /// Workers' revisions as last reported (for `node ls`'s lag).
-    pub reported: Mutex<std::collections::HashMap<u64, u64>>,
 }
 
 /// The managers a worker can talk to, and which one it uses now.
@@ -138,6 +138,8 @@ pub struct Core {
     pub id: u64,
     /// Its name.
     pub name: String,
+    /// Its cluster API address (managers; empty on workers).
+    pub api_addr: String,
     /// The CA fingerprint (for tokens and `cluster info`).
     pub ca_fingerprint: String,
     /// Outgoing channels.
@@ -157,31 +159,40 @@ impl Core {
         }
     }
 
-    /// A client of the manager a worker uses.
-    fn upstream(&self) -> Result<(ClusterClient<tonic::transport::Channel>, Arc<Upstream>), Status> {
-        let RoleCore::Worker(w) = &self.role else { return Err(Status::internal("not a worker")) };
+    /// On a worker, a client of the manager it forwards API calls to; `None` on a manager, which
+    /// answers itself. A worker moves to another manager when its heartbeats or its Watch fail,
+    /// not per call.
+    fn forward(&self) -> Result<Option<ClusterClient<tonic::transport::Channel>>, Status> {
+        let RoleCore::Worker(w) = &self.role else { return Ok(None) };
         let addr = w.upstream.current().ok_or_else(|| Status::unavailable("this worker knows no manager"))?;
-        Ok((self.peers.cluster(&addr)?, w.upstream.clone()))
+        Ok(Some(self.peers.cluster(&addr)?))
     }
 
-    /// A client of the leader, when this manager is not it.
-    fn leader_client(
+    /// A client of the leader, when this manager is not it. While no leader is known, or its
+    /// address is not yet in this manager's state (an election; a manager that has just joined),
+    /// it waits up to [`LEADER_WAIT`].
+    async fn leader_client(
         &self,
         m: &ManagerCore,
     ) -> Result<Option<ClusterClient<tonic::transport::Channel>>, Status> {
-        let leader = m.node.status().leader;
-        if leader == self.id {
-            return Ok(None);
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let leader = m.node.status().leader;
+            if leader == self.id {
+                return Ok(None);
+            }
+            let addr = m.node.state().node(leader).map(|n| n.api_addr.clone()).filter(|a| !a.is_empty());
+            match addr {
+                Some(addr) => return Ok(Some(self.peers.cluster(&addr)?)),
+                None if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                None if leader == 0 => return Err(status_of(RaftError::NoLeader)),
+                None => {
+                    return Err(Status::unavailable(format!(
+                        "the leader (node {leader}) has no known address yet"
+                    )));
+                }
+            }
         }
-        if leader == 0 {
-            return Err(status_of(RaftError::NoLeader));
-        }
-        let state = m.node.state();
-        let addr =
-            state.node(leader).map(|n| n.api_addr.clone()).filter(|a| !a.is_empty()).ok_or_else(|| {
-                Status::unavailable(format!("the leader (node {leader}) has no known address yet"))
-            })?;
-        Ok(Some(self.peers.cluster(&addr)?))
     }
 
     /// Proposes `command` and waits for its result, at most [`WRITE_TIMEOUT`]. While no leader is
@@ -223,31 +234,26 @@ impl Core {
     /// Records a heartbeat if this manager leads; forwards it to the leader otherwise.
     pub async fn heartbeat(&self, node_id: u64, revision: u64) -> Result<u64, Status> {
         match &self.role {
-            RoleCore::Manager(m) => {
-                m.reported.lock().unwrap().insert(node_id, revision);
-                match self.leader_client(m)? {
-                    None => {
-                        m.liveness.lock().unwrap().record(node_id, revision, Instant::now());
-                        Ok(self.id)
-                    }
-                    Some(mut leader) => {
-                        let mut request = Request::new(pb::HeartbeatRequest { node_id, revision });
-                        request.set_timeout(Duration::from_secs(2));
-                        Ok(leader.heartbeat(request).await?.into_inner().leader_id)
-                    }
+            RoleCore::Manager(m) => match self.leader_client(m).await? {
+                None => {
+                    m.liveness.lock().unwrap().record(node_id, revision, Instant::now());
+                    Ok(self.id)
                 }
-            }
-            RoleCore::Worker(_) => {
-                let (mut client, upstream) = self.upstream()?;
+                Some(mut leader) => {
+                    let mut request = Request::new(pb::HeartbeatRequest { node_id, revision });
+                    request.set_timeout(Duration::from_secs(2));
+                    Ok(leader.heartbeat(request).await?.into_inner().leader_id)
+                }
+            },
+            RoleCore::Worker(w) => {
+                let mut upstream = self.forward()?.ok_or_else(|| Status::internal("a worker forwards"))?;
                 let mut request = Request::new(pb::HeartbeatRequest { node_id, revision });
                 request.set_timeout(Duration::from_secs(2));
-                match client.heartbeat(request).await {
-                    Ok(r) => Ok(r.into_inner().leader_id),
-                    Err(e) => {
-                        upstream.failed();
-                        Err(e)
-                    }
-                }
+                upstream
+                    .heartbeat(request)
+                    .await
+                    .map(|r| r.into_inner().leader_id)
+                    .inspect_err(|_| w.upstream.failed())
             }
         }
     }
@@ -266,7 +272,6 @@ impl Core {
         let voters: BTreeSet<u64> = status.voters.iter().copied().collect();
         let learners: BTreeSet<u64> = status.learners.iter().copied().collect();
         let liveness = m.liveness.lock().unwrap();
-        let reported = m.reported.lock().unwrap();
         let now = Instant::now();
         let nodes = state
             .nodes()
@@ -286,8 +291,7 @@ impl Core {
                     };
                     (matched, status.last_index.saturating_sub(matched))
                 } else {
-                    let rev =
-                        liveness.seen(n.id).map(|s| s.revision).or(reported.get(&n.id).copied()).unwrap_or(0);
+                    let rev = liveness.seen(n.id).map_or(0, |s| s.revision);
                     (rev, state.revision().saturating_sub(rev))
                 };
                 let last_seen_ms = liveness
@@ -321,8 +325,10 @@ impl Core {
             .filter(|n| n.role == Role::Manager && !n.api_addr.is_empty())
             .map(|n| pb::ManagerAddr { id: n.id, api_addr: n.api_addr.clone() })
             .collect();
-        if managers.is_empty() {
-            managers.push(pb::ManagerAddr { id: self.id, api_addr: String::new() });
+        // This manager may not be in its own state yet (a join racing the bootstrap's own
+        // registration); the joiner must still be able to answer it, so it is always listed.
+        if !managers.iter().any(|a| a.id == self.id) {
+            managers.push(pb::ManagerAddr { id: self.id, api_addr: self.api_addr.clone() });
         }
         let mut response = pb::JoinResponse {
             node_id: id,
@@ -395,13 +401,8 @@ impl pb::cluster_server::Cluster for ClusterService {
     async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
         self.check(&request)?;
         let core = &self.core;
-        if let RoleCore::Worker(_) = core.role {
-            let (mut client, upstream) = core.upstream()?;
-            return client.apply(request.into_inner()).await.inspect_err(|e| {
-                if e.code() == tonic::Code::Unavailable {
-                    upstream.failed();
-                }
-            });
+        if let Some(mut upstream) = core.forward()? {
+            return upstream.apply(request.into_inner()).await;
         }
         let command = request.into_inner().command.ok_or_else(|| Status::invalid_argument("no command"))?;
         let applied = core.propose(&command).await?;
@@ -487,36 +488,29 @@ impl pb::cluster_server::Cluster for ClusterService {
     ) -> Result<Response<pb::StateResponse>, Status> {
         self.check(&request)?;
         let core = &self.core;
-        match &core.role {
-            RoleCore::Worker(_) => {
-                let (mut client, _) = core.upstream()?;
-                client.get_state(request.into_inner()).await
-            }
-            RoleCore::Manager(m) => {
-                let state =
-                    if request.get_ref().linearizable { core.fresh_state().await? } else { m.node.state() };
-                Ok(Response::new(pb::StateResponse { state: Some(state.snapshot()) }))
-            }
+        if let Some(mut upstream) = core.forward()? {
+            return upstream.get_state(request.into_inner()).await;
         }
+        let m = core.manager()?;
+        let state = if request.get_ref().linearizable { core.fresh_state().await? } else { m.node.state() };
+        Ok(Response::new(pb::StateResponse { state: Some(state.snapshot()) }))
     }
 
     async fn nodes(&self, request: Request<pb::NodesRequest>) -> Result<Response<pb::NodesResponse>, Status> {
         self.check(&request)?;
         let core = &self.core;
-        match &core.role {
-            RoleCore::Worker(_) => {
-                let (mut client, _) = core.upstream()?;
-                client.nodes(request.into_inner()).await
+        if let Some(mut upstream) = core.forward()? {
+            return upstream.nodes(request.into_inner()).await;
+        }
+        let m = core.manager()?;
+        match core.leader_client(m).await {
+            Ok(None) => {
+                let state = core.fresh_state().await?;
+                Ok(Response::new(core.node_rows(m, &state)))
             }
-            RoleCore::Manager(m) => match core.leader_client(m) {
-                Ok(None) => {
-                    let state = core.fresh_state().await?;
-                    Ok(Response::new(core.node_rows(m, &state)))
-                }
-                Ok(Some(mut leader)) => leader.nodes(request.into_inner()).await,
-                // No leader: this manager's own (possibly stale) view, with no leader marked.
-                Err(_) => Ok(Response::new(core.node_rows(m, &m.node.state()))),
-            },
+            Ok(Some(mut leader)) => leader.nodes(request.into_inner()).await,
+            // No leader: this manager's own (possibly stale) view, with no leader marked.
+            Err(_) => Ok(Response::new(core.node_rows(m, &m.node.state()))),
         }
     }
 
@@ -526,9 +520,8 @@ impl pb::cluster_server::Cluster for ClusterService {
     ) -> Result<Response<pb::Node>, Status> {
         self.check(&request)?;
         let core = &self.core;
-        if let RoleCore::Worker(_) = core.role {
-            let (mut client, _) = core.upstream()?;
-            return client.change_role(request.into_inner()).await;
+        if let Some(mut upstream) = core.forward()? {
+            return upstream.change_role(request.into_inner()).await;
         }
         let req = request.into_inner();
         let role = match pb::NodeRole::try_from(req.role) {
@@ -560,9 +553,8 @@ impl pb::cluster_server::Cluster for ClusterService {
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
         self.check(&request)?;
         let core = &self.core;
-        if let RoleCore::Worker(_) = core.role {
-            let (mut client, _) = core.upstream()?;
-            return client.remove_node(request.into_inner()).await;
+        if let Some(mut upstream) = core.forward()? {
+            return upstream.remove_node(request.into_inner()).await;
         }
         let req = request.into_inner();
         let state = core.fresh_state().await?;
@@ -586,9 +578,8 @@ impl pb::cluster_server::Cluster for ClusterService {
     async fn token(&self, request: Request<pb::TokenRequest>) -> Result<Response<pb::TokenResponse>, Status> {
         self.check(&request)?;
         let core = &self.core;
-        if let RoleCore::Worker(_) = core.role {
-            let (mut client, _) = core.upstream()?;
-            return client.token(request.into_inner()).await;
+        if let Some(mut upstream) = core.forward()? {
+            return upstream.token(request.into_inner()).await;
         }
         let m = core.manager()?;
         let secret = match pb::NodeRole::try_from(request.get_ref().role) {

@@ -45,6 +45,14 @@ impl Shared {
             node.report_unreachable(id);
         }
     }
+
+    /// Messages to `id` were lost (among them a snapshot, if `snapshot`).
+    fn lost(&self, id: u64, snapshot: bool) {
+        self.unreachable(id);
+        if snapshot && let Some(node) = self.node.get() {
+            node.report_snapshot_failed(id);
+        }
+    }
 }
 
 /// The transport a manager's raft node sends with.
@@ -84,11 +92,20 @@ impl Transport for GrpcTransport {
                 tokio::spawn(peer_loop(to, rx, self.shared.clone()));
                 tx
             });
-            if queue.try_send(m).is_err() {
-                self.shared.unreachable(to);
+            if let Err(e) = queue.try_send(m) {
+                let snapshot = match &e {
+                    mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => {
+                        is_snapshot(m)
+                    }
+                };
+                self.shared.lost(to, snapshot);
             }
         }
     }
+}
+
+fn is_snapshot(m: &Message) -> bool {
+    m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot
 }
 
 async fn peer_loop(id: u64, mut rx: mpsc::Receiver<Message>, shared: Arc<Shared>) {
@@ -101,18 +118,11 @@ async fn peer_loop(id: u64, mut rx: mpsc::Receiver<Message>, shared: Arc<Shared>
                 None => return,
             },
         };
-        let Some(addr) = shared.addr(id) else {
-            shared.unreachable(id);
+        let channel = shared.addr(id).and_then(|addr| shared.peers.channel(&addr).ok());
+        let Some(channel) = channel else {
+            shared.lost(id, is_snapshot(&first));
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
-        };
-        let channel = match shared.peers.channel(&addr) {
-            Ok(c) => c,
-            Err(_) => {
-                shared.unreachable(id);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
         };
         let (out, out_rx) = mpsc::channel::<pb::RaftBatch>(16);
         let mut client = RaftTransportClient::new(channel);
@@ -120,17 +130,15 @@ async fn peer_loop(id: u64, mut rx: mpsc::Receiver<Message>, shared: Arc<Shared>
             tokio::spawn(
                 async move { client.stream(tokio_stream::wrappers::ReceiverStream::new(out_rx)).await },
             );
+        // Whether this stream carried a snapshot: if it breaks, that snapshot may be lost.
+        let mut carried_snapshot = false;
         let mut next = Some(first);
         loop {
             let mut batch = pb::RaftBatch::default();
-            if let Some(m) = next.take() {
-                batch.messages.push(m.write_to_bytes().unwrap_or_default());
-            }
             while batch.messages.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(m) => batch.messages.push(m.write_to_bytes().unwrap_or_default()),
-                    Err(_) => break,
-                }
+                let Some(m) = next.take().or_else(|| rx.try_recv().ok()) else { break };
+                carried_snapshot |= is_snapshot(&m);
+                batch.messages.push(m.write_to_bytes().unwrap_or_default());
             }
             if batch.messages.is_empty() {
                 tokio::select! {
@@ -148,9 +156,9 @@ async fn peer_loop(id: u64, mut rx: mpsc::Receiver<Message>, shared: Arc<Shared>
                 break;
             }
         }
-        // The stream broke: raft will resend; tell it the peer is unreachable meanwhile.
+        // The stream broke: raft resends what was lost once told the peer is unreachable.
         call.abort();
-        shared.unreachable(id);
+        shared.lost(id, carried_snapshot);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

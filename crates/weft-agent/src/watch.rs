@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use weft_proto::v1 as pb;
@@ -54,25 +55,55 @@ pub async fn run_watch(
             }
         };
         tracing::info!(manager = %addr, from, "watching");
+        // Messages that arrive together are applied together and published once: the mirror is
+        // cloned per burst, not per event.
         loop {
-            let item = tokio::select! {
+            let mut item = tokio::select! {
                 item = stream.next() => item,
                 _ = mirror.closed() => return,
             };
-            let Some(Ok(response)) = item else { break };
-            observe(&response);
-            match &response.kind {
-                Some(pb::watch_response::Kind::Snapshot(s)) => local = Mirror::from_snapshot(s),
-                Some(pb::watch_response::Kind::Batch(b)) => {
-                    if let Err(e) = local.apply(b) {
-                        tracing::warn!(error = %e, "watch stream out of order; resuming");
-                        break;
+            let (mut applied, mut nodes_changed, mut broken) = (false, false, false);
+            loop {
+                let Some(Ok(response)) = item else {
+                    broken = true;
+                    break;
+                };
+                observe(&response);
+                match &response.kind {
+                    Some(pb::watch_response::Kind::Snapshot(s)) => {
+                        local = Mirror::from_snapshot(s);
+                        nodes_changed = true;
                     }
+                    Some(pb::watch_response::Kind::Batch(b)) => {
+                        if let Err(e) = local.apply(b) {
+                            tracing::warn!(error = %e, "watch stream out of order; resuming");
+                            broken = true;
+                            break;
+                        }
+                        nodes_changed |= b.events.iter().any(|e| {
+                            matches!(
+                                e.kind,
+                                Some(pb::event::Kind::NodePut(_) | pb::event::Kind::NodeDeleted(_))
+                            )
+                        });
+                    }
+                    None => {}
                 }
-                None => continue,
+                applied = true;
+                match stream.next().now_or_never() {
+                    Some(next) => item = next,
+                    None => break,
+                }
             }
-            upstream.update(managers_of(&local).into_iter().map(|(_, a)| a).collect());
-            mirror.send_replace(Arc::new(local.clone()));
+            if nodes_changed {
+                upstream.update(managers_of(&local).into_iter().map(|(_, a)| a).collect());
+            }
+            if applied {
+                mirror.send_replace(Arc::new(local.clone()));
+            }
+            if broken {
+                break;
+            }
         }
         upstream.failed();
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -65,12 +65,14 @@ pub enum Membership {
 type Reply = oneshot::Sender<Result<Applied, RaftError>>;
 
 type ReadReply = oneshot::Sender<Result<Arc<State>, RaftError>>;
+type ConfReply = oneshot::Sender<Result<(), RaftError>>;
 
 enum Request {
     Propose { command: Vec<u8>, reply: Reply },
     Membership { change: Membership, reply: oneshot::Sender<Result<(), RaftError>> },
     ReadIndex { reply: ReadReply },
     Unreachable { id: u64 },
+    SnapshotFailed { id: u64 },
     TransferLeader { to: u64 },
     Stop,
 }
@@ -116,6 +118,12 @@ impl NodeHandle {
     /// Tells raft that sending to `id` failed, so it probes instead of streaming to it.
     pub fn report_unreachable(&self, id: u64) {
         let _ = self.requests.send(Request::Unreachable { id });
+    }
+
+    /// Tells raft that a snapshot sent to `id` may not have arrived, so it probes and sends
+    /// another instead of waiting for an answer that will never come.
+    pub fn report_snapshot_failed(&self, id: u64) {
+        let _ = self.requests.send(Request::SnapshotFailed { id });
     }
 
     /// Asks the leader (this node) to hand leadership to `to`.
@@ -185,8 +193,12 @@ struct Driver {
     /// Reads confirmed by the leader, waiting for this node to apply up to their index.
     confirmed_reads: Vec<(u64, ReadReply)>,
     history: Arc<History>,
+    /// A conf change was applied: snapshot at the next chance.
+    snapshot_due: bool,
     /// Results to hand out once the state they produced is published (read-your-writes).
     replies: Vec<(Reply, Result<Applied, RaftError>)>,
+    /// Membership results, likewise handed out after the status shows the new configuration.
+    conf_replies: Vec<(ConfReply, Result<(), RaftError>)>,
     transport: Arc<dyn Transport>,
     status: watch::Sender<NodeStatus>,
     state_tx: watch::Sender<Arc<State>>,
@@ -215,7 +227,12 @@ pub fn start(
         let conf = raft::eraftpb::ConfState { voters: peers.to_vec(), ..Default::default() };
         let mut snapshot = Snapshot::default();
         snapshot.mut_metadata().set_conf_state(conf);
-        snapshot.mut_metadata().index = 0;
+        // Index and term 1, not 0: a node that joins later has an empty log (last index 0), so
+        // its log does not match the leader's at the start and it is sent this snapshot, which
+        // carries the founding voters. At index 0 it would apply only the conf changes that
+        // follow and never learn of the founders.
+        snapshot.mut_metadata().index = 1;
+        snapshot.mut_metadata().term = 1;
         snapshot.set_data(State::new().snapshot_bytes().into());
         storage.install_snapshot(&snapshot)?;
     }
@@ -248,6 +265,8 @@ pub fn start(
         pending_reads: HashMap::new(),
         confirmed_reads: Vec::new(),
         history: history.clone(),
+        snapshot_due: false,
+        conf_replies: Vec::new(),
         replies: Vec::new(),
         transport,
         status,
@@ -275,6 +294,17 @@ impl Driver {
                     Some(Request::Stop) | None => return,
                     Some(r) => self.handle(r),
                 },
+            }
+            // Take everything that is already waiting before the next ready: concurrent
+            // proposals and peer messages then share one fsynced write instead of one each.
+            while let Ok(m) = inbound.try_recv() {
+                let _ = self.raw.step(m);
+            }
+            while let Ok(r) = requests.try_recv() {
+                if matches!(r, Request::Stop) {
+                    return;
+                }
+                self.handle(r);
             }
             if let Err(e) = self.on_ready() {
                 // Storage failure: stop rather than diverge.
@@ -305,6 +335,7 @@ impl Driver {
                 }
             }
             Request::Unreachable { id } => self.raw.report_unreachable(id),
+            Request::SnapshotFailed { id } => self.raw.report_snapshot(id, raft::SnapshotStatus::Failure),
             Request::TransferLeader { to } => self.raw.transfer_leader(to),
             Request::Stop => {}
             Request::ReadIndex { reply } => {
@@ -379,16 +410,19 @@ impl Driver {
                         match self.raw.apply_conf_change(&cc) {
                             Ok(conf) => {
                                 self.storage.persist_conf(&conf, entry.index)?;
+                                // A node being added is sent the stored snapshot; raft-rs refuses
+                                // one whose configuration lacks the node, so take a fresh one.
+                                self.snapshot_due = true;
                                 Ok(())
                             }
                             Err(e) => Err(RaftError::Proposal(e.to_string())),
                         }
                     };
-                    if let Some((origin, request, _)) = open_envelope(cc.get_context())
+                    if let Some((origin, request, _)) = open_envelope(&entry.context)
                         && origin == self.id
                         && let Some(reply) = self.pending_conf.remove(&request)
                     {
-                        let _ = reply.send(result);
+                        self.conf_replies.push((reply, result));
                     }
                 }
                 EntryType::EntryConfChangeV2 => {}
@@ -442,6 +476,9 @@ impl Driver {
         for (reply, result) in self.replies.drain(..) {
             let _ = reply.send(result);
         }
+        for (reply, result) in self.conf_replies.drain(..) {
+            let _ = reply.send(result);
+        }
         if !self.confirmed_reads.is_empty() {
             let state = self.state_tx.borrow().clone();
             let applied = self.applied;
@@ -457,9 +494,10 @@ impl Driver {
 
     fn maybe_snapshot(&mut self) -> Result<(), RaftError> {
         let last = self.storage.snapshot_data().get_metadata().index;
-        if self.applied < last + SNAPSHOT_EVERY {
+        if self.applied < last + SNAPSHOT_EVERY && !self.snapshot_due {
             return Ok(());
         }
+        self.snapshot_due = false;
         let mut snapshot = Snapshot::default();
         let term = raft::Storage::term(&self.storage, self.applied)
             .map_err(|e| RaftError::Storage(e.to_string()))?;

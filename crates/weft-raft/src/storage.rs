@@ -239,7 +239,16 @@ impl raft::Storage for EngineStorage {
         Ok(self.engine.last_index(REGION).map_or(snap_index, |l| l.max(snap_index)))
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        Ok(self.cache.read().expect("lock").snapshot.clone())
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        // A peer refuses a snapshot whose configuration does not name it, and the leader would
+        // then wait for it forever; so such a snapshot, or one older than asked for, is reported
+        // as not ready yet (raft-rs retries) until the driver has taken a newer one.
+        let snapshot = self.cache.read().expect("lock").snapshot.clone();
+        let conf = snapshot.get_metadata().get_conf_state();
+        let names_peer = conf.voters.contains(&to) || conf.learners.contains(&to);
+        if !names_peer || snapshot.get_metadata().index < request_index {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
+        Ok(snapshot)
     }
 }

@@ -170,3 +170,33 @@ async fn three_nodes_agree_survive_a_leader_crash_and_recover_from_disk() {
     }
     assert_eq!(nodes.last().unwrap().state().endpoints().count(), 70);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_are_answered_once_applied_and_survive_a_restart() {
+    let dir = TempDir(std::env::temp_dir().join(format!("weft-raft-members-{}", std::process::id())));
+    let net = Arc::new(Net::default());
+    let one = boot(&net, &dir.0, 1, &[1]);
+    leader_of(&net, &[1]).await;
+    let two = boot(&net, &dir.0, 2, &[]);
+    let within = |f| tokio::time::timeout(Duration::from_secs(3), f);
+    within(one.change_membership(weft_raft::Membership::AddLearner(2))).await.expect("answered").unwrap();
+    within(one.change_membership(weft_raft::Membership::AddVoter(2))).await.expect("answered").unwrap();
+    assert_eq!(one.status().voters, vec![1, 2]);
+    // The joiner knows the founding voter too (it got the founding snapshot, not just the changes).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while two.status().voters != vec![1, 2] {
+        assert!(Instant::now() < deadline, "joined node: {:?}", two.status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Node 2 restarts from its log and still knows both voters (conf changes are not replayed
+    // over the stored configuration).
+    net.nodes.lock().unwrap().remove(&2);
+    drop(two);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let two = boot(&net, &dir.0, 2, &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while two.status().voters != vec![1, 2] || two.status().leader == 0 {
+        assert!(Instant::now() < deadline, "restarted node: {:?}", two.status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
