@@ -286,8 +286,6 @@ async fn etcd_side(bed: &VirtualHosts, dir: &Path, procs: &mut Procs, value_len:
 pub fn run() -> Result<Vec<Figure>> {
     build_binaries()?;
     let bed = VirtualHosts::new(3);
-    let dir = std::env::temp_dir().join(format!("{}-etcd", bed.prefix()));
-    std::fs::create_dir_all(&dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let w = {
         let mut cluster = WeftCluster::new(&bed);
@@ -296,6 +294,9 @@ pub fn run() -> Result<Vec<Figure>> {
         rt.block_on(weft_side(&cluster))?
     };
     let value_len = alloc(1, 1).command.map(|c| c.encoded_len()).unwrap_or(32);
+    // etcd's data dirs; made only now, so a failed weft side leaves nothing behind.
+    let dir = std::env::temp_dir().join(format!("{}-etcd", bed.prefix()));
+    std::fs::create_dir_all(&dir)?;
     let mut procs = Procs((0..3).map(|i| etcd_start(&bed, &dir, i).map(Some)).collect::<Result<_>>()?);
     // etcd's clients must dial from inside a host namespace.
     let netns = bed.host(0).netns().clone();
