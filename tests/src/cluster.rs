@@ -250,6 +250,19 @@ impl Drop for WeftCluster<'_> {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Containers outlive weftd by design: kill and remove every one the agents started, and
+        // the namespaces they kept, before the state dirs go.
+        for host in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let state = host.path();
+            if let Ok(runtime) = weft_runtime::container::Runtime::new(&state, bin("weftd")) {
+                for (spec, _) in runtime.list().unwrap_or_default() {
+                    let _ = runtime.remove(&spec.id, true);
+                }
+            }
+            for ns in std::fs::read_dir(state.join("netns")).into_iter().flatten().flatten() {
+                let _ = weft_net::NetNs::delete_at(&ns.path(), "test container");
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

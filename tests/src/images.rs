@@ -25,7 +25,8 @@ pub fn busybox_save_dir(dir: &Path) -> PathBuf {
     layer.append_data(&mut h, "bin/busybox", busybox.as_slice()).unwrap();
     for applet in [
         "sh", "sleep", "cat", "echo", "ls", "hostname", "ps", "head", "tr", "id", "touch", "seq", "true",
-        "false", "wc", "grep",
+        "false", "wc", "grep", "ping", "nslookup", "nc", "ip", "wget", "httpd", "kill", "printf", "env",
+        "netstat", "timeout",
     ] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
@@ -57,4 +58,14 @@ pub fn busybox_save_dir(dir: &Path) -> PathBuf {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The busybox image as a docker-save tar file (what `weft image import` reads).
+pub fn busybox_save_tar(dir: &Path) -> PathBuf {
+    let save = busybox_save_dir(dir);
+    let path = dir.join("busybox.tar");
+    let mut archive = tar::Builder::new(fs::File::create(&path).unwrap());
+    archive.append_dir_all(".", &save).unwrap();
+    archive.finish().unwrap();
+    path
 }

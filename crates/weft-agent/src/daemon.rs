@@ -15,6 +15,8 @@ use weft_proto::v1 as pb;
 use weft_raft::EngineStorage;
 use weft_state::{Mirror, Role, cmd};
 
+use crate::agent_api::AgentService;
+use crate::host::Host;
 use crate::identity::{ManagerKeys, NodeFile, Secrets, StateDir};
 use crate::liveness::{Liveness, LivenessConfig};
 use crate::membership::{Members, next_change};
@@ -50,6 +52,8 @@ pub struct Config {
     pub down_after: Duration,
     /// How often agents heartbeat.
     pub heartbeat: Duration,
+    /// Where to serve Prometheus `/metrics` (off when `None`).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Config {
@@ -68,6 +72,7 @@ impl Config {
             lease_ttl: Duration::from_secs(24 * 3600),
             down_after: Duration::from_secs(5),
             heartbeat: Duration::from_secs(1),
+            metrics: None,
         }
     }
 
@@ -135,12 +140,21 @@ pub async fn run(
         ),
     };
     let shutdown = shutdown_watch(shutdown);
+    let shim = std::env::current_exe().context("find weftd's own executable (the container monitor)")?;
+    let host = Host::new(node.id, dir.root(), shim)?;
+    let local = LocalServices::start(&config, host.clone(), node.id, shutdown.clone()).await?;
+    let ready = || {
+        if !local.ready.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            ready();
+        }
+    };
     loop {
         let exit = if node.manager {
-            run_manager(&config, &dir, &node, fresh_bootstrap, shutdown.clone(), &ready).await?
+            run_manager(&config, &dir, &node, &host, fresh_bootstrap, shutdown.clone(), &ready).await?
         } else {
-            run_worker(&config, &dir, &node, shutdown.clone(), &ready).await?
+            run_worker(&config, &dir, &node, &host, shutdown.clone(), &ready).await?
         };
+        host.set_core(None);
         fresh_bootstrap = false;
         match exit {
             Exit::Shutdown => return Ok(()),
@@ -257,14 +271,18 @@ fn bind_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
 
 fn serve_local(
     core: Arc<Core>,
+    host: Arc<Host>,
     listener: tokio::net::UnixListener,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let service = pb::cluster_server::ClusterServer::new(ClusterService::new(core, false));
+    let agent = pb::agent_server::AgentServer::new(AgentService::new(host, false))
+        .max_decoding_message_size(64 << 20);
     tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
         let _ = tonic::transport::Server::builder()
             .add_service(service)
+            .add_service(agent)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
@@ -276,6 +294,7 @@ async fn run_manager(
     config: &Config,
     dir: &StateDir,
     me: &NodeFile,
+    host: &Arc<Host>,
     fresh_bootstrap: bool,
     shutdown: watch::Receiver<bool>,
     ready: &(impl Fn() + Send + Sync),
@@ -320,7 +339,11 @@ async fn run_manager(
             .tls_config(node_tls.server_config())
             .context("TLS configuration")?
             .add_service(cluster)
-            .add_service(raft);
+            .add_service(raft)
+            .add_service(
+                pb::agent_server::AgentServer::new(AgentService::new(host.clone(), true))
+                    .max_decoding_message_size(64 << 20),
+            );
         tokio::spawn(async move {
             if let Err(e) = server
                 .serve_with_incoming_shutdown(incoming, async move {
@@ -332,7 +355,20 @@ async fn run_manager(
             }
         })
     };
-    let local = serve_local(core.clone(), bind_socket(&config.socket)?, stop_rx.clone());
+    let local = serve_local(core.clone(), host.clone(), bind_socket(&config.socket)?, stop_rx.clone());
+    host.set_core(Some(core.clone()));
+    let feed = {
+        let (host, mut states) = (host.clone(), node.watch_state());
+        tokio::spawn(async move {
+            loop {
+                let state = states.borrow_and_update().clone();
+                host.publish_state(state);
+                if states.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
     tracing::info!(id = me.id, name = %me.name, listen = %config.listen, "manager serving");
     ready();
 
@@ -343,6 +379,7 @@ async fn run_manager(
     let beats = tokio::spawn(heartbeats(core.clone(), me.id, config.heartbeat));
     let exit = role_watch_manager(&node, me.id, dir, shutdown).await;
     let _ = stop_tx.send(true);
+    feed.abort();
     duties.abort();
     beats.abort();
     node.stop();
@@ -482,8 +519,10 @@ async fn heartbeats(core: Arc<Core>, me: u64, every: Duration) {
             RoleCore::Manager(m) => m.node.status().revision,
             RoleCore::Worker(w) => w.mirror.borrow().revision(),
         };
-        if let Err(e) = core.heartbeat(me, revision).await {
-            tracing::debug!(error = %e.message(), "heartbeat failed");
+        match core.heartbeat(me, revision).await {
+            Ok(answer) => crate::metrics::WATCH_LAG
+                .store(answer.revision.saturating_sub(revision), std::sync::atomic::Ordering::Relaxed),
+            Err(e) => tracing::debug!(error = %e.message(), "heartbeat failed"),
         }
     }
 }
@@ -492,6 +531,7 @@ async fn run_worker(
     config: &Config,
     dir: &StateDir,
     me: &NodeFile,
+    host: &Arc<Host>,
     mut shutdown: watch::Receiver<bool>,
     ready: &(impl Fn() + Send + Sync),
 ) -> Result<Exit> {
@@ -515,7 +555,8 @@ async fn run_worker(
         role: RoleCore::Worker(WorkerCore { upstream: upstream.clone(), mirror: mirror_rx.clone() }),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let local = serve_local(core.clone(), bind_socket(&config.socket)?, stop_rx);
+    let local = serve_local(core.clone(), host.clone(), bind_socket(&config.socket)?, stop_rx);
+    host.set_core(Some(core.clone()));
     tracing::info!(id = me.id, name = %me.name, "worker serving");
     ready();
     let beats = tokio::spawn(heartbeats(core.clone(), me.id, config.heartbeat));
@@ -527,6 +568,10 @@ async fn run_worker(
             changed = mirror.changed() => if changed.is_err() { break Ok(Exit::Shutdown) },
         }
         let view = mirror.borrow_and_update().clone();
+        match view.to_state() {
+            Ok(state) => host.publish_state(Arc::new(state)),
+            Err(e) => tracing::warn!(error = %e, "the watched state does not rebuild"),
+        }
         dir.record_managers(&crate::watch::managers_of(&view), &mut recorded);
         match view.nodes().find(|n| n.id == me.id) {
             Some(n) if n.role == pb::NodeRole::Manager as i32 => {
@@ -562,4 +607,65 @@ async fn fetch_manager_kit(peers: &Peers, upstream: &Upstream) -> Result<pb::Joi
     let addr = upstream.current().ok_or_else(|| anyhow!("no manager known"))?;
     let mut client = peers.cluster(&addr)?;
     Ok(client.manager_kit(pb::InfoRequest {}).await.map_err(|s| anyhow!("{}", s.message()))?.into_inner())
+}
+
+/// What runs for the whole life of the process, whatever the role: the overlay reconciler, the
+/// embedded DNS, the janitor and the metrics endpoint.
+struct LocalServices {
+    /// The ready callback has been called.
+    ready: std::sync::atomic::AtomicBool,
+}
+
+impl LocalServices {
+    async fn start(
+        config: &Config,
+        host: Arc<Host>,
+        id: u64,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<LocalServices> {
+        let reconciler = weft_overlay::Reconciler::new(
+            weft_net::Netlink::connect()?,
+            weft_overlay::OverlayConfig::new(id),
+        );
+        let overlay_metrics = reconciler.metrics();
+        let states = host.states();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = reconciler.run(states, stop).await {
+                tracing::error!(error = %e, "overlay reconciler stopped");
+            }
+        });
+        let (zones_tx, zones_rx) = watch::channel(Arc::new(weft_dns::Zones::default()));
+        {
+            let mut states = host.states();
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    let zones = crate::dns::zones(&states.borrow_and_update(), id);
+                    zones_tx.send_if_modified(|current| {
+                        let changed = **current != zones;
+                        if changed {
+                            *current = Arc::new(zones);
+                        }
+                        changed
+                    });
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return,
+                        changed = states.changed() => if changed.is_err() { return },
+                    }
+                }
+            });
+        }
+        let upstreams =
+            weft_dns::server::upstreams_of(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+        tokio::spawn(weft_dns::run(zones_rx, upstreams, shutdown.clone()));
+        tokio::spawn(host.clone().janitor(shutdown.clone()));
+        if let Some(addr) = config.metrics {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics: listen on {addr}"))?;
+            tokio::spawn(crate::metrics::serve(listener, host, overlay_metrics, shutdown));
+        }
+        Ok(LocalServices { ready: std::sync::atomic::AtomicBool::new(false) })
+    }
 }

@@ -1,12 +1,18 @@
 //! weftd, the per-host agent: the cluster control plane's servers and clients (Raft peers for
 //! managers, a Watch for workers), TLS and join tokens, liveness and membership.
 
+pub mod agent_api;
 pub mod daemon;
+pub mod dns;
+pub mod host;
 pub mod identity;
 pub mod liveness;
 pub mod membership;
+pub mod metrics;
 pub mod peers;
+pub mod ports;
 pub mod service;
+pub mod spec;
 pub mod tls;
 pub mod transport;
 pub mod watch;

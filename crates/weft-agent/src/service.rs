@@ -213,13 +213,28 @@ impl Core {
             }
         };
         match tokio::time::timeout(WRITE_TIMEOUT, attempt).await {
-            Ok(result) => result.map_err(status_of),
+            Ok(result) => {
+                crate::metrics::PROPOSALS.observe(started.elapsed());
+                result.map_err(status_of)
+            }
             Err(_) if m.node.status().leader == 0 => Err(status_of(RaftError::NoLeader)),
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "the command did not commit within {} s; it may or may not have been applied",
                 WRITE_TIMEOUT.as_secs()
             ))),
         }
+    }
+
+    /// Applies `command` through the cluster: proposed by this node on a manager, forwarded to
+    /// its manager on a worker. Used by the agent API for network and endpoint changes.
+    pub async fn apply(&self, command: pb::Command) -> Result<pb::ApplyResponse, Status> {
+        if let Some(mut upstream) = self.forward()? {
+            let mut request = Request::new(pb::ApplyRequest { command: Some(command) });
+            request.set_timeout(WRITE_TIMEOUT + LEADER_WAIT);
+            return Ok(upstream.apply(request).await?.into_inner());
+        }
+        let applied = self.propose(&command).await?;
+        Ok(pb::ApplyResponse { revision: applied.revision, outcome: Some(applied.outcome.to_proto()) })
     }
 
     /// A state confirmed fresh with the leader (ReadIndex), at most [`WRITE_TIMEOUT`].
@@ -232,28 +247,24 @@ impl Core {
     }
 
     /// Records a heartbeat if this manager leads; forwards it to the leader otherwise.
-    pub async fn heartbeat(&self, node_id: u64, revision: u64) -> Result<u64, Status> {
+    pub async fn heartbeat(&self, node_id: u64, revision: u64) -> Result<pb::HeartbeatResponse, Status> {
         match &self.role {
             RoleCore::Manager(m) => match self.leader_client(m).await? {
                 None => {
                     m.liveness.lock().unwrap().record(node_id, revision, Instant::now());
-                    Ok(self.id)
+                    Ok(pb::HeartbeatResponse { leader_id: self.id, revision: m.node.status().revision })
                 }
                 Some(mut leader) => {
                     let mut request = Request::new(pb::HeartbeatRequest { node_id, revision });
                     request.set_timeout(Duration::from_secs(2));
-                    Ok(leader.heartbeat(request).await?.into_inner().leader_id)
+                    Ok(leader.heartbeat(request).await?.into_inner())
                 }
             },
             RoleCore::Worker(w) => {
                 let mut upstream = self.forward()?.ok_or_else(|| Status::internal("a worker forwards"))?;
                 let mut request = Request::new(pb::HeartbeatRequest { node_id, revision });
                 request.set_timeout(Duration::from_secs(2));
-                upstream
-                    .heartbeat(request)
-                    .await
-                    .map(|r| r.into_inner().leader_id)
-                    .inspect_err(|_| w.upstream.failed())
+                upstream.heartbeat(request).await.map(|r| r.into_inner()).inspect_err(|_| w.upstream.failed())
             }
         }
     }
@@ -400,16 +411,8 @@ impl pb::cluster_server::Cluster for ClusterService {
 
     async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
         self.check(&request)?;
-        let core = &self.core;
-        if let Some(mut upstream) = core.forward()? {
-            return upstream.apply(request.into_inner()).await;
-        }
         let command = request.into_inner().command.ok_or_else(|| Status::invalid_argument("no command"))?;
-        let applied = core.propose(&command).await?;
-        Ok(Response::new(pb::ApplyResponse {
-            revision: applied.revision,
-            outcome: Some(applied.outcome.to_proto()),
-        }))
+        Ok(Response::new(self.core.apply(command).await?))
     }
 
     async fn heartbeat(
@@ -425,8 +428,7 @@ impl pb::cluster_server::Cluster for ClusterService {
             }
         }
         let req = request.into_inner();
-        let leader_id = self.core.heartbeat(req.node_id, req.revision).await?;
-        Ok(Response::new(pb::HeartbeatResponse { leader_id }))
+        Ok(Response::new(self.core.heartbeat(req.node_id, req.revision).await?))
     }
 
     type WatchStream = WatchStream;

@@ -79,8 +79,13 @@ fn read(path: &Path) -> Result<String, ClientError> {
     std::fs::read_to_string(path).map_err(|e| ClientError::Read(path.display().to_string(), e))
 }
 
-/// Connects to `host`.
+/// Connects to `host`: the cluster API client.
 pub async fn connect(host: &Host, tls: &TlsFiles) -> Result<ClusterClient<Channel>, ClientError> {
+    Ok(ClusterClient::new(channel(host, tls).await?).max_decoding_message_size(256 << 20))
+}
+
+/// Connects to `host`: the channel both APIs (cluster and agent) share.
+pub async fn channel(host: &Host, tls: &TlsFiles) -> Result<Channel, ClientError> {
     let channel = match host {
         Host::Unix(path) => {
             let path = path.clone();
@@ -115,7 +120,7 @@ pub async fn connect(host: &Host, tls: &TlsFiles) -> Result<ClusterClient<Channe
                 .map_err(|e| ClientError::Connect(addr.clone(), cause(&e)))?
         }
     };
-    Ok(ClusterClient::new(channel).max_decoding_message_size(256 << 20))
+    Ok(channel)
 }
 
 fn cause(e: &dyn std::error::Error) -> String {

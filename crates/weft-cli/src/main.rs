@@ -29,6 +29,9 @@ struct Cli {
     command: Command,
 }
 
+mod verbs;
+
+/// Output format of ls and inspect verbs.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Format {
     Table,
@@ -43,6 +46,16 @@ enum Command {
     /// The cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Networks: create, ls, inspect, rm, connect, disconnect.
+    #[command(subcommand)]
+    Network(verbs::NetworkCommand),
+    /// Images: import, export, ls, inspect, rm, tag.
+    #[command(subcommand)]
+    Image(verbs::ImageCommand),
+    /// Creates and starts a container.
+    Run(verbs::RunArgs),
+    #[command(flatten)]
+    Container(verbs::ContainerCommand),
     /// Prints a shell completion script.
     Completion {
         /// bash, zsh or fish.
@@ -142,6 +155,7 @@ fn node_json(row: &pb::NodeInfo) -> serde_json::Value {
     })
 }
 
+/// Prints rows under a header, columns padded to their widest cell.
 fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
@@ -167,10 +181,18 @@ async fn run(cli: Cli) -> Result<u8, String> {
     let host = Host::parse(cli.host.as_deref().unwrap_or(&format!("unix://{DEFAULT_SOCKET}")))
         .map_err(|e| e.to_string())?;
     let tls = TlsFiles { cert: cli.tls_cert, key: cli.tls_key, ca: cli.tls_ca };
-    let mut api = client::connect(&host, &tls).await.map_err(|e| e.to_string())?;
+    let channel = client::channel(&host, &tls).await.map_err(|e| e.to_string())?;
+    let mut agent = pb::agent_client::AgentClient::new(channel.clone())
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20);
+    let mut api = pb::cluster_client::ClusterClient::new(channel).max_decoding_message_size(256 << 20);
     let err = |s: tonic::Status| s.message().to_string();
     match cli.command {
         Command::Completion { .. } => unreachable!("handled above"),
+        Command::Network(c) => return verbs::network(&mut agent, c).await,
+        Command::Image(c) => return verbs::image(&mut agent, c).await,
+        Command::Run(args) => return verbs::run(&mut agent, args).await,
+        Command::Container(c) => return verbs::container(&mut agent, c).await,
         Command::Node(NodeCommand::Ls { format }) => {
             let nodes = api.nodes(pb::NodesRequest {}).await.map_err(err)?.into_inner();
             if format == Format::Json {

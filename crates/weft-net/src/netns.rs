@@ -38,15 +38,25 @@ impl NetNs {
     /// Creates the named namespace `/run/netns/NAME` (as `ip netns add NAME`) and opens it.
     pub fn create(name: &str) -> Result<NetNs> {
         validate_name(name)?;
-        let err = |op, source| NetError::Netns { ns: name.to_string(), op, source };
-        prepare_run_dir().map_err(|e| err("prepare /run/netns", e))?;
-        let path = Path::new(NETNS_RUN_DIR).join(name);
+        prepare_run_dir().map_err(|source| NetError::Netns {
+            ns: name.to_string(),
+            op: "prepare /run/netns",
+            source,
+        })?;
+        NetNs::create_at(&Path::new(NETNS_RUN_DIR).join(name), name)
+    }
+
+    /// Creates a namespace bind-mounted at `path` (whose directory must exist; the file must not)
+    /// and opens it, labelled `label` in errors. weftd keeps its containers' namespaces in its
+    /// state dir this way, out of `ip netns`'s list.
+    pub fn create_at(path: &Path, label: &str) -> Result<NetNs> {
+        let err = |op, source| NetError::Netns { ns: label.to_string(), op, source };
         OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&path)
+            .open(path)
             .map_err(|e| err("create mount point", e))?;
-        let target = path.clone();
+        let target = path.to_path_buf();
         let made = std::thread::spawn(move || -> io::Result<()> {
             unshare(CloneFlags::CLONE_NEWNET).map_err(io_err)?;
             mount(Some("/proc/thread-self/ns/net"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
@@ -55,10 +65,10 @@ impl NetNs {
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")));
         if let Err(e) = made {
-            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(path);
             return Err(err("unshare and bind-mount", e));
         }
-        NetNs::open_labelled(&path, name.to_string())
+        NetNs::open_labelled(path, label.to_string())
     }
 
     /// Opens the named namespace `/run/netns/NAME`.
@@ -98,16 +108,20 @@ impl NetNs {
     /// itself goes away once no process and no open handle holds it.
     pub fn delete(name: &str) -> Result<()> {
         validate_name(name)?;
-        let path = Path::new(NETNS_RUN_DIR).join(name);
-        let err = |op, source| NetError::Netns { ns: name.to_string(), op, source };
-        match umount2(&path, MntFlags::MNT_DETACH) {
+        NetNs::delete_at(&Path::new(NETNS_RUN_DIR).join(name), name)
+    }
+
+    /// Removes the namespace bind-mounted at `path` (see [`NetNs::create_at`]).
+    pub fn delete_at(path: &Path, label: &str) -> Result<()> {
+        let err = |op, source| NetError::Netns { ns: label.to_string(), op, source };
+        match umount2(path, MntFlags::MNT_DETACH) {
             Ok(()) | Err(nix::Error::EINVAL) => {}
             Err(nix::Error::ENOENT) => {
                 return Err(err("unmount", io::Error::from(io::ErrorKind::NotFound)));
             }
             Err(e) => return Err(err("unmount", io_err(e))),
         }
-        std::fs::remove_file(&path).map_err(|e| err("remove mount point", e))
+        std::fs::remove_file(path).map_err(|e| err("remove mount point", e))
     }
 
     /// The name or path this namespace was opened by.

@@ -7,7 +7,7 @@ use weft_ipam::Cidr;
 use weft_net::{BridgeSpec, MacAddr, NetNs, Netlink, RouteSpec, VethSpec};
 use weft_state::{Driver, EndpointId, State};
 
-use crate::desired::{bridge_name, overlay_mtu};
+use crate::desired::{bridge_device, overlay_mtu};
 use crate::{OverlayError, Result};
 
 /// How to wire one endpoint.
@@ -27,6 +27,11 @@ pub struct AttachSpec {
     pub mtu: u32,
     /// The container interface's MAC.
     pub mac: Option<MacAddr>,
+    /// Addresses the bridge itself must hold (the gateway of a local bridge network, which no
+    /// reconciler run may have created yet); empty for overlays, whose reconciler owns them.
+    pub bridge_addresses: Vec<Cidr>,
+    /// Routes to add inside the container besides the default one: (destination, gateway).
+    pub extra_routes: Vec<(Cidr, IpAddr)>,
 }
 
 /// Host-side veth name of an endpoint: unique per endpoint, at most 15 bytes.
@@ -34,30 +39,37 @@ pub fn host_ifname(endpoint: EndpointId) -> String {
     format!("wv{endpoint:x}")
 }
 
-/// The attachment of endpoint `id` of an overlay network, from the replicated state. Pure.
+/// The attachment of endpoint `id`, from the replicated state. Pure. Overlay networks use the
+/// overlay MTU; local bridge networks the underlay's and have the bridge hold the gateway.
 pub fn spec_for(state: &State, id: EndpointId, underlay_mtu: u32) -> Option<AttachSpec> {
     let endpoint = state.endpoint(id)?;
     let network = state.network_by_id(endpoint.network)?;
-    if network.driver != Driver::Overlay {
-        return None;
-    }
     let underlay = state.node(endpoint.node)?.underlay;
     let blocks = state.blocks(network.id);
     let mut addresses = Vec::new();
     let mut gateways = Vec::new();
+    let mut bridge_addresses = Vec::new();
     for ip in &endpoint.ips {
         let block = blocks.iter().find(|b| b.cidr.contains(*ip))?;
         addresses.push(Cidr::new(*ip, block.cidr.prefix_len()).ok()?);
-        gateways.push(block.cidr.nth(1)?);
+        let gateway = block.cidr.nth(1)?;
+        gateways.push(gateway);
+        bridge_addresses.push(Cidr::new(gateway, block.cidr.prefix_len()).ok()?);
     }
+    let (mtu, bridge_addresses) = match network.driver {
+        Driver::Overlay => (overlay_mtu(underlay_mtu, underlay), Vec::new()),
+        Driver::Bridge => (underlay_mtu, bridge_addresses),
+    };
     Some(AttachSpec {
         host_ifname: host_ifname(id),
         ifname: "eth0".into(),
-        bridge: bridge_name(network.vni),
+        bridge: bridge_device(network),
         addresses,
         gateways,
-        mtu: overlay_mtu(underlay_mtu, underlay),
+        mtu,
         mac: Some(MacAddr(endpoint.mac.0)),
+        bridge_addresses,
+        extra_routes: Vec::new(),
     })
 }
 
@@ -70,6 +82,12 @@ pub async fn attach(host: &Netlink, container: &NetNs, spec: &AttachSpec) -> Res
         .ensure_bridge(&BridgeSpec { mtu: Some(spec.mtu), ..BridgeSpec::new(spec.bridge.clone()) })
         .await
         .map_err(err)?;
+    for cidr in &spec.bridge_addresses {
+        host.ensure_address(bridge.index, *cidr).await.map_err(err)?;
+    }
+    if !bridge.up {
+        host.set_up(bridge.index).await.map_err(err)?;
+    }
     let veth = VethSpec {
         peer_netns: Some(container.clone()),
         mtu: Some(spec.mtu),
@@ -102,6 +120,9 @@ async fn configure_inside(nl: &Netlink, spec: &AttachSpec) -> weft_net::Result<(
     }
     for gateway in &spec.gateways {
         nl.ensure_route(&RouteSpec::default_via(*gateway).with_dev(link.index)).await?;
+    }
+    for (dst, gateway) in &spec.extra_routes {
+        nl.ensure_route(&RouteSpec::via(*dst, *gateway).with_dev(link.index)).await?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use weft_ipam::Cidr;
 use weft_net::MacAddr;
-use weft_state::{Driver, NodeId, State};
+use weft_state::{Driver, Network, NodeId, State};
 
 /// The VXLAN port weft uses.
 pub const VXLAN_PORT: u16 = 4789;
@@ -19,6 +19,23 @@ pub fn bridge_name(vni: u32) -> String {
 /// Name of a network's VXLAN device on every host.
 pub fn vxlan_name(vni: u32) -> String {
     format!("wvx-{vni}")
+}
+
+/// The name of a local bridge network's bridge: `weft0` for the default network `bridge`
+/// (Docker's docker0), `wlb-<network id>` for user-defined bridge networks.
+pub fn local_bridge_name(name: &str, id: u64) -> String {
+    if name == DEFAULT_BRIDGE_NETWORK { "weft0".into() } else { format!("wlb-{id}") }
+}
+
+/// The name of the default local bridge network.
+pub const DEFAULT_BRIDGE_NETWORK: &str = "bridge";
+
+/// The bridge device containers of `network` attach to on every host.
+pub fn bridge_device(network: &Network) -> String {
+    match network.driver {
+        Driver::Overlay => bridge_name(network.vni),
+        Driver::Bridge => local_bridge_name(&network.name, network.id),
+    }
 }
 
 /// The VNI in a weft device name (`wbr-42`, `wvx-42`), if it is one.
@@ -94,11 +111,29 @@ pub struct DesiredNetwork {
     pub peers: BTreeMap<NodeId, Peer>,
 }
 
+/// A local bridge network as this host should have it: a bridge holding the gateway of this
+/// host's block, nothing towards other hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalBridge {
+    /// The network's name.
+    pub name: String,
+    /// Its subnets.
+    pub subnets: Vec<Cidr>,
+    /// No masquerading, no traffic to the outside.
+    pub internal: bool,
+    /// MTU of the bridge and its container links: the underlay's.
+    pub mtu: u32,
+    /// Gateway address (with the block's prefix) of each local block.
+    pub gateways: BTreeSet<Cidr>,
+}
+
 /// Everything the overlay wants on this host.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Desired {
     /// Overlay networks this host takes part in (holds a block of), by VNI.
     pub networks: BTreeMap<u32, DesiredNetwork>,
+    /// Local bridge networks this host holds a block of, by bridge device name.
+    pub bridges: BTreeMap<String, LocalBridge>,
     /// Underlay addresses of every cluster host: the only sources VXLAN is accepted from.
     pub cluster_hosts: BTreeSet<IpAddr>,
 }
@@ -112,8 +147,33 @@ fn host_prefix(ip: IpAddr) -> Cidr {
 pub fn desired(state: &State, me: NodeId, underlay_mtu: u32) -> Desired {
     let cluster_hosts = state.nodes().map(|n| n.underlay).collect();
     let Some(local) = state.node(me).map(|n| n.underlay) else {
-        return Desired { networks: BTreeMap::new(), cluster_hosts };
+        return Desired { cluster_hosts, ..Desired::default() };
     };
+    let mut bridges = BTreeMap::new();
+    for net in state.networks().filter(|n| n.driver == Driver::Bridge) {
+        let gateways: BTreeSet<Cidr> = state
+            .blocks(net.id)
+            .iter()
+            .filter(|b| b.node == me)
+            .map(|b| {
+                Cidr::new(b.cidr.nth(1).expect("blocks have a gateway"), b.cidr.prefix_len())
+                    .expect("same family")
+            })
+            .collect();
+        if gateways.is_empty() {
+            continue;
+        }
+        bridges.insert(
+            bridge_device(net),
+            LocalBridge {
+                name: net.name.clone(),
+                subnets: net.subnets.clone(),
+                internal: net.internal,
+                mtu: underlay_mtu,
+                gateways,
+            },
+        );
+    }
     let mut networks = BTreeMap::new();
     for net in state.networks().filter(|n| n.driver == Driver::Overlay) {
         let blocks = state.blocks(net.id);
@@ -152,7 +212,7 @@ pub fn desired(state: &State, me: NodeId, underlay_mtu: u32) -> Desired {
         }
         networks.insert(net.vni, wanted);
     }
-    Desired { networks, cluster_hosts }
+    Desired { networks, bridges, cluster_hosts }
 }
 
 #[cfg(test)]

@@ -51,38 +51,65 @@ pub fn script(desired: &Desired) -> String {
             s.push_str(&format!("    {proto} saddr {subnet} {proto} daddr {subnet} notrack\n"));
         }
     }
+    for b in desired.bridges.values() {
+        for subnet in &b.subnets {
+            let proto = if subnet.addr().is_ipv4() { "ip" } else { "ip6" };
+            s.push_str(&format!("    {proto} saddr {subnet} {proto} daddr {subnet} notrack\n"));
+        }
+    }
     s.push_str("  }\n  chain raw_output {\n    type filter hook output priority raw; policy accept;\n");
     s.push_str(&format!("    udp dport {VXLAN_PORT} notrack\n  }}\n"));
 
-    let devices: Vec<(u32, Vec<String>)> =
-        desired.networks.keys().map(|vni| (*vni, vec![bridge_name(*vni), vxlan_name(*vni)])).collect();
-    let all: Vec<String> = devices.iter().flat_map(|(_, d)| d.iter().cloned()).collect();
+    // Every network's own devices: an overlay's bridge and vxlan device, a bridge network's bridge.
+    struct Member {
+        label: String,
+        own: Vec<String>,
+        subnets: Vec<weft_ipam::Cidr>,
+        internal: bool,
+    }
+    let mut members: Vec<Member> = desired
+        .networks
+        .iter()
+        .map(|(vni, n)| Member {
+            label: vni.to_string(),
+            own: vec![bridge_name(*vni), vxlan_name(*vni)],
+            subnets: n.subnets.clone(),
+            internal: n.internal,
+        })
+        .collect();
+    members.extend(desired.bridges.iter().map(|(dev, b)| Member {
+        label: dev.clone(),
+        own: vec![dev.clone()],
+        subnets: b.subnets.clone(),
+        internal: b.internal,
+    }));
+    let all: Vec<String> = members.iter().flat_map(|m| m.own.iter().cloned()).collect();
     s.push_str("  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
-    for (vni, own) in &devices {
-        let own_set = quoted_set(own);
-        if all.len() > own.len() {
+    for m in &members {
+        let own_set = quoted_set(&m.own);
+        if all.len() > m.own.len() {
             s.push_str(&format!(
-                "    iifname {own_set} oifname != {own_set} oifname {} counter drop comment \"isolate {vni}\"\n",
-                quoted_set(&all)
+                "    iifname {own_set} oifname != {own_set} oifname {} counter drop comment \"isolate {}\"\n",
+                quoted_set(&all),
+                m.label
             ));
         }
-        if desired.networks[vni].internal {
+        if m.internal {
             s.push_str(&format!(
-                "    iifname {own_set} oifname != {own_set} counter drop comment \"internal {vni}\"\n"
+                "    iifname {own_set} oifname != {own_set} counter drop comment \"internal {}\"\n",
+                m.label
             ));
             s.push_str(&format!(
-                "    oifname {own_set} iifname != {own_set} counter drop comment \"internal {vni}\"\n"
+                "    oifname {own_set} iifname != {own_set} counter drop comment \"internal {}\"\n",
+                m.label
             ));
         }
     }
     s.push_str("  }\n");
     s.push_str("  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n");
-    for (vni, net) in &desired.networks {
-        if net.internal {
-            continue;
-        }
-        let own_set = quoted_set(&[bridge_name(*vni), vxlan_name(*vni)]);
-        for subnet in &net.subnets {
+    for m in members.iter().filter(|m| !m.internal) {
+        let own_set = quoted_set(&m.own);
+        for subnet in &m.subnets {
             let proto = if subnet.addr().is_ipv4() { "ip" } else { "ip6" };
             s.push_str(&format!(
                 "    {proto} saddr {subnet} {proto} daddr != {subnet} oifname != {own_set} counter masquerade\n"
@@ -143,12 +170,20 @@ mod tests {
         s.apply(&internal).unwrap();
         s.apply(&cmd::allocate_endpoint("a", 1, "x", "", "")).unwrap();
         s.apply(&cmd::allocate_endpoint("b", 1, "y", "", "")).unwrap();
+        s.apply(&cmd::create_network("bridge", Driver::Bridge, &["172.17.0.0/16"], 0, 0)).unwrap();
+        s.apply(&cmd::allocate_endpoint("bridge", 1, "z", "", "")).unwrap();
         let text = script(&desired(&s, 1, 1500));
+        assert!(text.contains(
+            "iifname { \"weft0\" } oifname != { \"weft0\" } oifname { \"wbr-1\", \"wvx-1\", \"wbr-2\", \"wvx-2\", \"weft0\" } counter drop"
+        ), "{text}");
+        assert!(text.contains(
+            "ip saddr 172.17.0.0/16 ip daddr != 172.17.0.0/16 oifname != { \"weft0\" } counter masquerade"
+        ));
         assert!(text.starts_with("table inet weft\ndelete table inet weft\n"));
         assert!(text.contains("elements = { 198.51.100.1, 198.51.100.2 }"));
         assert!(text.contains("udp dport 4789 ip saddr != @cluster_hosts4 counter drop"));
         assert!(text.contains(
-            "iifname { \"wbr-1\", \"wvx-1\" } oifname != { \"wbr-1\", \"wvx-1\" } oifname { \"wbr-1\", \"wvx-1\", \"wbr-2\", \"wvx-2\" } counter drop"
+            "iifname { \"wbr-1\", \"wvx-1\" } oifname != { \"wbr-1\", \"wvx-1\" } oifname { \"wbr-1\", \"wvx-1\", \"wbr-2\", \"wvx-2\", \"weft0\" } counter drop"
         ));
         assert!(text.contains("ip saddr 10.44.0.0/16 ip daddr != 10.44.0.0/16 oifname != { \"wbr-1\", \"wvx-1\" } counter masquerade"));
         assert!(

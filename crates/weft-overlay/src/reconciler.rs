@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::sync::watch;
-use weft_net::Netlink;
 use weft_net::events::KernelEvent;
+use weft_net::{BridgeSpec, Netlink};
 use weft_state::{NodeId, State};
 
-use crate::desired::{Desired, desired, vni_of};
+use crate::desired::{Desired, LocalBridge, desired, vni_of};
 use crate::observed::{Observed, observe};
 use crate::plan::{ACTION_KINDS, Action, plan};
 use crate::{OverlayError, Result, apply, firewall};
@@ -144,8 +144,13 @@ impl Reconciler {
         let mtu = self.config.underlay_mtu.or(observed.underlay.as_ref().map(|l| l.mtu)).unwrap_or(1500);
         let wanted = desired(state, self.config.node, mtu);
         let mut report = Report::default();
-        if !wanted.networks.is_empty() {
+        if !wanted.networks.is_empty() || !wanted.bridges.is_empty() {
             self.ensure_forwarding(&wanted);
+        }
+        for (dev, bridge) in &wanted.bridges {
+            if let Err(e) = self.ensure_local_bridge(dev, bridge).await {
+                report.failed.push(OverlayError::Apply { action: format!("ensure bridge {dev}"), source: e });
+            }
         }
         for action in plan(&wanted, &observed) {
             match apply::apply(&self.nl, &action).await {
@@ -173,6 +178,20 @@ impl Reconciler {
         }
         self.metrics.last_duration_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         Ok(report)
+    }
+
+    /// A local bridge network's bridge: present, up, holding this host's gateways. Idempotent;
+    /// containers attaching create it too, so it exists before the first reconcile after them.
+    async fn ensure_local_bridge(&self, dev: &str, bridge: &LocalBridge) -> weft_net::Result<()> {
+        let link =
+            self.nl.ensure_bridge(&BridgeSpec { mtu: Some(bridge.mtu), ..BridgeSpec::new(dev) }).await?;
+        for gateway in &bridge.gateways {
+            self.nl.ensure_address(link.index, *gateway).await?;
+        }
+        if !link.up {
+            self.nl.set_up(link.index).await?;
+        }
+        Ok(())
     }
 
     fn ensure_forwarding(&mut self, wanted: &Desired) {

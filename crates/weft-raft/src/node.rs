@@ -156,6 +156,11 @@ impl NodeHandle {
         self.status.clone()
     }
 
+    /// A receiver of every newly applied state.
+    pub fn watch_state(&self) -> watch::Receiver<Arc<State>> {
+        self.state.clone()
+    }
+
     /// The applied state.
     pub fn state(&self) -> Arc<State> {
         self.state.borrow().clone()

@@ -329,11 +329,17 @@ impl State {
         }
         let driver = Driver::from_proto(c.driver)
             .ok_or_else(|| StateError::value("driver", c.driver.to_string(), "must be overlay or bridge"))?;
-        if c.subnets.is_empty() {
-            return Err(StateError::Invalid(format!("network {:?} needs at least one subnet", c.name)));
-        }
-        let mut subnets: Vec<Cidr> = Vec::with_capacity(c.subnets.len());
-        for text in &c.subnets {
+        let picked;
+        let texts: &[String] = if c.subnets.is_empty() {
+            picked = [self.free_subnet().ok_or_else(|| {
+                StateError::Invalid("no free /16 left in 10.44.0.0-10.254.255.255: give --subnet".into())
+            })?];
+            &picked
+        } else {
+            &c.subnets
+        };
+        let mut subnets: Vec<Cidr> = Vec::with_capacity(texts.len());
+        for text in texts {
             let subnet = parse_cidr("subnet", text)?;
             if !subnet.is_network() {
                 return Err(
@@ -420,6 +426,16 @@ impl State {
         let network = self.networks[&id].network.clone();
         ev.push(pb::event::Kind::NetworkPut(network.to_proto()));
         Ok(Outcome::Network(network))
+    }
+
+    /// The automatic subnet of a network created without one: the first /16 from 10.44.0.0/16 up
+    /// to 10.254.0.0/16 that overlaps no network. Decided inside the state machine, so two
+    /// concurrent creations can never pick the same one.
+    fn free_subnet(&self) -> Option<String> {
+        (44u8..=254).map(|b| format!("10.{b}.0.0/16")).find(|text| {
+            let candidate: Cidr = text.parse().expect("valid literal");
+            !self.networks.values().any(|n| n.network.subnets.iter().any(|o| o.overlaps(&candidate)))
+        })
     }
 
     fn insert_network(&mut self, network: Network, pools: Vec<PoolState>) {

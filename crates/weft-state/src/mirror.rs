@@ -41,6 +41,27 @@ impl Mirror {
         }
     }
 
+    /// The mirror as a state snapshot (id counters just past the ids in use, no free-block
+    /// generations), so a worker can hand the same [`crate::State`] to the overlay and DNS that a
+    /// manager does.
+    pub fn to_snapshot(&self) -> pb::StateSnapshot {
+        pb::StateSnapshot {
+            revision: self.revision,
+            nodes: self.nodes.values().cloned().collect(),
+            networks: self.networks.values().cloned().collect(),
+            blocks: self.blocks.values().cloned().collect(),
+            endpoints: self.endpoints.values().cloned().collect(),
+            next_network_id: self.networks.keys().next_back().map_or(1, |id| id + 1),
+            next_endpoint_id: self.endpoints.keys().next_back().map_or(1, |id| id + 1),
+            generations: Vec::new(),
+        }
+    }
+
+    /// The mirror as a state (see [`Mirror::to_snapshot`]).
+    pub fn to_state(&self) -> crate::Result<crate::State> {
+        crate::State::from_snapshot(&self.to_snapshot())
+    }
+
     /// Applies the events of the next revision.
     pub fn apply(&mut self, batch: &pb::EventBatch) -> Result<(), MirrorError> {
         if batch.revision != self.revision + 1 {

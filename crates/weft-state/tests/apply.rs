@@ -155,6 +155,17 @@ fn dual_stack_networks_give_one_address_per_family() {
 }
 
 #[test]
+fn a_network_without_subnet_gets_the_first_free_16() {
+    let mut s = state_with_nodes(1);
+    s.apply(&cmd::create_network("a", Driver::Overlay, &["10.44.0.0/16"], 0, 0)).unwrap();
+    s.apply(&cmd::create_network("b", Driver::Overlay, &["10.45.128.0/17"], 0, 0)).unwrap();
+    s.apply(&cmd::create_network("c", Driver::Overlay, &[], 0, 0)).unwrap();
+    s.apply(&cmd::create_network("d", Driver::Bridge, &[], 0, 0)).unwrap();
+    let subnet = |n: &str| s.network(n).unwrap().subnets[0].to_string();
+    assert_eq!((subnet("c"), subnet("d")), ("10.46.0.0/16".to_string(), "10.47.0.0/16".to_string()));
+}
+
+#[test]
 fn bad_input_is_refused_with_a_clear_error() {
     let mut s = state_with_nodes(2);
     s.apply(&cmd::create_network("app", Driver::Overlay, &["10.44.0.0/16"], 7, 0)).unwrap();
@@ -167,7 +178,6 @@ fn bad_input_is_refused_with_a_clear_error() {
         (cmd::create_network("n2", Driver::Overlay, &["10.45.0.0/33"], 0, 0), "/33"),
         (cmd::create_network("n2", Driver::Overlay, &["10.45.0.1/16"], 0, 0), "host bits"),
         (cmd::create_network("n2", Driver::Overlay, &["banana"], 0, 0), "invalid CIDR"),
-        (cmd::create_network("n2", Driver::Overlay, &[], 0, 0), "at least one subnet"),
         (cmd::create_network("n2", Driver::Overlay, &["10.45.0.0/31"], 0, 0), "too small"),
         (cmd::create_network("n2", Driver::Overlay, &["10.45.0.0/16"], 7, 0), "VNI 7 is used"),
         (cmd::create_network("n2", Driver::Overlay, &["10.45.0.0/16"], 16_777_216, 0), "out of range"),

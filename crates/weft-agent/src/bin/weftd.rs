@@ -49,6 +49,9 @@ struct Args {
     /// A node silent this long is marked Down (e.g. 5s).
     #[arg(long, value_parser = parse_duration)]
     down_after: Option<Duration>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9946).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -69,6 +72,7 @@ struct FileConfig {
     name: Option<String>,
     lease_ttl: Option<String>,
     down_after: Option<String>,
+    metrics: Option<SocketAddr>,
     log_format: Option<String>,
 }
 
@@ -112,6 +116,7 @@ fn config(args: Args) -> Result<(Config, String)> {
     c.token = args.token.or(file.token);
     c.manager = args.manager || file.manager.unwrap_or(false);
     c.name = args.name.or(file.name);
+    c.metrics = args.metrics.or(file.metrics);
     if let Some(t) = args.lease_ttl {
         c.lease_ttl = t;
     } else if let Some(t) = file.lease_ttl {
@@ -147,6 +152,11 @@ fn sd_notify_ready() {
 }
 
 fn main() {
+    // weftd is also the container monitor: `weftd monitor DIR` (started by weftd itself).
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if raw.first().map(String::as_str) == Some("monitor") {
+        weft_runtime::container::monitor::shim_main(&raw);
+    }
     let args = Args::parse();
     let (config, log_format) = match config(args) {
         Ok(c) => c,

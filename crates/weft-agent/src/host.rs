@@ -1,0 +1,707 @@
+//! The node-local half of weftd: images, containers and how each container is wired to its
+//! network. It outlives role switches (a manager demoted to worker keeps its containers); the
+//! control-plane half it uses for cluster-wide writes is swapped in with [`Host::set_core`].
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tonic::Status;
+use weft_net::{NetNs, Netlink};
+use weft_proto::v1 as pb;
+use weft_runtime::RuntimeError;
+use weft_runtime::container::{ContainerSpec, ContainerStatus, NetworkMode, Runtime};
+use weft_runtime::image::ImageStore;
+use weft_state::{Driver, State, cmd};
+
+use crate::ports::{self, PortSpec};
+use crate::service::Core;
+
+/// The default network's name (Docker's `bridge`).
+pub const DEFAULT_BRIDGE: &str = weft_overlay::desired::DEFAULT_BRIDGE_NETWORK;
+
+/// The default network's subnet, as Docker's docker0. Each host gets a block of it on `weft0`.
+pub const DEFAULT_BRIDGE_SUBNET: &str = "172.17.0.0/16";
+
+/// How long a container start waits for this host's copy of the state to show its endpoint.
+const STATE_WAIT: Duration = Duration::from_secs(10);
+
+/// A typed error of the node API, mapped to a gRPC status at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// Bad input; nothing was changed.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such object.
+    #[error("{0}")]
+    NotFound(String),
+    /// The object exists or the resource is taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// The object is in the wrong state for this.
+    #[error("{0}")]
+    Precondition(String),
+    /// The cluster could not be reached or refused.
+    #[error("{0}")]
+    Cluster(Status),
+    /// Something failed on this host.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<HostError> for Status {
+    fn from(e: HostError) -> Status {
+        match e {
+            HostError::Invalid(m) => Status::invalid_argument(m),
+            HostError::NotFound(m) => Status::not_found(m),
+            HostError::Conflict(m) => Status::already_exists(m),
+            HostError::Precondition(m) => Status::failed_precondition(m),
+            HostError::Cluster(s) => s,
+            HostError::Internal(m) => Status::internal(m),
+        }
+    }
+}
+
+impl From<RuntimeError> for HostError {
+    fn from(e: RuntimeError) -> HostError {
+        let text = e.to_string();
+        match e {
+            RuntimeError::NoSuchContainer(_) | RuntimeError::NoSuchImage(_) => HostError::NotFound(text),
+            RuntimeError::NameInUse(_) => HostError::Conflict(text),
+            RuntimeError::Invalid { .. } => HostError::Invalid(text),
+            RuntimeError::Running(_) | RuntimeError::NotRunning(_) => HostError::Precondition(text),
+            _ => HostError::Internal(text),
+        }
+    }
+}
+
+impl From<weft_net::NetError> for HostError {
+    fn from(e: weft_net::NetError) -> HostError {
+        HostError::Internal(e.to_string())
+    }
+}
+
+/// Results of this module.
+pub type Result<T, E = HostError> = std::result::Result<T, E>;
+
+/// One network attachment of a container, as weft wired it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Network name.
+    pub network: String,
+    /// Endpoint id in the replicated state.
+    pub endpoint: u64,
+    /// Host end of the veth pair.
+    pub host_ifname: String,
+    /// Interface inside the container.
+    pub ifname: String,
+    /// Its addresses.
+    pub ips: Vec<IpAddr>,
+    /// Its MAC.
+    pub mac: String,
+    /// The gateway (and DNS server) it uses.
+    pub gateway: Option<IpAddr>,
+}
+
+/// What weft did to a container's network, kept beside the runtime's own record so removal undoes
+/// exactly that, also after an agent restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetConf {
+    /// The `--network` value as given (`bridge`, `host`, `none`, `container:NAME`, a network).
+    pub mode: String,
+    /// The namespace weft made for it (a bind mount under the state dir), if any.
+    pub netns: Option<PathBuf>,
+    /// Its networks.
+    pub attachments: Vec<Attachment>,
+    /// Published ports.
+    pub ports: Vec<PortSpec>,
+    /// Remove the container when it exits (`--rm`).
+    pub auto_remove: bool,
+    /// Seconds `stop` waits after SIGTERM unless told (`--init-grace`).
+    #[serde(default)]
+    pub stop_grace: u32,
+}
+
+/// What `--network` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModeRequest {
+    /// The host's namespace.
+    Host,
+    /// Loopback only.
+    None,
+    /// Another container's namespace.
+    Container(String),
+    /// A network by name (`bridge` included).
+    Network(String),
+}
+
+/// Parses `--network` (empty: the default `bridge`).
+pub fn parse_mode(text: &str) -> Result<ModeRequest> {
+    Ok(match text {
+        "" | "default" => ModeRequest::Network(DEFAULT_BRIDGE.into()),
+        "host" => ModeRequest::Host,
+        "none" => ModeRequest::None,
+        other => match other.strip_prefix("container:") {
+            Some("") => {
+                return Err(HostError::Invalid("--network container: needs a container name or id".into()));
+            }
+            Some(target) => ModeRequest::Container(target.into()),
+            None => ModeRequest::Network(other.into()),
+        },
+    })
+}
+
+/// The node-local half of the agent.
+pub struct Host {
+    /// This node's id.
+    pub id: u64,
+    dir: PathBuf,
+    /// Containers.
+    pub runtime: Runtime,
+    /// Images.
+    pub images: Arc<ImageStore>,
+    nl: Netlink,
+    state_tx: watch::Sender<Arc<State>>,
+    core: RwLock<Option<Arc<Core>>>,
+    /// Serialises changes that check-then-act on names, ports and namespaces.
+    serial: tokio::sync::Mutex<()>,
+}
+
+fn io_internal(what: &str) -> impl FnOnce(std::io::Error) -> HostError + '_ {
+    move |e| HostError::Internal(format!("{what}: {e}"))
+}
+
+/// Runs blocking runtime work off the async threads.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| HostError::Internal(format!("task failed: {e}")))?
+}
+
+impl Host {
+    /// The host of node `id` keeping images and containers under `dir`; `shim` is the executable
+    /// serving the `monitor` verb (weftd itself).
+    pub fn new(id: u64, dir: &Path, shim: PathBuf) -> anyhow::Result<Arc<Host>> {
+        let runtime = Runtime::new(dir, shim)?;
+        let images = Arc::new(ImageStore::open(dir.join("images"))?);
+        for sub in ["netconf", "netns", "tmp"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        let (state_tx, _) = watch::channel(Arc::new(State::new()));
+        Ok(Arc::new(Host {
+            id,
+            dir: dir.to_path_buf(),
+            runtime,
+            images,
+            nl: Netlink::connect()?,
+            state_tx,
+            core: RwLock::new(None),
+            serial: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The control plane of the current role.
+    pub fn set_core(&self, core: Option<Arc<Core>>) {
+        *self.core.write().unwrap() = core;
+    }
+
+    /// The control plane of the current role, if one runs.
+    pub fn current_core(&self) -> Option<Arc<Core>> {
+        self.core.read().unwrap().clone()
+    }
+
+    fn core(&self) -> Result<Arc<Core>> {
+        self.core.read().unwrap().clone().ok_or_else(|| {
+            HostError::Cluster(Status::unavailable("this agent is between roles; try again in a moment"))
+        })
+    }
+
+    /// Publishes a newer copy of the replicated state (from raft on managers, Watch on workers).
+    pub fn publish_state(&self, state: Arc<State>) {
+        self.state_tx.send_if_modified(|current| {
+            if state.revision() > current.revision() || current.revision() == 0 {
+                *current = state;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Every new copy of the state.
+    pub fn states(&self) -> watch::Receiver<Arc<State>> {
+        self.state_tx.subscribe()
+    }
+
+    /// This host's current copy of the state.
+    pub fn state(&self) -> Arc<State> {
+        self.state_tx.borrow().clone()
+    }
+
+    /// A directory for temporary files (imports, exports) on the same file system as the store.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+
+    /// Applies a command through the cluster and waits until this host's copy has caught up.
+    pub async fn apply(&self, command: pb::Command) -> Result<pb::ApplyResponse> {
+        let response = self.core()?.apply(command).await.map_err(HostError::Cluster)?;
+        self.wait_revision(response.revision).await?;
+        Ok(response)
+    }
+
+    async fn wait_revision(&self, revision: u64) -> Result<Arc<State>> {
+        let mut states = self.states();
+        let waited = tokio::time::timeout(STATE_WAIT, states.wait_for(|s| s.revision() >= revision)).await;
+        match waited {
+            Ok(Ok(state)) => Ok(state.clone()),
+            _ => Err(HostError::Internal(format!(
+                "this host's copy of the cluster state did not reach revision {revision} within {} s",
+                STATE_WAIT.as_secs()
+            ))),
+        }
+    }
+
+    fn netconf_path(&self, id: &str) -> PathBuf {
+        self.dir.join("netconf").join(format!("{id}.json"))
+    }
+
+    /// What weft wired for container `id` (default for containers it did not wire).
+    pub fn netconf(&self, id: &str) -> NetConf {
+        std::fs::read(self.netconf_path(id))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save_netconf(&self, id: &str, conf: &NetConf) -> Result<()> {
+        let path = self.netconf_path(id);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(conf).expect("serialisable"))
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(io_internal("save network config"))
+    }
+
+    /// Creates, wires and starts a container as `request` says. On any failure everything done so
+    /// far is undone: no container, namespace, endpoint or port is left behind.
+    pub async fn run(self: &Arc<Self>, request: pb::RunRequest) -> Result<ContainerSpec> {
+        let _serial = self.serial.lock().await;
+        let image = {
+            let images = self.images.clone();
+            let reference = request.image.clone();
+            blocking(move || Ok(images.get(&reference)?)).await?
+        };
+        let layers = {
+            let images = self.images.clone();
+            let image = image.clone();
+            blocking(move || Ok(images.layer_dirs(&image)?)).await?
+        };
+        let mut spec = crate::spec::container_spec(&image, layers, &request)?;
+        spec.id = Runtime::new_id()?;
+        if spec.name.is_empty() {
+            spec.name = spec.id[..12].to_string();
+        }
+        if self.runtime.find(&spec.name).is_ok() {
+            return Err(HostError::Conflict(format!(
+                "the container name {:?} is already in use: pick another --name or remove that container",
+                spec.name
+            )));
+        }
+        let ports = request.publish.iter().map(|p| ports::parse(p)).collect::<Result<Vec<_>>>()?;
+        let mode = parse_mode(&request.network)?;
+        let mut conf = NetConf {
+            mode: if request.network.is_empty() { "bridge".into() } else { request.network.clone() },
+            auto_remove: request.auto_remove,
+            stop_grace: request.stop_grace,
+            ..NetConf::default()
+        };
+        if !ports.is_empty() && !matches!(mode, ModeRequest::Network(_)) {
+            return Err(HostError::Invalid(format!(
+                "-p needs a network of its own: --network {} shares another namespace",
+                conf.mode
+            )));
+        }
+        let network = match &mode {
+            ModeRequest::Network(name) => Some(self.network_for_run(name).await?),
+            _ => None,
+        };
+        ports::check_free(&self.all_ports(), &ports)?;
+        // From here on, every step is undone on failure.
+        let result =
+            self.wire_and_start(&mut spec, &mode, network.as_ref(), &request, ports, &mut conf).await;
+        if let Err(e) = result {
+            self.undo(&spec.id, &conf).await;
+            let _ = std::fs::remove_file(self.netconf_path(&spec.id));
+            return Err(e);
+        }
+        Ok(spec)
+    }
+
+    /// The network `name` for a new container; the default bridge is created on first use.
+    async fn network_for_run(&self, name: &str) -> Result<weft_state::Network> {
+        if let Some(n) = self.state().network(name) {
+            return Ok(n.clone());
+        }
+        if name == DEFAULT_BRIDGE {
+            let command = cmd::create_network(name, Driver::Bridge, &[DEFAULT_BRIDGE_SUBNET], 0, 0);
+            match self.apply(command).await {
+                Ok(_) => {}
+                Err(HostError::Cluster(s)) if s.message().contains("already exists") => {}
+                Err(e) => return Err(e),
+            }
+            // Another host may have created it first: wait until this host sees it.
+            for _ in 0..100 {
+                if let Some(n) = self.state().network(name) {
+                    return Ok(n.clone());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Err(HostError::NotFound(format!(
+            "network {name:?} not found: create it with `weft network create {name}` or see `weft network ls`"
+        )))
+    }
+
+    async fn wire_and_start(
+        &self,
+        spec: &mut ContainerSpec,
+        mode: &ModeRequest,
+        network: Option<&weft_state::Network>,
+        request: &pb::RunRequest,
+        ports: Vec<PortSpec>,
+        conf: &mut NetConf,
+    ) -> Result<()> {
+        match mode {
+            ModeRequest::Host => spec.network = NetworkMode::Host,
+            ModeRequest::None => spec.network = NetworkMode::None,
+            ModeRequest::Container(target) => {
+                let target_spec = self.runtime.find(target).map_err(|_| {
+                    HostError::NotFound(format!("--network container:{target}: no such container"))
+                })?;
+                let ContainerStatus::Running(run) = self.runtime.status(&target_spec.id)? else {
+                    return Err(HostError::Precondition(format!(
+                        "--network container:{target}: that container is not running; start it first"
+                    )));
+                };
+                spec.network = NetworkMode::Join(PathBuf::from(format!("/proc/{}/ns/net", run.pid)));
+                let target_conf = self.netconf(&target_spec.id);
+                spec.dns =
+                    target_conf.attachments.iter().filter_map(|a| a.gateway).map(|g| g.to_string()).collect();
+            }
+            ModeRequest::Network(_) => {
+                let network = network.expect("resolved network");
+                let netns_path = self.dir.join("netns").join(&spec.id[..12]);
+                let ns = NetNs::create_at(&netns_path, &spec.name)?;
+                conf.netns = Some(netns_path.clone());
+                self.save_netconf(&spec.id, conf)?;
+                let attachment = self
+                    .attach(&ns, network, &spec.id, &spec.name, &request.aliases, &request.ip, "eth0", conf)
+                    .await?;
+                spec.network = NetworkMode::Join(netns_path);
+                let short = &spec.id[..12];
+                for ip in &attachment.ips {
+                    spec.hosts.push(format!("{ip}\t{} {short}", spec.name));
+                }
+                // User-defined networks resolve container names through the embedded DNS on their
+                // gateway; the default bridge, as Docker's, uses the host's resolvers.
+                if let Some(gateway) = attachment.gateway.filter(|_| network.name != DEFAULT_BRIDGE) {
+                    spec.dns = vec![gateway.to_string()];
+                }
+                if !ports.is_empty() {
+                    let ip = attachment.ips.iter().find(|i| i.is_ipv4()).copied().ok_or_else(|| {
+                        HostError::Invalid("-p needs an IPv4 address on the container's network".into())
+                    })?;
+                    conf.ports = ports.into_iter().map(|p| p.to(ip)).collect();
+                    self.save_netconf(&spec.id, conf)?;
+                    self.sync_ports().await?;
+                }
+            }
+        }
+        if spec.hostname.is_empty() && matches!(mode, ModeRequest::Host) {
+            spec.hostname =
+                std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().into();
+        }
+        self.save_netconf(&spec.id, conf)?;
+        let runtime = self.runtime.clone();
+        let to_create = spec.clone();
+        *spec = blocking(move || {
+            let created = runtime.create(to_create)?;
+            runtime.start(&created.id)?;
+            Ok(created)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Allocates an endpoint of `network` for the container and wires it into `ns` as `ifname`.
+    #[allow(clippy::too_many_arguments)]
+    async fn attach(
+        &self,
+        ns: &NetNs,
+        network: &weft_state::Network,
+        container_id: &str,
+        name: &str,
+        aliases: &[String],
+        ip: &str,
+        ifname: &str,
+        conf: &mut NetConf,
+    ) -> Result<Attachment> {
+        let mut command = cmd::allocate_endpoint(&network.name, self.id, container_id, name, ip);
+        if let Some(pb::command::Kind::AllocateEndpoint(a)) = command.kind.as_mut() {
+            a.aliases = aliases.to_vec();
+        }
+        let response = self.apply(command).await?;
+        let Some(pb::outcome::Kind::Endpoint(endpoint)) = response.outcome.and_then(|o| o.kind) else {
+            return Err(HostError::Internal("the cluster answered an allocation without an endpoint".into()));
+        };
+        let state = self.state();
+        let mut attachment = Attachment {
+            network: network.name.clone(),
+            endpoint: endpoint.id,
+            host_ifname: weft_overlay::attach::host_ifname(endpoint.id),
+            ifname: ifname.into(),
+            ips: endpoint.ips.iter().filter_map(|i| i.parse().ok()).collect(),
+            mac: endpoint.mac.clone(),
+            gateway: None,
+        };
+        conf.attachments.push(attachment.clone());
+        self.save_netconf(container_id, conf)?;
+        let mtu = match state.node(self.id) {
+            Some(me) => self.nl.underlay_mtu(me.underlay).await.unwrap_or(1500),
+            None => 1500,
+        };
+        let mut spec = weft_overlay::attach::spec_for(&state, endpoint.id, mtu).ok_or_else(|| {
+            HostError::Internal(format!("endpoint {} is not in this host's copy of the state", endpoint.id))
+        })?;
+        spec.ifname = ifname.into();
+        if ifname != "eth0" {
+            // A second network adds routes to its subnets, not a second default route.
+            spec.extra_routes = spec.gateways.iter().zip(&network.subnets).map(|(g, s)| (*s, *g)).collect();
+            spec.gateways.clear();
+        }
+        attachment.gateway = spec.gateways.first().copied().or(spec.extra_routes.first().map(|r| r.1));
+        conf.attachments.last_mut().expect("pushed").gateway = attachment.gateway;
+        self.save_netconf(container_id, conf)?;
+        weft_overlay::attach::attach(&self.nl, ns, &spec)
+            .await
+            .map_err(|e| HostError::Internal(e.to_string()))?;
+        Ok(attachment)
+    }
+
+    /// Undoes what weft wired for a container (ports, veths, namespace, endpoints) and removes
+    /// the container record if there is one. Best effort: what fails is logged, and an endpoint
+    /// that could not be released stays in the netconf file for the janitor.
+    async fn undo(&self, id: &str, conf: &NetConf) {
+        let runtime = self.runtime.clone();
+        let owned = id.to_string();
+        let _ = blocking(move || Ok(runtime.remove(&owned, true)?)).await;
+        let mut left = conf.clone();
+        if !conf.ports.is_empty() {
+            left.ports.clear();
+            let _ = self.save_netconf(id, &left);
+            if let Err(e) = self.sync_ports().await {
+                tracing::warn!(error = %e, "removing published ports failed");
+            }
+        }
+        for a in &conf.attachments {
+            let _ = weft_overlay::attach::detach(&self.nl, &a.host_ifname).await;
+        }
+        if let Some(path) = &conf.netns
+            && path.exists()
+            && let Err(e) = NetNs::delete_at(path, id)
+        {
+            tracing::warn!(error = %e, "removing the container's namespace failed");
+        }
+        left.netns = None;
+        let mut kept = Vec::new();
+        for a in &conf.attachments {
+            if self.state().endpoint(a.endpoint).is_none() {
+                continue;
+            }
+            match self.apply(cmd::release_endpoint(a.endpoint)).await {
+                Ok(_) => {}
+                Err(HostError::Cluster(s)) if s.message().contains("unknown endpoint") => {}
+                Err(e) => {
+                    tracing::warn!(endpoint = a.endpoint, error = %e, "releasing the endpoint failed; will retry");
+                    kept.push(a.clone());
+                }
+            }
+        }
+        left.attachments = kept;
+        if left.attachments.is_empty() {
+            let _ = std::fs::remove_file(self.netconf_path(id));
+        } else {
+            let _ = self.save_netconf(id, &left);
+        }
+    }
+
+    /// Removes a container (a running one only with `force`) and everything weft wired for it.
+    pub async fn remove(&self, reference: &str, force: bool) -> Result<()> {
+        let _serial = self.serial.lock().await;
+        let spec = self.runtime.find(reference)?;
+        if !force && matches!(self.runtime.status(&spec.id)?, ContainerStatus::Running(_)) {
+            return Err(HostError::Precondition(format!(
+                "container {} is running: stop it first or use rm -f",
+                spec.name
+            )));
+        }
+        let conf = self.netconf(&spec.id);
+        self.undo(&spec.id, &conf).await;
+        Ok(())
+    }
+
+    /// Stops a container (SIGTERM, SIGKILL after `grace`, by default its own `--init-grace`) and
+    /// withdraws its published ports.
+    pub async fn stop(&self, reference: &str, grace: Option<Duration>) -> Result<ContainerSpec> {
+        let spec = self.runtime.find(reference)?;
+        let grace = grace.unwrap_or_else(|| match self.netconf(&spec.id).stop_grace {
+            0 => Duration::from_secs(10),
+            s => Duration::from_secs(s.into()),
+        });
+        let runtime = self.runtime.clone();
+        let id = spec.id.clone();
+        blocking(move || Ok(runtime.stop(&id, grace)?)).await?;
+        self.sync_ports().await?;
+        Ok(spec)
+    }
+
+    /// Every published port of a running container on this host.
+    fn all_ports(&self) -> Vec<PortSpec> {
+        let Ok(list) = self.runtime.list() else { return Vec::new() };
+        list.iter()
+            .filter(|(_, status)| matches!(status, ContainerStatus::Running(_)))
+            .flat_map(|(spec, _)| self.netconf(&spec.id).ports)
+            .collect()
+    }
+
+    /// Rewrites weft's port table from the running containers' netconf files (plus the one being
+    /// started, whose file is already written).
+    pub async fn sync_ports(&self) -> Result<()> {
+        let mut wanted = self.all_ports();
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("netconf")) {
+            for entry in entries.flatten() {
+                let id = entry.file_name().to_string_lossy().trim_end_matches(".json").to_string();
+                let created = self.runtime.find(&id).is_ok();
+                if !created {
+                    wanted.extend(self.netconf(&id).ports);
+                }
+            }
+        }
+        wanted.sort();
+        wanted.dedup();
+        ports::apply(&ports::script(&wanted)).await.map_err(|e| HostError::Internal(format!("nftables: {e}")))
+    }
+
+    /// Connects a running container to one more network.
+    pub async fn connect(&self, request: &pb::ConnectRequest) -> Result<ContainerSpec> {
+        let _serial = self.serial.lock().await;
+        let spec = self.runtime.find(&request.container)?;
+        let ContainerStatus::Running(run) = self.runtime.status(&spec.id)? else {
+            return Err(HostError::Precondition(format!("container {} is not running", spec.name)));
+        };
+        let mut conf = self.netconf(&spec.id);
+        if conf.netns.is_none() {
+            return Err(HostError::Invalid(format!(
+                "container {} uses --network {}: it has no network of its own to extend",
+                spec.name, conf.mode
+            )));
+        }
+        if conf.attachments.iter().any(|a| a.network == request.network) {
+            return Err(HostError::Conflict(format!(
+                "container {} is already connected to network {}",
+                spec.name, request.network
+            )));
+        }
+        let network = self.state().network(&request.network).cloned().ok_or_else(|| {
+            HostError::NotFound(format!("network {:?} not found (see `weft network ls`)", request.network))
+        })?;
+        let ns = NetNs::of_pid(run.pid)?;
+        let ifname = format!("eth{}", conf.attachments.len());
+        let before = conf.clone();
+        match self
+            .attach(&ns, &network, &spec.id, &spec.name, &request.aliases, &request.ip, &ifname, &mut conf)
+            .await
+        {
+            Ok(_) => Ok(spec),
+            Err(e) => {
+                if let Some(added) = conf.attachments.iter().find(|a| !before.attachments.contains(a)) {
+                    let _ = weft_overlay::attach::detach(&self.nl, &added.host_ifname).await;
+                    let _ = self.apply(cmd::release_endpoint(added.endpoint)).await;
+                }
+                let _ = self.save_netconf(&spec.id, &before);
+                Err(e)
+            }
+        }
+    }
+
+    /// Disconnects a running container from a network.
+    pub async fn disconnect(&self, request: &pb::ConnectRequest) -> Result<ContainerSpec> {
+        let _serial = self.serial.lock().await;
+        let spec = self.runtime.find(&request.container)?;
+        let mut conf = self.netconf(&spec.id);
+        let Some(position) = conf.attachments.iter().position(|a| a.network == request.network) else {
+            return Err(HostError::NotFound(format!(
+                "container {} is not connected to network {}",
+                spec.name, request.network
+            )));
+        };
+        let attachment = conf.attachments.remove(position);
+        weft_overlay::attach::detach(&self.nl, &attachment.host_ifname)
+            .await
+            .map_err(|e| HostError::Internal(e.to_string()))?;
+        self.save_netconf(&spec.id, &conf)?;
+        self.apply(cmd::release_endpoint(attachment.endpoint)).await?;
+        Ok(spec)
+    }
+
+    /// Periodic housekeeping: removes exited `--rm` containers, and retries releasing endpoints
+    /// of removed containers that the cluster could not take back at the time.
+    pub async fn janitor(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tick.tick() => {}
+            }
+            let Ok(list) = self.runtime.list() else { continue };
+            let mut ids: BTreeMap<String, bool> = BTreeMap::new();
+            for (spec, status) in &list {
+                ids.insert(spec.id.clone(), matches!(status, ContainerStatus::Exited(_)));
+            }
+            for (id, exited) in &ids {
+                if *exited && self.netconf(id).auto_remove {
+                    let _ = self.remove(id, true).await;
+                }
+            }
+            let Ok(entries) = std::fs::read_dir(self.dir.join("netconf")) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(id) = name.strip_suffix(".json") else { continue };
+                let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+                // Files younger than a few seconds may belong to a container being started.
+                if !ids.contains_key(id) && age.is_some_and(|a| a > Duration::from_secs(30)) {
+                    let _serial = self.serial.lock().await;
+                    let conf = self.netconf(id);
+                    self.undo(id, &conf).await;
+                }
+            }
+        }
+    }
+
+    /// The attachments of a container, for inspect and ps.
+    pub fn networks_of(&self, id: &str) -> Vec<pb::ContainerNetwork> {
+        self.netconf(id)
+            .attachments
+            .iter()
+            .map(|a| pb::ContainerNetwork {
+                network: a.network.clone(),
+                ips: a.ips.iter().map(ToString::to_string).collect(),
+                mac: a.mac.clone(),
+                endpoint_id: a.endpoint,
+                gateway: a.gateway.map(|g| g.to_string()).unwrap_or_default(),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,218 @@
+//! Prometheus metrics on `--metrics ADDR`: `GET /metrics` in the text exposition format. Raft
+//! (term, leader, commit and applied index, proposal latency), the worker's watch lag, the
+//! overlay reconciler (runs, actions, drift repaired, duration), containers by state and
+//! addresses used and free per network.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use weft_runtime::container::ContainerStatus;
+
+use crate::host::Host;
+use crate::service::RoleCore;
+
+/// Upper bounds of the proposal latency buckets, in seconds.
+const BUCKETS: [f64; 11] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// A latency histogram with fixed buckets, lock-free.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    const fn new() -> Histogram {
+        Histogram {
+            buckets: [const { AtomicU64::new(0) }; BUCKETS.len()],
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            if secs <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", bucket.load(Ordering::Relaxed));
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// Latency of the proposals this manager made, from submission to the applied outcome.
+pub static PROPOSALS: Histogram = Histogram::new();
+
+/// Revisions this node's copy of the state was behind the leader at its last heartbeat.
+pub static WATCH_LAG: AtomicU64 = AtomicU64::new(0);
+
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+        value.load(Ordering::Relaxed)
+    );
+}
+
+fn escape(label: &str) -> String {
+    label.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// The metrics page.
+pub fn render(host: &Host, overlay: &weft_overlay::Metrics) -> String {
+    let mut out = String::new();
+    let state = host.state();
+    gauge(
+        &mut out,
+        "weft_state_revision",
+        "Revision of this node's copy of the cluster state.",
+        state.revision(),
+    );
+    if let Some(core) = host.current_core() {
+        match &core.role {
+            RoleCore::Manager(m) => {
+                let status = m.node.status();
+                gauge(&mut out, "weft_raft_term", "Current Raft term.", status.term);
+                gauge(&mut out, "weft_raft_leader", "Raft id of the leader (0: none known).", status.leader);
+                gauge(
+                    &mut out,
+                    "weft_raft_is_leader",
+                    "1 when this node leads.",
+                    u8::from(status.leader == core.id),
+                );
+                gauge(&mut out, "weft_raft_commit_index", "Raft commit index.", status.commit);
+                gauge(&mut out, "weft_raft_applied_index", "Raft applied index.", status.applied);
+                gauge(&mut out, "weft_raft_voters", "Voting members.", status.voters.len());
+            }
+            RoleCore::Worker(_) => {}
+        }
+    }
+    PROPOSALS.render(
+        "weft_raft_proposal_duration_seconds",
+        "Time from proposing a command to its applied outcome.",
+        &mut out,
+    );
+    gauge(
+        &mut out,
+        "weft_watch_lag_revisions",
+        "Revisions this node's state was behind the leader at the last heartbeat.",
+        WATCH_LAG.load(Ordering::Relaxed),
+    );
+    counter(&mut out, "weft_reconcile_runs_total", "Overlay reconcile runs.", &overlay.runs);
+    counter(&mut out, "weft_reconcile_errors_total", "Reconcile runs that failed in part.", &overlay.errors);
+    counter(
+        &mut out,
+        "weft_reconcile_drift_repaired_total",
+        "Kernel changes undone by the reconciler.",
+        &overlay.drift_repaired,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP weft_reconcile_actions_total Kernel actions applied, by kind.\n# TYPE weft_reconcile_actions_total counter"
+    );
+    for (kind, n) in overlay.actions() {
+        let _ = writeln!(out, "weft_reconcile_actions_total{{action=\"{kind}\"}} {n}");
+    }
+    gauge(
+        &mut out,
+        "weft_reconcile_duration_seconds",
+        "Duration of the last reconcile run.",
+        overlay.last_duration_us.load(Ordering::Relaxed) as f64 / 1e6,
+    );
+    let (mut created, mut running, mut exited) = (0, 0, 0);
+    for (_, status) in host.runtime.list().unwrap_or_default() {
+        match status {
+            ContainerStatus::Created => created += 1,
+            ContainerStatus::Running(_) => running += 1,
+            ContainerStatus::Exited(_) => exited += 1,
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP weft_containers Containers on this host, by state.\n# TYPE weft_containers gauge"
+    );
+    for (label, n) in [("created", created), ("running", running), ("exited", exited)] {
+        let _ = writeln!(out, "weft_containers{{state=\"{label}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP weft_network_addresses Addresses of each network, used or free.\n# TYPE weft_network_addresses gauge"
+    );
+    for network in state.networks() {
+        let info = crate::agent_api::network_info(&state, network);
+        let name = escape(&network.name);
+        let _ = writeln!(out, "weft_network_addresses{{network=\"{name}\",kind=\"used\"}} {}", info.used);
+        let _ = writeln!(out, "weft_network_addresses{{network=\"{name}\",kind=\"free\"}} {}", info.free);
+    }
+    out
+}
+
+/// Serves `/metrics` on `listener` until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    host: Arc<Host>,
+    overlay: Arc<weft_overlay::Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (mut stream, _) = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+        };
+        let (host, overlay) = (host.clone(), overlay.clone());
+        tokio::spawn(async move {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+                match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => request.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            let line = String::from_utf8_lossy(&request).lines().next().unwrap_or("").to_string();
+            let path = line.split_whitespace().nth(1).unwrap_or("");
+            let (status, kind, body) =
+                if line.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
+                    let h = host.clone();
+                    let body =
+                        tokio::task::spawn_blocking(move || render(&h, &overlay)).await.unwrap_or_default();
+                    ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
+                } else {
+                    ("404 Not Found", "text/plain", "only /metrics is served here\n".to_string())
+                };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+        });
+    }
+}

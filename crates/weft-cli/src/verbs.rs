@@ -1,0 +1,865 @@
+//! The node-local verbs: networks, images and containers, over the agent API.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use weft_proto::v1 as pb;
+use weft_proto::v1::agent_client::AgentClient;
+
+use crate::{Format, print_table};
+
+type Api = AgentClient<Channel>;
+
+fn err(s: tonic::Status) -> String {
+    s.message().to_string()
+}
+
+fn json<T: serde::Serialize>(value: &T) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub(crate) enum DriverArg {
+    Bridge,
+    Overlay,
+}
+
+/// `weft network ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum NetworkCommand {
+    /// Creates a network.
+    Create {
+        /// overlay (every host, VXLAN) or bridge (a local bridge on each host).
+        #[arg(short, long, value_enum, default_value = "bridge")]
+        driver: DriverArg,
+        /// Subnet in CIDR form, one per address family (default: a free /16 from 10.44.0.0 up).
+        #[arg(long)]
+        subnet: Vec<String>,
+        /// No traffic to or from outside the network.
+        #[arg(long)]
+        internal: bool,
+        /// Labels, KEY=VALUE.
+        #[arg(long)]
+        label: Vec<String>,
+        /// The network's name.
+        name: String,
+    },
+    /// Lists networks.
+    #[command(alias = "list")]
+    Ls {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Shows networks with their endpoints on every host (JSON).
+    Inspect {
+        /// Network names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Removes networks (refused while containers use them).
+    Rm {
+        /// Network names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Connects a running container to a network.
+    Connect {
+        /// Another name for the container on this network.
+        #[arg(long)]
+        alias: Vec<String>,
+        /// A fixed address.
+        #[arg(long)]
+        ip: Option<String>,
+        /// The network.
+        network: String,
+        /// The container.
+        container: String,
+    },
+    /// Disconnects a container from a network.
+    Disconnect {
+        /// The network.
+        network: String,
+        /// The container.
+        container: String,
+    },
+}
+
+/// `weft image ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImageCommand {
+    /// Imports an OCI image layout or docker-save archive (a tar file, or - for stdin).
+    Import {
+        /// Name to give the image (NAME[:TAG]).
+        #[arg(short = 't', long)]
+        tag: Option<String>,
+        /// The archive, or - for stdin.
+        file: String,
+    },
+    /// Writes an image as a tar archive (docker-save or OCI layout).
+    Export {
+        /// docker or oci.
+        #[arg(long, default_value = "docker")]
+        format: String,
+        /// Output file (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The image.
+        image: String,
+    },
+    /// Lists images.
+    #[command(alias = "list")]
+    Ls {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Shows images (JSON).
+    Inspect {
+        /// Image names or ids.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Removes images (refused while containers use them).
+    Rm {
+        /// Image names or ids.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Adds a name to an image.
+    Tag {
+        /// The image.
+        image: String,
+        /// The new name.
+        name: String,
+    },
+}
+
+/// `weft run`'s flags.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Run in the background and print the container's id.
+    #[arg(short, long)]
+    detach: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Container name.
+    #[arg(long)]
+    name: Option<String>,
+    /// bridge (default), host, none, container:NAME, or a network's name.
+    #[arg(long, alias = "net")]
+    network: Option<String>,
+    /// Another name on the network.
+    #[arg(long = "network-alias")]
+    network_alias: Vec<String>,
+    /// A fixed address on the network.
+    #[arg(long)]
+    ip: Option<String>,
+    /// Publish a port: [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp].
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// Environment variable KEY=VALUE.
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Bind mount HOST_PATH:CONTAINER_PATH[:ro].
+    #[arg(short = 'v', long = "volume")]
+    volume: Vec<String>,
+    /// Memory limit (e.g. 64m, 1g, or bytes).
+    #[arg(short = 'm', long)]
+    memory: Option<String>,
+    /// CPUs (e.g. 0.5).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Maximum number of tasks.
+    #[arg(long)]
+    pids_limit: Option<u64>,
+    /// Host name inside the container.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// User (uid[:gid] or name[:group]).
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Replaces the image's entrypoint ("" clears it).
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Seconds `weft stop` waits after SIGTERM before SIGKILL, unless told otherwise.
+    #[arg(long, default_value_t = 10)]
+    init_grace: u32,
+    /// The image.
+    image: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// Parses a Docker-style size: bytes, or a number with b, k, m or g.
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (number, unit) = match lower.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => lower.split_at(i),
+        None => (lower.as_str(), "b"),
+    };
+    let value: f64 =
+        number.parse().map_err(|_| format!("--memory {text:?}: expected a size like 64m or 1g"))?;
+    let scale: u64 = match unit.trim_end_matches('b') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return Err(format!("--memory {text:?}: unknown unit {unit:?} (use b, k, m or g)")),
+    };
+    let bytes = (value * scale as f64) as u64;
+    if bytes == 0 {
+        return Err(format!("--memory {text:?}: must be more than zero"));
+    }
+    Ok(bytes)
+}
+
+fn parse_signal(text: &str) -> Result<i32, String> {
+    if let Ok(n) = text.parse::<i32>() {
+        return Ok(n);
+    }
+    let name = text.trim_start_matches("SIG").to_ascii_uppercase();
+    let n = match name.as_str() {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "KILL" => 9,
+        "USR1" => 10,
+        "USR2" => 12,
+        "TERM" => 15,
+        "CONT" => 18,
+        "STOP" => 19,
+        "WINCH" => 28,
+        _ => return Err(format!("unknown signal {text:?} (use a number or a name like TERM, KILL, HUP)")),
+    };
+    Ok(n)
+}
+
+fn driver_name(driver: i32) -> &'static str {
+    match pb::NetworkDriver::try_from(driver) {
+        Ok(pb::NetworkDriver::Overlay) => "overlay",
+        Ok(pb::NetworkDriver::Bridge) => "bridge",
+        _ => "?",
+    }
+}
+
+fn network_json(info: &pb::NetworkInfo) -> serde_json::Value {
+    let n = info.network.clone().unwrap_or_default();
+    let endpoints: Vec<serde_json::Value> = info
+        .endpoints
+        .iter()
+        .map(|e| {
+            let ep = e.endpoint.clone().unwrap_or_default();
+            serde_json::json!({
+                "id": ep.id, "container": ep.container_id, "name": ep.name, "aliases": ep.aliases,
+                "ips": ep.ips, "mac": ep.mac, "node": e.node_name,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "id": n.id, "name": n.name, "driver": driver_name(n.driver), "subnets": n.subnets,
+        "vni": n.vni, "internal": n.internal,
+        "labels": n.labels.iter().map(|l| (l.key.clone(), serde_json::Value::from(l.value.clone()))).collect::<serde_json::Map<_, _>>(),
+        "gateways": info.gateways, "addresses_used": info.used, "addresses_free": info.free,
+        "endpoints": endpoints,
+    })
+}
+
+fn image_json(i: &pb::ImageInfo) -> serde_json::Value {
+    serde_json::json!({
+        "id": i.id, "names": i.names, "created": i.created, "layers": i.layers,
+        "config": serde_json::from_str::<serde_json::Value>(&i.config_json).unwrap_or_default(),
+    })
+}
+
+fn container_json(c: &pb::ContainerInfo) -> serde_json::Value {
+    serde_json::json!({
+        "id": c.id, "name": c.name, "image": c.image, "command": c.command, "state": c.state,
+        "exit_code": c.exit_code, "pid": c.pid, "started_ns": c.started_ns, "finished_ns": c.finished_ns,
+        "oom_killed": c.oom_killed, "error": c.error, "hostname": c.hostname,
+        "network_mode": c.network_mode, "auto_remove": c.auto_remove,
+        "networks": c.networks.iter().map(|n| serde_json::json!({
+            "network": n.network, "ips": n.ips, "mac": n.mac, "gateway": n.gateway, "endpoint": n.endpoint_id,
+        })).collect::<Vec<_>>(),
+        "ports": c.ports.iter().map(|p| serde_json::json!({
+            "host_ip": p.host_ip, "host_port": p.host_port, "container_port": p.container_port, "protocol": p.protocol,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn short(id: &str) -> String {
+    id.trim_start_matches("sha256:").chars().take(12).collect()
+}
+
+/// Runs a `network` verb.
+pub(crate) async fn network(api: &mut Api, command: NetworkCommand) -> Result<u8, String> {
+    match command {
+        NetworkCommand::Create { driver, subnet, internal, label, name } => {
+            let mut labels = Vec::new();
+            for l in label {
+                let (key, value) =
+                    l.split_once('=').ok_or_else(|| format!("--label {l:?}: expected KEY=VALUE"))?;
+                labels.push(pb::Label { key: key.into(), value: value.into() });
+            }
+            let driver = match driver {
+                DriverArg::Bridge => pb::NetworkDriver::Bridge,
+                DriverArg::Overlay => pb::NetworkDriver::Overlay,
+            } as i32;
+            let request = pb::CreateNetworkRequest { name, driver, subnets: subnet, internal, labels };
+            let info = api.create_network(request).await.map_err(err)?.into_inner();
+            let n = info.network.unwrap_or_default();
+            println!("{} {} {}", n.name, driver_name(n.driver), n.subnets.join(","));
+        }
+        NetworkCommand::Ls { format } => {
+            let list = api.list_networks(pb::Empty {}).await.map_err(err)?.into_inner();
+            if format == Format::Json {
+                json(&list.networks.iter().map(network_json).collect::<Vec<_>>());
+                return Ok(0);
+            }
+            let rows = list
+                .networks
+                .iter()
+                .map(|i| {
+                    let n = i.network.clone().unwrap_or_default();
+                    vec![
+                        n.name,
+                        driver_name(n.driver).into(),
+                        n.subnets.join(","),
+                        if n.vni == 0 { "-".into() } else { n.vni.to_string() },
+                        if n.internal { "yes".into() } else { "no".into() },
+                        i.endpoints.len().to_string(),
+                    ]
+                })
+                .collect();
+            print_table(&["NAME", "DRIVER", "SUBNET", "VNI", "INTERNAL", "ENDPOINTS"], rows);
+        }
+        NetworkCommand::Inspect { names } => {
+            let mut out = Vec::new();
+            for name in names {
+                out.push(network_json(
+                    &api.inspect_network(pb::NetworkRef { name }).await.map_err(err)?.into_inner(),
+                ));
+            }
+            json(&out);
+        }
+        NetworkCommand::Rm { names } => {
+            for name in names {
+                api.remove_network(pb::NetworkRef { name: name.clone() }).await.map_err(err)?;
+                println!("{name}");
+            }
+        }
+        NetworkCommand::Connect { alias, ip, network, container } => {
+            let request =
+                pb::ConnectRequest { network, container, aliases: alias, ip: ip.unwrap_or_default() };
+            let c = api.connect_network(request).await.map_err(err)?.into_inner();
+            println!("{}", c.name);
+        }
+        NetworkCommand::Disconnect { network, container } => {
+            let request = pb::ConnectRequest { network, container, ..Default::default() };
+            let c = api.disconnect_network(request).await.map_err(err)?.into_inner();
+            println!("{}", c.name);
+        }
+    }
+    Ok(0)
+}
+
+/// Runs an `image` verb.
+pub(crate) async fn image(api: &mut Api, command: ImageCommand) -> Result<u8, String> {
+    match command {
+        ImageCommand::Import { tag, file } => {
+            let mut reader: Box<dyn Read + Send> = if file == "-" {
+                Box::new(std::io::stdin())
+            } else {
+                Box::new(std::fs::File::open(&file).map_err(|e| format!("cannot read {file}: {e}"))?)
+            };
+            let total = if file == "-" { None } else { std::fs::metadata(&file).ok().map(|m| m.len()) };
+            let (tx, rx) = tokio::sync::mpsc::channel::<pb::ImportChunk>(4);
+            let name = tag.unwrap_or_default();
+            let progress = std::io::stderr().is_terminal();
+            let sender = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+                let mut sent = 0u64;
+                let mut first = true;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = reader.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+                    if n == 0 && !first {
+                        return Ok(sent);
+                    }
+                    let chunk = pb::ImportChunk {
+                        name: if first { name.clone() } else { String::new() },
+                        data: buf[..n].to_vec(),
+                    };
+                    first = false;
+                    sent += n as u64;
+                    if tx.blocking_send(chunk).is_err() {
+                        return Ok(sent);
+                    }
+                    if progress {
+                        match total {
+                            Some(t) => eprint!("\rimporting: {} / {} MiB", sent >> 20, t >> 20),
+                            None => eprint!("\rimporting: {} MiB", sent >> 20),
+                        }
+                    }
+                    if n == 0 {
+                        return Ok(sent);
+                    }
+                }
+            });
+            let result = api.import_image(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+            let sent = sender.await.map_err(|e| e.to_string())??;
+            if progress {
+                eprintln!();
+            }
+            let response = result.map_err(err)?.into_inner();
+            for i in &response.images {
+                println!("imported {} ({} bytes read) {}", short(&i.id), sent, i.names.join(" "));
+            }
+        }
+        ImageCommand::Export { format, output, image } => {
+            let mut stream = api
+                .export_image(pb::ExportRequest { reference: image, format })
+                .await
+                .map_err(err)?
+                .into_inner();
+            let mut out: Box<dyn Write> = match &output {
+                Some(path) => Box::new(
+                    std::fs::File::create(path)
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+                ),
+                None if std::io::stdout().is_terminal() => {
+                    return Err(
+                        "refusing to write an image to a terminal: use -o FILE or redirect stdout".into()
+                    );
+                }
+                None => Box::new(std::io::stdout()),
+            };
+            while let Some(chunk) = stream.next().await {
+                out.write_all(&chunk.map_err(err)?.data).map_err(|e| format!("write: {e}"))?;
+            }
+            out.flush().map_err(|e| format!("write: {e}"))?;
+        }
+        ImageCommand::Ls { format } => {
+            let list = api.list_images(pb::Empty {}).await.map_err(err)?.into_inner();
+            if format == Format::Json {
+                json(&list.images.iter().map(image_json).collect::<Vec<_>>());
+                return Ok(0);
+            }
+            let mut rows = Vec::new();
+            for i in &list.images {
+                let names = if i.names.is_empty() { vec!["<none>".to_string()] } else { i.names.clone() };
+                for n in names {
+                    rows.push(vec![n, short(&i.id), i.layers.to_string(), i.created.clone()]);
+                }
+            }
+            print_table(&["NAME", "ID", "LAYERS", "CREATED"], rows);
+        }
+        ImageCommand::Inspect { images } => {
+            let mut out = Vec::new();
+            for reference in images {
+                out.push(image_json(
+                    &api.inspect_image(pb::ImageRef { reference }).await.map_err(err)?.into_inner(),
+                ));
+            }
+            json(&out);
+        }
+        ImageCommand::Rm { images } => {
+            for reference in images {
+                api.remove_image(pb::ImageRef { reference: reference.clone() }).await.map_err(err)?;
+                println!("{reference}");
+            }
+        }
+        ImageCommand::Tag { image, name } => {
+            api.tag_image(pb::TagRequest { reference: image, name }).await.map_err(err)?;
+        }
+    }
+    Ok(0)
+}
+
+async fn follow_logs(api: &mut Api, reference: &str, follow: bool) -> Result<(), String> {
+    let mut stream =
+        api.logs(pb::LogsRequest { reference: reference.into(), follow }).await.map_err(err)?.into_inner();
+    while let Some(line) = stream.next().await {
+        let line = line.map_err(err)?;
+        if line.stream == "stderr" {
+            eprintln!("{}", line.line);
+        } else {
+            println!("{}", line.line);
+        }
+    }
+    Ok(())
+}
+
+/// `weft run`.
+pub(crate) async fn run(api: &mut Api, args: RunArgs) -> Result<u8, String> {
+    let memory = args.memory.as_deref().map(parse_size).transpose()?.unwrap_or(0);
+    let (has_entrypoint, entrypoint) = match &args.entrypoint {
+        Some(e) if e.is_empty() => (true, vec![]),
+        Some(e) => (true, vec![e.clone()]),
+        None => (false, vec![]),
+    };
+    let request = pb::RunRequest {
+        image: args.image,
+        name: args.name.unwrap_or_default(),
+        network: args.network.unwrap_or_default(),
+        ip: args.ip.unwrap_or_default(),
+        publish: args.publish,
+        env: args.env,
+        volumes: args.volume,
+        memory,
+        cpus: args.cpus.unwrap_or(0.0),
+        pids_limit: args.pids_limit.unwrap_or(0),
+        hostname: args.hostname.unwrap_or_default(),
+        workdir: args.workdir.unwrap_or_default(),
+        user: args.user.unwrap_or_default(),
+        has_entrypoint,
+        entrypoint,
+        command: args.command,
+        // Attached runs remove the container themselves once they have its exit status.
+        auto_remove: args.rm && args.detach,
+        aliases: args.network_alias,
+        stop_grace: args.init_grace,
+    };
+    let info = api.run(request).await.map_err(err)?.into_inner();
+    if args.detach {
+        println!("{}", info.id);
+        return Ok(0);
+    }
+    follow_logs(api, &info.id, true).await?;
+    let code =
+        api.wait(pb::ContainerRef { reference: info.id.clone() }).await.map_err(err)?.into_inner().exit_code;
+    if args.rm {
+        api.remove_container(pb::RemoveContainerRequest { reference: info.id, force: true })
+            .await
+            .map_err(err)?;
+    }
+    Ok(code.clamp(0, 255) as u8)
+}
+
+/// The container verbs beside `run`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ContainerCommand {
+    /// Lists containers (running ones; -a for all).
+    Ps {
+        /// Show all containers, also stopped ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Prints a container's output.
+    Logs {
+        /// Keep following the output until the container exits.
+        #[arg(short, long)]
+        follow: bool,
+        /// The container.
+        container: String,
+    },
+    /// Runs a command inside a running container.
+    Exec {
+        /// Run in the background.
+        #[arg(short, long)]
+        detach: bool,
+        /// Pass stdin to the command.
+        #[arg(short, long)]
+        interactive: bool,
+        /// Allocate a terminal (not supported yet).
+        #[arg(short, long)]
+        tty: bool,
+        /// The container.
+        container: String,
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Stops containers: SIGTERM, then SIGKILL after the grace period.
+    Stop {
+        /// Seconds to wait before SIGKILL (default: the container's --init-grace, 10).
+        #[arg(short, long)]
+        time: Option<u32>,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Sends a signal to containers.
+    Kill {
+        /// The signal (name or number).
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Removes containers.
+    Rm {
+        /// Kill running containers first.
+        #[arg(short, long)]
+        force: bool,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Shows containers (JSON).
+    Inspect {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Resource usage of running containers.
+    Stats {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Containers (default: every running one).
+        containers: Vec<String>,
+    },
+    /// Waits for containers to exit and prints their exit codes.
+    Wait {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+}
+
+fn age(ns: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let secs = now.saturating_sub(ns) / 1_000_000_000;
+    match secs {
+        0..=59 => format!("{secs} seconds"),
+        60..=3599 => format!("{} minutes", secs / 60),
+        3600..=86399 => format!("{} hours", secs / 3600),
+        _ => format!("{} days", secs / 86400),
+    }
+}
+
+/// Runs a container verb.
+pub(crate) async fn container(api: &mut Api, command: ContainerCommand) -> Result<u8, String> {
+    match command {
+        ContainerCommand::Ps { all, format } => {
+            let list =
+                api.list_containers(pb::ListContainersRequest { all }).await.map_err(err)?.into_inner();
+            if format == Format::Json {
+                json(&list.containers.iter().map(container_json).collect::<Vec<_>>());
+                return Ok(0);
+            }
+            let rows = list
+                .containers
+                .iter()
+                .map(|c| {
+                    let status = match c.state.as_str() {
+                        "running" => format!("Up {}", age(c.started_ns)),
+                        "exited" => format!("Exited ({}) {} ago", c.exit_code, age(c.finished_ns)),
+                        other => other.to_string(),
+                    };
+                    let ips: Vec<String> = c.networks.iter().flat_map(|n| n.ips.clone()).collect();
+                    let ports: Vec<String> = c
+                        .ports
+                        .iter()
+                        .map(|p| {
+                            let ip =
+                                if p.host_ip.is_empty() { String::new() } else { format!("{}:", p.host_ip) };
+                            format!("{ip}{}->{}/{}", p.host_port, p.container_port, p.protocol)
+                        })
+                        .collect();
+                    vec![
+                        short(&c.id),
+                        c.name.clone(),
+                        short(&c.image),
+                        c.command.join(" ").chars().take(30).collect(),
+                        status,
+                        c.network_mode.clone(),
+                        ips.join(","),
+                        ports.join(","),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["CONTAINER ID", "NAME", "IMAGE", "COMMAND", "STATUS", "NETWORK", "IP", "PORTS"],
+                rows,
+            );
+        }
+        ContainerCommand::Logs { follow, container } => follow_logs(api, &container, follow).await?,
+        ContainerCommand::Exec { detach, interactive, tty, container, command } => {
+            if tty {
+                return Err("exec -t: terminals are not supported yet; use -i without -t".into());
+            }
+            return exec(api, container, command, interactive, detach).await;
+        }
+        ContainerCommand::Stop { time, containers } => {
+            for reference in containers {
+                api.stop(pb::StopRequest { reference: reference.clone(), grace_seconds: time })
+                    .await
+                    .map_err(err)?;
+                println!("{reference}");
+            }
+        }
+        ContainerCommand::Kill { signal, containers } => {
+            let signal = parse_signal(&signal)?;
+            for reference in containers {
+                api.kill(pb::KillRequest { reference: reference.clone(), signal }).await.map_err(err)?;
+                println!("{reference}");
+            }
+        }
+        ContainerCommand::Rm { force, containers } => {
+            for reference in containers {
+                api.remove_container(pb::RemoveContainerRequest { reference: reference.clone(), force })
+                    .await
+                    .map_err(err)?;
+                println!("{reference}");
+            }
+        }
+        ContainerCommand::Inspect { containers } => {
+            let mut out = Vec::new();
+            for reference in containers {
+                let c =
+                    api.inspect_container(pb::ContainerRef { reference }).await.map_err(err)?.into_inner();
+                out.push(container_json(&c));
+            }
+            json(&out);
+        }
+        ContainerCommand::Stats { format, containers } => {
+            let references = if containers.is_empty() {
+                let list =
+                    api.list_containers(pb::ListContainersRequest { all: false }).await.map_err(err)?;
+                list.into_inner().containers.into_iter().map(|c| c.id).collect()
+            } else {
+                containers
+            };
+            let mut stats = Vec::new();
+            for reference in references {
+                stats.push(api.stats(pb::ContainerRef { reference }).await.map_err(err)?.into_inner());
+            }
+            if format == Format::Json {
+                json(&stats
+                    .iter()
+                    .map(|s| serde_json::json!({
+                        "id": s.id, "name": s.name, "memory_bytes": s.memory_bytes,
+                        "memory_limit": s.memory_limit, "cpu_usage_ns": s.cpu_usage_ns, "pids": s.pids,
+                    }))
+                    .collect::<Vec<_>>());
+                return Ok(0);
+            }
+            let rows = stats
+                .iter()
+                .map(|s| {
+                    let limit = if s.memory_limit == 0 {
+                        "-".into()
+                    } else {
+                        format!("{:.1}MiB", s.memory_limit as f64 / 1048576.0)
+                    };
+                    vec![
+                        short(&s.id),
+                        s.name.clone(),
+                        format!("{:.1}MiB", s.memory_bytes as f64 / 1048576.0),
+                        limit,
+                        format!("{:.2}s", s.cpu_usage_ns as f64 / 1e9),
+                        s.pids.to_string(),
+                    ]
+                })
+                .collect();
+            print_table(&["CONTAINER ID", "NAME", "MEM USAGE", "MEM LIMIT", "CPU TIME", "PIDS"], rows);
+        }
+        ContainerCommand::Wait { containers } => {
+            let mut last = 0;
+            for reference in containers {
+                last = api.wait(pb::ContainerRef { reference }).await.map_err(err)?.into_inner().exit_code;
+                println!("{last}");
+            }
+            return Ok(last.clamp(0, 255) as u8);
+        }
+    }
+    Ok(0)
+}
+
+async fn exec(
+    api: &mut Api,
+    container: String,
+    command: Vec<String>,
+    interactive: bool,
+    detach: bool,
+) -> Result<u8, String> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::ExecInput>(8);
+    tx.send(pb::ExecInput {
+        reference: container,
+        command,
+        interactive,
+        close_stdin: !interactive,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    if interactive {
+        tokio::task::spawn_blocking(move || {
+            let mut stdin = std::io::stdin();
+            let mut buf = vec![0u8; 32 << 10];
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.blocking_send(pb::ExecInput { close_stdin: true, ..Default::default() });
+                        return;
+                    }
+                    Ok(n) => {
+                        if tx
+                            .blocking_send(pb::ExecInput { stdin: buf[..n].to_vec(), ..Default::default() })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    } else {
+        drop(tx);
+    }
+    let mut stream =
+        api.exec(tokio_stream::wrappers::ReceiverStream::new(rx)).await.map_err(err)?.into_inner();
+    if detach {
+        return Ok(0);
+    }
+    let (mut out, mut errout) = (std::io::stdout(), std::io::stderr());
+    while let Some(message) = stream.next().await {
+        let message = message.map_err(err)?;
+        if !message.stdout.is_empty() {
+            let _ = out.write_all(&message.stdout);
+            let _ = out.flush();
+        }
+        if !message.stderr.is_empty() {
+            let _ = errout.write_all(&message.stderr);
+        }
+        if message.exited {
+            return Ok(message.exit_code.clamp(0, 255) as u8);
+        }
+    }
+    Err("the exec stream ended without an exit status".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_signals() {
+        assert_eq!(parse_size("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("1.5k").unwrap(), 1536);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5x").unwrap_err().contains("unknown unit"));
+        assert_eq!(parse_signal("SIGTERM").unwrap(), 15);
+        assert_eq!(parse_signal("hup").unwrap(), 1);
+        assert_eq!(parse_signal("9").unwrap(), 9);
+        assert!(parse_signal("BOGUS").is_err());
+    }
+}

@@ -1,0 +1,258 @@
+//! The little of RFC 1035 the server needs: read one question, write answers of type A or AAAA,
+//! or an error code. No I/O.
+
+use std::net::IpAddr;
+
+/// Record type A.
+pub const TYPE_A: u16 = 1;
+/// Record type AAAA.
+pub const TYPE_AAAA: u16 = 28;
+/// Class IN.
+pub const CLASS_IN: u16 = 1;
+const HEADER_LEN: usize = 12;
+
+/// Why a packet could not be read as a query.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnsError {
+    /// Shorter than what it announces.
+    #[error("truncated message")]
+    Truncated,
+    /// A response, or not exactly one question.
+    #[error("not a single-question query")]
+    NotAQuery,
+    /// A name that breaks the label rules (compression in a question, labels over 63 bytes).
+    #[error("malformed name")]
+    BadName,
+}
+
+/// Response codes the server sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rcode {
+    /// Answered (possibly with no records of the asked type).
+    NoError = 0,
+    /// The query could not be read.
+    FormErr = 1,
+    /// Forwarding failed.
+    ServFail = 2,
+    /// The name does not exist.
+    NxDomain = 3,
+    /// The client may not ask this server.
+    Refused = 5,
+}
+
+/// The one question of a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// Message id.
+    pub id: u16,
+    /// The name asked, lower case, without the trailing dot.
+    pub name: String,
+    /// Record type asked.
+    pub qtype: u16,
+    /// Record class asked.
+    pub qclass: u16,
+    /// Recursion desired.
+    pub recursion_desired: bool,
+    /// Where the question ends in the packet.
+    question_end: usize,
+}
+
+fn u16_at(packet: &[u8], at: usize) -> Result<u16, DnsError> {
+    let bytes = packet.get(at..at + 2).ok_or(DnsError::Truncated)?;
+    Ok(u16::from_be_bytes([bytes[0], bytes[1]]))
+}
+
+/// Reads the question of a query packet.
+pub fn parse_query(packet: &[u8]) -> Result<Query, DnsError> {
+    if packet.len() < HEADER_LEN {
+        return Err(DnsError::Truncated);
+    }
+    let id = u16_at(packet, 0)?;
+    let flags = u16_at(packet, 2)?;
+    if flags & 0x8000 != 0 || u16_at(packet, 4)? != 1 {
+        return Err(DnsError::NotAQuery);
+    }
+    let mut at = HEADER_LEN;
+    let mut labels: Vec<String> = Vec::new();
+    loop {
+        let len = *packet.get(at).ok_or(DnsError::Truncated)? as usize;
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        if len > 63 {
+            return Err(DnsError::BadName);
+        }
+        let label = packet.get(at..at + len).ok_or(DnsError::Truncated)?;
+        labels.push(String::from_utf8_lossy(label).to_ascii_lowercase());
+        at += len;
+        if at - HEADER_LEN > 255 {
+            return Err(DnsError::BadName);
+        }
+    }
+    let qtype = u16_at(packet, at)?;
+    let qclass = u16_at(packet, at + 2)?;
+    Ok(Query {
+        id,
+        name: labels.join("."),
+        qtype,
+        qclass,
+        recursion_desired: flags & 0x0100 != 0,
+        question_end: at + 4,
+    })
+}
+
+fn header(query: &Query, packet: &[u8], rcode: Rcode, answers: u16) -> Vec<u8> {
+    let opcode = u16_at(packet, 2).unwrap_or(0) & 0x7800;
+    let mut flags: u16 = 0x8000 | opcode | 0x0400 | 0x0080 | rcode as u16;
+    if query.recursion_desired {
+        flags |= 0x0100;
+    }
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(&query.id.to_be_bytes());
+    out.extend_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&answers.to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out.extend_from_slice(&packet[HEADER_LEN..query.question_end]);
+    out
+}
+
+/// An authoritative answer to `query` (read from `packet`) with the records of `ips` that match
+/// the asked type: A for IPv4, AAAA for IPv6. No matching record is a NOERROR with no answers, as
+/// for any name that exists. TTL 0: containers come and go, nothing should cache them.
+pub fn answer(packet: &[u8], query: &Query, ips: &[IpAddr]) -> Vec<u8> {
+    let in_class = query.qclass == CLASS_IN || query.qclass == 255;
+    let wanted: Vec<&IpAddr> = ips
+        .iter()
+        .filter(|_| in_class)
+        .filter(|ip| match query.qtype {
+            TYPE_A => ip.is_ipv4(),
+            TYPE_AAAA => ip.is_ipv6(),
+            255 => true,
+            _ => false,
+        })
+        .collect();
+    let mut out = header(query, packet, Rcode::NoError, wanted.len() as u16);
+    for ip in wanted {
+        out.extend_from_slice(&[0xC0, HEADER_LEN as u8]);
+        let (kind, data): (u16, Vec<u8>) = match ip {
+            IpAddr::V4(v4) => (TYPE_A, v4.octets().to_vec()),
+            IpAddr::V6(v6) => (TYPE_AAAA, v6.octets().to_vec()),
+        };
+        out.extend_from_slice(&kind.to_be_bytes());
+        out.extend_from_slice(&CLASS_IN.to_be_bytes());
+        out.extend_from_slice(&0u32.to_be_bytes());
+        out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        out.extend_from_slice(&data);
+    }
+    out
+}
+
+/// A reply carrying only `rcode` (and the question).
+pub fn error(packet: &[u8], query: &Query, rcode: Rcode) -> Vec<u8> {
+    header(query, packet, rcode, 0)
+}
+
+/// A FORMERR reply to a packet that could not be parsed, when at least its id is readable.
+pub fn format_error(packet: &[u8]) -> Option<Vec<u8>> {
+    let id = u16_at(packet, 0).ok()?;
+    let mut out = Vec::with_capacity(HEADER_LEN);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&(0x8000u16 | Rcode::FormErr as u16).to_be_bytes());
+    out.extend_from_slice(&[0; 8]);
+    Some(out)
+}
+
+/// A query packet for `name` (tests and the CLI's troubleshooting use it).
+pub fn query_packet(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&0x0100u16.to_be_bytes());
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&[0; 6]);
+    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    out.extend_from_slice(&qtype.to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    out
+}
+
+/// The response code and the addresses of the A/AAAA records of a response.
+pub fn parse_answers(packet: &[u8]) -> Result<(u16, Vec<IpAddr>), DnsError> {
+    let rcode = u16_at(packet, 2)? & 0x000F;
+    let questions = u16_at(packet, 4)?;
+    let answers = u16_at(packet, 6)?;
+    let mut at = HEADER_LEN;
+    let skip_name = |mut at: usize| -> Result<usize, DnsError> {
+        loop {
+            let len = *packet.get(at).ok_or(DnsError::Truncated)?;
+            if len & 0xC0 == 0xC0 {
+                return Ok(at + 2);
+            }
+            at += 1 + len as usize;
+            if len == 0 {
+                return Ok(at);
+            }
+        }
+    };
+    for _ in 0..questions {
+        at = skip_name(at)? + 4;
+    }
+    let mut ips = Vec::new();
+    for _ in 0..answers {
+        at = skip_name(at)?;
+        let kind = u16_at(packet, at)?;
+        let len = u16_at(packet, at + 8)? as usize;
+        let data = packet.get(at + 10..at + 10 + len).ok_or(DnsError::Truncated)?;
+        match (kind, len) {
+            (TYPE_A, 4) => ips.push(IpAddr::from(<[u8; 4]>::try_from(data).expect("4 bytes"))),
+            (TYPE_AAAA, 16) => ips.push(IpAddr::from(<[u8; 16]>::try_from(data).expect("16 bytes"))),
+            _ => {}
+        }
+        at += 10 + len;
+    }
+    Ok((rcode, ips))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_round_trips_through_answer() {
+        let packet = query_packet(0x1234, "DB.", TYPE_A);
+        let q = parse_query(&packet).unwrap();
+        assert_eq!((q.id, q.name.as_str(), q.qtype, q.qclass), (0x1234, "db", TYPE_A, CLASS_IN));
+        let ips: Vec<IpAddr> = vec!["10.44.0.2".parse().unwrap(), "fd00::2".parse().unwrap()];
+        let reply = answer(&packet, &q, &ips);
+        assert_eq!(&reply[..2], &[0x12, 0x34]);
+        assert_eq!(parse_answers(&reply).unwrap(), (0, vec![ips[0]]));
+        let q6 = parse_query(&query_packet(7, "db", TYPE_AAAA)).unwrap();
+        let reply6 = answer(&query_packet(7, "db", TYPE_AAAA), &q6, &ips);
+        assert_eq!(parse_answers(&reply6).unwrap(), (0, vec![ips[1]]));
+    }
+
+    #[test]
+    fn errors_and_garbage() {
+        let packet = query_packet(9, "nope", TYPE_A);
+        let q = parse_query(&packet).unwrap();
+        assert_eq!(parse_answers(&error(&packet, &q, Rcode::NxDomain)).unwrap(), (3, vec![]));
+        assert_eq!(parse_query(&packet[..5]), Err(DnsError::Truncated));
+        let mut response = packet.clone();
+        response[2] |= 0x80;
+        assert_eq!(parse_query(&response), Err(DnsError::NotAQuery));
+        let mut long = packet.clone();
+        long[12] = 64;
+        assert_eq!(parse_query(&long), Err(DnsError::BadName));
+        assert_eq!(parse_answers(&format_error(&packet).unwrap()).unwrap().0, 1);
+        for cut in 0..packet.len() {
+            let _ = parse_query(&packet[..cut]);
+            let _ = parse_answers(&packet[..cut]);
+        }
+    }
+}

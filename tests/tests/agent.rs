@@ -1,0 +1,184 @@
+//! weftd and weft end to end, driven only through the two binaries as a user would: an overlay
+//! network across virtual hosts, containers that find each other by name on every host, the
+//! container verbs, refusals of bad input, and a killed manager shown Down and Ready again.
+
+use std::path::Path;
+use std::time::Duration;
+
+use weft_tests::VirtualHosts;
+use weft_tests::cluster::WeftCluster;
+
+/// Imports the busybox test image on every host given.
+fn import_busybox(cluster: &WeftCluster<'_>, dir: &Path, hosts: &[usize]) {
+    let tar = weft_tests::images::busybox_save_tar(dir);
+    for &i in hosts {
+        let out = cluster.weft_ok(i, &["image", "import", tar.to_str().unwrap()]);
+        assert!(out.contains("busybox:latest"), "{out}");
+    }
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn overlay_containers_find_each_other_by_name_across_hosts() {
+    let bed = VirtualHosts::new(3);
+    let cluster = WeftCluster::new(&bed);
+    cluster.form(3, 0);
+    let scratch = cluster.state_dir(0).with_file_name("images");
+    std::fs::create_dir_all(&scratch).unwrap();
+    import_busybox(&cluster, &scratch, &[0, 1, 2]);
+
+    let created =
+        cluster.weft_ok(0, &["network", "create", "--driver", "overlay", "--subnet", "10.44.0.0/16", "app"]);
+    assert!(created.contains("app overlay 10.44.0.0/16"), "{created}");
+    cluster.weft_ok(0, &["network", "create", "--driver", "overlay", "other"]);
+
+    let db =
+        cluster.weft_ok(1, &["run", "-d", "--name", "db", "--network", "app", "busybox", "sleep", "3600"]);
+    assert_eq!(db.trim().len(), 64, "run -d prints the id: {db}");
+    cluster.weft_ok(0, &["run", "-d", "--name", "web", "--network", "app", "busybox", "sleep", "3600"]);
+
+    // By name, both ways, across hosts.
+    let ping = |host: usize, from: &str, to: &str| {
+        cluster.weft(host, &["exec", from, "ping", "-c", "1", "-W", "2", to])
+    };
+    cluster.eventually("web pings db by name", Duration::from_secs(10), || {
+        ping(0, "web", "db").status.success()
+    });
+    if std::env::var_os("WEFT_TEST_SHOW").is_some() {
+        for args in [
+            vec!["exec", "web", "ping", "-c", "1", "db"],
+            vec!["exec", "web", "cat", "/etc/resolv.conf", "/etc/hosts"],
+            vec!["exec", "web", "ip", "addr"],
+            vec!["ps"],
+        ] {
+            eprintln!("$ weft {}\n{}", args.join(" "), cluster.weft_ok(0, &args));
+        }
+    }
+    let out = ping(1, "db", "web");
+    assert!(out.status.success(), "db pings web: {}", String::from_utf8_lossy(&out.stdout));
+
+    // A container started later on a third host is resolvable at once from the first two.
+    cluster.weft_ok(2, &["run", "-d", "--name", "late", "--network", "app", "busybox", "sleep", "3600"]);
+    cluster.eventually("late resolves from web", Duration::from_secs(1), || {
+        cluster.weft(0, &["exec", "web", "nslookup", "late"]).status.success()
+    });
+    assert!(ping(0, "web", "late").status.success());
+
+    // A container on another network is neither resolvable nor reachable.
+    cluster
+        .weft_ok(2, &["run", "-d", "--name", "stranger", "--network", "other", "busybox", "sleep", "3600"]);
+    let lookup = cluster.weft(2, &["exec", "stranger", "nslookup", "db"]);
+    assert!(!lookup.status.success(), "db must not resolve on another network");
+    let inspect: serde_json::Value = serde_json::from_str(&cluster.weft_ok(1, &["inspect", "db"])).unwrap();
+    let db_ip = inspect[0]["networks"][0]["ips"][0].as_str().unwrap().to_string();
+    assert!(db_ip.starts_with("10.44."), "{inspect}");
+    assert!(!ping(2, "stranger", &db_ip).status.success(), "another network's address is unreachable");
+
+    // network inspect lists the endpoints of every host.
+    let net: serde_json::Value =
+        serde_json::from_str(&cluster.weft_ok(2, &["network", "inspect", "app"])).unwrap();
+    let mut names: Vec<&str> =
+        net[0]["endpoints"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["db", "late", "web"]);
+    let nodes: Vec<&str> =
+        net[0]["endpoints"].as_array().unwrap().iter().map(|e| e["node"].as_str().unwrap()).collect();
+    assert!(nodes.contains(&"h0") && nodes.contains(&"h1") && nodes.contains(&"h2"), "{net}");
+
+    // ps, logs -f, exec, stop, rm.
+    let ps = cluster.weft_ok(1, &["ps"]);
+    assert!(ps.lines().any(|l| l.contains("db") && l.contains("Up") && l.contains(&db_ip)), "{ps}");
+    cluster.weft_ok(
+        1,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "talker",
+            "--network",
+            "app",
+            "busybox",
+            "sh",
+            "-c",
+            "for i in 1 2 3; do echo line$i; sleep 0.2; done",
+        ],
+    );
+    let logs = cluster.weft_ok(1, &["logs", "-f", "talker"]);
+    assert_eq!(logs.lines().collect::<Vec<_>>(), ["line1", "line2", "line3"], "logs -f follows to the end");
+    let code = cluster.weft(1, &["exec", "db", "sh", "-c", "exit 7"]);
+    assert_eq!(code.status.code(), Some(7), "exec returns the command's status");
+    let attached =
+        cluster.weft(1, &["run", "--rm", "--network", "none", "busybox", "sh", "-c", "echo hello; exit 3"]);
+    assert_eq!(attached.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&attached.stdout).trim(), "hello");
+    cluster.weft_ok(1, &["stop", "-t", "1", "db"]);
+    let ps_all = cluster.weft_ok(1, &["ps", "-a"]);
+    assert!(ps_all.lines().any(|l| l.contains("db") && l.contains("Exited")), "{ps_all}");
+    assert!(!cluster.weft_ok(1, &["ps"]).contains(" db "), "stopped containers leave ps");
+
+    // A network in use cannot be removed; once its containers are gone it can, with their addresses.
+    let refused = cluster.weft(0, &["network", "rm", "app"]);
+    assert_eq!(refused.status.code(), Some(125));
+    assert!(stderr(&refused).contains("in use"), "{}", stderr(&refused));
+    for (host, name) in [(1, "db"), (1, "talker"), (0, "web"), (2, "late")] {
+        cluster.weft_ok(host, &["rm", "-f", name]);
+    }
+    cluster.weft_ok(0, &["network", "rm", "app"]);
+    let ls = cluster.weft_ok(2, &["network", "ls"]);
+    assert!(!ls.contains("app") && ls.contains("other"), "{ls}");
+    assert!(
+        std::fs::read_dir(cluster.state_dir(1).join("netns")).unwrap().next().is_none(),
+        "removed containers leave no namespace behind"
+    );
+}
+
+#[test]
+fn killed_manager_is_down_then_ready_and_bad_input_is_refused() {
+    let bed = VirtualHosts::new(3);
+    let cluster = WeftCluster::new(&bed);
+    cluster.form(3, 0);
+    let leader = cluster.leader(0).expect("a leader");
+    let victim = (0..3).find(|i| *i != leader).unwrap();
+    let observer = (0..3).find(|i| *i != leader && *i != victim).unwrap();
+    cluster.kill(victim);
+    let name = format!("h{victim}");
+    let status = |want: &str| {
+        cluster
+            .nodes(observer)
+            .is_ok_and(|nodes| nodes.iter().any(|n| n["name"] == name.as_str() && n["status"] == want))
+    };
+    cluster.eventually("killed manager shown Down", Duration::from_secs(15), || status("Down"));
+    let table = cluster.weft_ok(observer, &["node", "ls"]);
+    assert!(table.lines().any(|l| l.contains(&name) && l.contains("Down")), "{table}");
+    cluster.restart(victim);
+    cluster.eventually("restarted manager shown Ready", Duration::from_secs(15), || status("Ready"));
+
+    // Bad input: a clear message, exit 125 (clap's own errors exit 2), no stack trace, nothing changed.
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["frobnicate"], "unrecognized subcommand"),
+        (vec!["ps", "--bogus"], "unexpected argument"),
+        (vec!["network", "create", "--subnet", "10.50.0.0/33", "n1"], "/33"),
+        (vec!["network", "create", "--subnet", "banana", "n1"], "invalid CIDR"),
+        (vec!["logs", "nosuch"], "no such container"),
+        (vec!["stop", "nosuch"], "no such container"),
+        (vec!["run", "--network", "nosuch", "busybox"], "no such image"),
+        (vec!["network", "rm", "nosuch"], "unknown network"),
+    ];
+    for (args, want) in cases {
+        let out = cluster.weft(observer, &args);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} must fail");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{args:?}: {err}");
+    }
+    assert!(cluster.weft_ok(observer, &["network", "ls"]).lines().count() == 1, "nothing was created");
+    let down = std::process::Command::new(weft_tests::cluster::bin("weft"))
+        .args(["-H", "unix:///nonexistent/weft.sock", "ps"])
+        .output()
+        .unwrap();
+    assert_eq!(down.status.code(), Some(125));
+    assert!(stderr(&down).contains("is weftd running?"), "{}", stderr(&down));
+}
