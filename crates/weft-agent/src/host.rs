@@ -169,6 +169,8 @@ pub struct Host {
     core: RwLock<Option<Arc<Core>>>,
     /// Serialises changes that check-then-act on names, ports and namespaces.
     serial: tokio::sync::Mutex<()>,
+    /// The port table last loaded into nftables.
+    ports_loaded: tokio::sync::Mutex<Option<String>>,
 }
 
 fn io_internal(what: &str) -> impl FnOnce(std::io::Error) -> HostError + '_ {
@@ -199,6 +201,7 @@ impl Host {
             state_tx,
             core: RwLock::new(None),
             serial: tokio::sync::Mutex::new(()),
+            ports_loaded: tokio::sync::Mutex::new(None),
         }))
     }
 
@@ -563,15 +566,16 @@ impl Host {
         let runtime = self.runtime.clone();
         let id = spec.id.clone();
         blocking(move || Ok(runtime.stop(&id, grace)?)).await?;
+        let _serial = self.serial.lock().await;
         self.sync_ports().await?;
         Ok(spec)
     }
 
-    /// Every published port of a running container on this host.
+    /// Every published port of a container on this host that has not exited.
     fn all_ports(&self) -> Vec<PortSpec> {
         let Ok(list) = self.runtime.list() else { return Vec::new() };
         list.iter()
-            .filter(|(_, status)| matches!(status, ContainerStatus::Running(_)))
+            .filter(|(_, status)| !matches!(status, ContainerStatus::Exited(_)))
             .flat_map(|(spec, _)| self.netconf(&spec.id).ports)
             .collect()
     }
@@ -591,7 +595,14 @@ impl Host {
         }
         wanted.sort();
         wanted.dedup();
-        ports::apply(&ports::script(&wanted)).await.map_err(|e| HostError::Internal(format!("nftables: {e}")))
+        let script = ports::script(&wanted);
+        let mut loaded = self.ports_loaded.lock().await;
+        if loaded.as_deref() == Some(script.as_str()) {
+            return Ok(());
+        }
+        ports::apply(&script).await.map_err(|e| HostError::Internal(format!("nftables: {e}")))?;
+        *loaded = Some(script);
+        Ok(())
     }
 
     /// Connects a running container to one more network.
@@ -674,6 +685,11 @@ impl Host {
                 if *exited && self.netconf(id).auto_remove {
                     let _ = self.remove(id, true).await;
                 }
+            }
+            // Containers that exited by themselves withdraw their published ports.
+            let _serial = self.serial.lock().await;
+            if let Err(e) = self.sync_ports().await {
+                tracing::warn!(error = %e, "syncing published ports failed");
             }
             let Ok(entries) = std::fs::read_dir(self.dir.join("netconf")) else { continue };
             for entry in entries.flatten() {

@@ -1,0 +1,166 @@
+//! Docker's network modes through weft, on virtual hosts with a plain namespace on the underlay
+//! standing for the outside world: `host`, `none`, `container:`, the default NAT bridge `weft0`
+//! and published ports, plus the refusals of bad input.
+
+use std::path::Path;
+use std::time::Duration;
+
+use weft_tests::VirtualHosts;
+use weft_tests::cluster::WeftCluster;
+
+fn import_busybox(cluster: &WeftCluster<'_>, dir: &Path, hosts: &[usize]) {
+    let tar = weft_tests::images::busybox_save_tar(dir);
+    for &i in hosts {
+        cluster.weft_ok(i, &["image", "import", tar.to_str().unwrap()]);
+    }
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn host_none_container_bridge_and_published_ports() {
+    // h0 and h1 run weftd; h2 runs nothing and has no route to any container subnet: "outside".
+    let bed = VirtualHosts::new(3);
+    let mut cluster = WeftCluster::new(&bed);
+    cluster.flags.extend(["--metrics".to_string(), "127.0.0.1:9946".to_string()]);
+    cluster.form(1, 1);
+    let scratch = cluster.state_dir(0).with_file_name("images");
+    std::fs::create_dir_all(&scratch).unwrap();
+    import_busybox(&cluster, &scratch, &[0, 1]);
+
+    // host: the host's own eth0 and underlay address.
+    let links = cluster.weft_ok(0, &["run", "--rm", "--network", "host", "busybox", "ip", "-o", "addr"]);
+    assert!(links.contains("eth0") && links.contains("198.51.100.1/24"), "{links}");
+    // none: loopback only.
+    let links = cluster.weft_ok(0, &["run", "--rm", "--network", "none", "busybox", "ip", "-o", "link"]);
+    assert_eq!(links.lines().count(), 1, "{links}");
+    assert!(links.contains("lo:"), "{links}");
+
+    // bridge (the default): an address on weft0's subnet, and the outside reached through NAT
+    // (the outside has no route back to 172.17.0.0/16, so replies arrive only if masqueraded).
+    cluster.weft_ok(0, &["run", "-d", "--name", "srv", "busybox", "nc", "-l", "-p", "8081"]);
+    let inspect: serde_json::Value = serde_json::from_str(&cluster.weft_ok(0, &["inspect", "srv"])).unwrap();
+    assert_eq!(inspect[0]["network_mode"], "bridge");
+    let srv_ip = inspect[0]["networks"][0]["ips"][0].as_str().unwrap().to_string();
+    assert!(srv_ip.starts_with("172.17."), "{inspect}");
+    let out = cluster.weft(0, &["run", "--rm", "busybox", "ping", "-c", "1", "-W", "3", "198.51.100.3"]);
+    assert!(out.status.success(), "bridge reaches the outside: {}{}", stdout(&out), stderr(&out));
+    let weft0 = bed.host(0).output("ip", &["-o", "addr", "show", "weft0"]);
+    assert!(stdout(&weft0).contains("172.17."), "weft0 holds the gateway: {}", stdout(&weft0));
+
+    // container:NAME shares srv's address and sees its listening port.
+    let shared = cluster.weft_ok(
+        0,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "container:srv",
+            "busybox",
+            "sh",
+            "-c",
+            "ip -o addr show eth0; netstat -ltn",
+        ],
+    );
+    assert!(shared.contains(&format!("{srv_ip}/")), "{shared}");
+    assert!(shared.contains(":8081"), "the joined container sees srv's listening port: {shared}");
+
+    // -p: reached from the outside, from another host and from the host itself.
+    cluster.weft_ok(
+        0,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "-p",
+            "8080:80",
+            "busybox",
+            "sh",
+            "-c",
+            "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 80 -h /www",
+        ],
+    );
+    let fetch = |ns: &weft_tests::Namespace| {
+        // busybox's static wget crashes on Debian 12; plain HTTP/1.0 over nc does the same.
+        let get = "printf 'GET / HTTP/1.0\r\n\r\n' | busybox nc -w 3 198.51.100.1 8080";
+        stdout(&ns.output("sh", &["-c", get])).contains("hello-from-web")
+    };
+    cluster.eventually("published port from outside", Duration::from_secs(10), || fetch(bed.host(2)));
+    assert!(fetch(bed.host(1)), "published port from another host");
+    assert!(fetch(bed.host(0)), "published port from the host itself");
+
+    // The same port again is refused, and nothing is left of the refused container.
+    let before = cluster.weft_ok(0, &["ps", "-a"]).lines().count();
+    let clash =
+        cluster.weft(0, &["run", "-d", "--name", "web2", "-p", "8080:8080", "busybox", "sleep", "60"]);
+    assert_eq!(clash.status.code(), Some(125));
+    assert!(stderr(&clash).contains("already published"), "{}", stderr(&clash));
+    assert_eq!(cluster.weft_ok(0, &["ps", "-a"]).lines().count(), before);
+
+    // Prometheus metrics, as curl sees them on the manager and on the worker.
+    let metrics = stdout(&bed.host(0).output("curl", &["-sf", "http://127.0.0.1:9946/metrics"]));
+    for want in [
+        "# TYPE weft_raft_term gauge",
+        "weft_raft_leader ",
+        "weft_raft_commit_index ",
+        "weft_raft_applied_index ",
+        "weft_raft_proposal_duration_seconds_bucket{le=\"0.1\"}",
+        "weft_raft_proposal_duration_seconds_count ",
+        "weft_watch_lag_revisions ",
+        "weft_reconcile_runs_total ",
+        "weft_reconcile_actions_total{action=\"ensure_bridge\"}",
+        "weft_reconcile_drift_repaired_total ",
+        "weft_reconcile_duration_seconds ",
+        "weft_containers{state=\"running\"} 2",
+        "weft_network_addresses{network=\"bridge\",kind=\"used\"} 2",
+        "weft_network_addresses{network=\"bridge\",kind=\"free\"} ",
+    ] {
+        assert!(metrics.contains(want), "metrics lack {want:?}:\n{metrics}");
+    }
+    let proposals: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("weft_raft_proposal_duration_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(proposals >= 3, "network and endpoint writes were proposed: {proposals}");
+    let worker = stdout(&bed.host(1).output("curl", &["-sf", "http://127.0.0.1:9946/metrics"]));
+    assert!(worker.contains("weft_watch_lag_revisions ") && !worker.contains("weft_raft_term"), "{worker}");
+    let missing = bed
+        .host(0)
+        .output("curl", &["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:9946/nope"]);
+    assert_eq!(stdout(&missing), "404");
+
+    // Stopping the container withdraws its port.
+    cluster.weft_ok(0, &["stop", "-t", "1", "web"]);
+    assert!(!fetch(bed.host(2)), "the port is gone once the container stops");
+    let table = bed.host(0).output("nft", &["list", "table", "ip", "weft_ports"]);
+    assert!(!table.status.success() || !stdout(&table).contains("8080"), "{}", stdout(&table));
+
+    // Bad input: each a clear error, nothing changed.
+    let networks = cluster.weft_ok(0, &["network", "ls"]);
+    cluster.weft_ok(0, &["run", "--name", "done", "--network", "none", "busybox", "true"]);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["run", "--network", "nosuch", "busybox", "true"], "network \"nosuch\" not found"),
+        (vec!["run", "--network", "container:ghost", "busybox", "true"], "no such container"),
+        (vec!["run", "--network", "container:done", "busybox", "true"], "not running"),
+        (vec!["run", "--network", "none", "-p", "1:1", "busybox", "true"], "-p needs a network"),
+        (vec!["run", "-p", "80", "busybox", "true"], "expected [IP:]HOST_PORT"),
+        (vec!["network", "create", "--subnet", "172.17.128.0/17", "clash"], "overlaps"),
+        (vec!["network", "rm", "bridge"], "in use"),
+    ];
+    let count = cluster.weft_ok(0, &["ps", "-a"]).lines().count();
+    for (args, want) in cases {
+        let out = cluster.weft(0, &args);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(cluster.weft_ok(0, &["ps", "-a"]).lines().count(), count, "no container was left behind");
+    assert_eq!(cluster.weft_ok(0, &["network", "ls"]), networks, "no network was created or removed");
+}
