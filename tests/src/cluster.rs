@@ -118,7 +118,7 @@ impl<'a> WeftCluster<'a> {
         let mut cmd = self.weftd(i);
         cmd.args(&self.flags)
             .args(extra)
-            .env("WEFT_LOG", "info,weft_agent=debug")
+            .env("WEFT_LOG", "info,weft_agent=debug,weft_overlay=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

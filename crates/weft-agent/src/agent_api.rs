@@ -380,6 +380,91 @@ impl pb::agent_server::Agent for AgentService {
         Ok(Response::new(image_info(&image)))
     }
 
+    async fn build_image(
+        &self,
+        request: Request<Streaming<pb::BuildChunk>>,
+    ) -> Result<Response<pb::BuildResponse>, Status> {
+        self.check(&request)?;
+        let mut stream = request.into_inner();
+        let id = weft_runtime::container::Runtime::new_id().map_err(HostError::from)?;
+        let archive = self.host.tmp_dir().join(format!("context-{id}.tar"));
+        let context = self.host.tmp_dir().join(format!("context-{id}"));
+        let cleanup = |archive: &std::path::Path, context: &std::path::Path| {
+            let _ = std::fs::remove_file(archive);
+            let _ = std::fs::remove_dir_all(context);
+        };
+        let mut options: Option<pb::BuildChunk> = None;
+        let received: Result<(), Status> = async {
+            let mut file = std::fs::File::create(&archive)
+                .map_err(|e| Status::internal(format!("build context: {e}")))?;
+            while let Some(chunk) = stream.next().await {
+                let mut chunk = chunk?;
+                file.write_all(&chunk.context)
+                    .map_err(|e| Status::internal(format!("build context: {e}")))?;
+                if options.is_none() {
+                    chunk.context.clear();
+                    options = Some(chunk);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = received {
+            cleanup(&archive, &context);
+            return Err(e);
+        }
+        let options = options.unwrap_or_default();
+        let host = self.host.clone();
+        let (archive2, context2) = (archive.clone(), context.clone());
+        let built = blocking(move || {
+            let file = std::fs::File::open(&archive2)
+                .map_err(|e| HostError::Internal(format!("build context: {e}")))?;
+            std::fs::create_dir_all(&context2)
+                .map_err(|e| HostError::Internal(format!("build context: {e}")))?;
+            // The tar crate refuses entries that would land outside the directory.
+            tar::Archive::new(file)
+                .unpack(&context2)
+                .map_err(|e| HostError::Invalid(format!("the build context is not a valid tar: {e}")))?;
+            let mut build_args = std::collections::BTreeMap::new();
+            for pair in &options.build_args {
+                let (k, v) = pair
+                    .split_once('=')
+                    .ok_or_else(|| HostError::Invalid(format!("--build-arg {pair}: expected KEY=VALUE")))?;
+                build_args.insert(k.to_string(), v.to_string());
+            }
+            let dockerfile = (!options.dockerfile.is_empty()).then(|| context2.join(&options.dockerfile));
+            let report = weft_runtime::build::builder::Builder::new(&host.images, &host.runtime).build(
+                &weft_runtime::build::builder::BuildOptions {
+                    context: context2.clone(),
+                    dockerfile,
+                    tags: options.tags.clone(),
+                    build_args,
+                    target: (!options.target.is_empty()).then(|| options.target.clone()),
+                    no_cache: options.no_cache,
+                    network_host: false,
+                },
+            )?;
+            Ok(report)
+        })
+        .await;
+        cleanup(&archive, &context);
+        let report = built?;
+        Ok(Response::new(pb::BuildResponse {
+            image: Some(image_info(&report.image)),
+            steps: report
+                .steps
+                .iter()
+                .map(|s| pb::BuildStep {
+                    stage: s.stage as u32,
+                    line: s.line as u32,
+                    text: s.text.clone(),
+                    cached: s.cached,
+                })
+                .collect(),
+            runs_executed: report.runs_executed as u32,
+        }))
+    }
+
     async fn run(&self, request: Request<pb::RunRequest>) -> Result<Response<pb::ContainerInfo>, Status> {
         self.check(&request)?;
         let spec = self.host.run(request.into_inner()).await?;

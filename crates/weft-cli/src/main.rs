@@ -49,7 +49,7 @@ enum Command {
     /// Networks: create, ls, inspect, rm, connect, disconnect.
     #[command(subcommand)]
     Network(verbs::NetworkCommand),
-    /// Images: import, export, ls, inspect, rm, tag.
+    /// Images: import, build, export, ls, inspect, rm, tag.
     #[command(subcommand)]
     Image(verbs::ImageCommand),
     /// Creates and starts a container.

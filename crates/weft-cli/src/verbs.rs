@@ -129,6 +129,26 @@ pub(crate) enum ImageCommand {
         #[arg(required = true)]
         images: Vec<String>,
     },
+    /// Builds an image from a Dockerfile and a context directory.
+    Build {
+        /// Name for the image (NAME[:TAG]); may be given more than once.
+        #[arg(short = 't', long = "tag")]
+        tags: Vec<String>,
+        /// The Dockerfile, relative to the context (default: Dockerfile).
+        #[arg(short = 'f', long = "file")]
+        file: Option<String>,
+        /// Build argument KEY=VALUE.
+        #[arg(long = "build-arg")]
+        build_args: Vec<String>,
+        /// Stop at this stage.
+        #[arg(long)]
+        target: Option<String>,
+        /// Do not use the layer cache.
+        #[arg(long)]
+        no_cache: bool,
+        /// The context directory.
+        context: PathBuf,
+    },
     /// Adds a name to an image.
     Tag {
         /// The image.
@@ -475,6 +495,37 @@ pub(crate) async fn image(api: &mut Api, command: ImageCommand) -> Result<u8, St
                 api.remove_image(pb::ImageRef { reference: reference.clone() }).await.map_err(err)?;
                 println!("{reference}");
             }
+        }
+        ImageCommand::Build { tags, file, build_args, target, no_cache, context } => {
+            if !context.is_dir() {
+                return Err(format!("build context {} is not a directory", context.display()));
+            }
+            // The context travels as a tar, streamed in 1 MiB chunks; the first carries the options.
+            let mut archive = tar::Builder::new(Vec::new());
+            archive.follow_symlinks(false);
+            archive
+                .append_dir_all(".", &context)
+                .map_err(|e| format!("cannot read the build context {}: {e}", context.display()))?;
+            let bytes = archive.into_inner().map_err(|e| format!("build context: {e}"))?;
+            let mut chunks: Vec<pb::BuildChunk> = bytes
+                .chunks(1 << 20)
+                .map(|c| pb::BuildChunk { context: c.to_vec(), ..Default::default() })
+                .collect();
+            if chunks.is_empty() {
+                chunks.push(pb::BuildChunk::default());
+            }
+            chunks[0].tags = tags;
+            chunks[0].dockerfile = file.unwrap_or_default();
+            chunks[0].build_args = build_args;
+            chunks[0].target = target.unwrap_or_default();
+            chunks[0].no_cache = no_cache;
+            let report = api.build_image(tokio_stream::iter(chunks)).await.map_err(err)?.into_inner();
+            for step in &report.steps {
+                let cached = if step.cached { " (cached)" } else { "" };
+                println!("stage {} line {}: {}{cached}", step.stage, step.line, step.text);
+            }
+            let image = report.image.unwrap_or_default();
+            println!("built {} {}", short(&image.id), image.names.join(" "));
         }
         ImageCommand::Tag { image, name } => {
             api.tag_image(pb::TagRequest { reference: image, name }).await.map_err(err)?;

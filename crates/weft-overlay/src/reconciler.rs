@@ -248,8 +248,26 @@ impl Reconciler {
             }
             if let Some(trigger) = pending.take() {
                 let state = states.borrow_and_update().clone();
+                tracing::debug!(?trigger, revision = state.revision(), "reconcile run");
                 // Errors are counted in the metrics and retried on the next trigger.
-                let _ = self.reconcile(&state, trigger).await;
+                match self.reconcile(&state, trigger).await {
+                    Ok(report) => {
+                        for failure in &report.failed {
+                            tracing::warn!(?trigger, error = %failure, "reconcile action failed; retried on the next run");
+                        }
+                        if !report.applied.is_empty() {
+                            tracing::debug!(
+                                ?trigger,
+                                actions = report.applied.len(),
+                                revision = state.revision(),
+                                "reconciled"
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(?trigger, error = %e, "reconcile failed; retried on the next run")
+                    }
+                }
             }
             let due = async {
                 match event_due {
@@ -262,6 +280,7 @@ impl Reconciler {
                 biased;
                 _ = stop.changed() => return Ok(()),
                 Some(event) = events.next() => {
+                    tracing::trace!(?event, relevant = self.relevant(&event), "kernel event");
                     if self.relevant(&event) {
                         self.cache = None;
                         event_due.get_or_insert_with(|| tokio::time::Instant::now() + EVENT_DEBOUNCE);

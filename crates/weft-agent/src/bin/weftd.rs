@@ -188,3 +188,23 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_config_parses_and_flags_win() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/weftd.toml");
+        let args = Args::parse_from(["weftd", "--config", path, "--name", "from-flag"]);
+        let (c, format) = config(args).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/weft"));
+        assert_eq!(c.advertise, Some("192.168.56.11".parse().unwrap()));
+        assert!(c.bootstrap);
+        assert_eq!(c.metrics, Some("127.0.0.1:9946".parse().unwrap()));
+        assert_eq!(c.down_after, Duration::from_secs(5));
+        assert_eq!(c.lease_ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(c.name.as_deref(), Some("from-flag"));
+        assert_eq!(format, "text");
+    }
+}
