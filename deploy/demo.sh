@@ -13,9 +13,13 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 bash tests/deps.sh
 
-echo "== building weftd and weft"
-cargo build --bins --quiet
-bin="$PWD/target/debug"
+if [ -n "${WEFT_BIN_DIR:-}" ]; then
+  bin="$WEFT_BIN_DIR"   # prebuilt binaries (the test that runs this demo sets it)
+else
+  echo "== building weftd and weft"
+  cargo build --bins --quiet
+  bin="$PWD/target/debug"
+fi
 weftd="$bin/weftd"
 weft="$bin/weft"
 

@@ -222,3 +222,64 @@ fn killed_manager_is_down_then_ready_and_bad_input_is_refused() {
     assert_eq!(down.status.code(), Some(125));
     assert!(stderr(&down).contains("is weftd running?"), "{}", stderr(&down));
 }
+
+#[test]
+fn the_readme_demo_runs_and_pings_across_hosts() {
+    // The README's first command, with the binaries this test run built (its own namespaces are
+    // named weftdemo<pid>-*, its addresses 192.0.2.0/24 inside them only).
+    let bin_dir = weft_tests::cluster::bin("weft").parent().unwrap().to_path_buf();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = std::process::Command::new("bash")
+        .arg(root.join("deploy/demo.sh"))
+        .env("WEFT_BIN_DIR", &bin_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "demo failed:\n{text}\n{}", stderr(&out));
+    assert!(text.contains("PING db (10.44."), "{text}");
+    assert!(text.contains("PING web (10.44."), "{text}");
+    assert_eq!(text.matches("3 packets transmitted, 3 packets received").count(), 2, "{text}");
+    assert!(text.contains("\"name\": \"demo\"") && text.contains("host2"), "{text}");
+}
+
+#[test]
+fn local_bridge_networks_resolve_names_and_containers_outlive_weftd() {
+    let bed = VirtualHosts::new(2);
+    let cluster = WeftCluster::new(&bed);
+    cluster.form(1, 1);
+    let scratch = cluster.state_dir(0).with_file_name("images");
+    std::fs::create_dir_all(&scratch).unwrap();
+    import_busybox(&cluster, &scratch, &[1]);
+    cluster.weft_ok(1, &["network", "create", "--subnet", "10.70.0.0/24", "lan"]);
+    cluster.weft_ok(1, &["network", "create", "--driver", "bridge", "lan2"]);
+    for name in ["a", "b"] {
+        cluster.weft_ok(1, &["run", "-d", "--name", name, "--network", "lan", "busybox", "sleep", "3600"]);
+    }
+    cluster.weft_ok(1, &["run", "-d", "--name", "c", "--network", "lan2", "busybox", "sleep", "3600"]);
+    let ping = |from: &str, to: &str| cluster.weft(1, &["exec", from, "ping", "-c", "1", "-W", "2", to]);
+    cluster.eventually("a pings b by name on a local bridge", Duration::from_secs(10), || {
+        ping("a", "b").status.success()
+    });
+    let inspect: serde_json::Value = serde_json::from_str(&cluster.weft_ok(1, &["inspect", "b"])).unwrap();
+    let b_ip = inspect[0]["networks"][0]["ips"][0].as_str().unwrap().to_string();
+    assert!(b_ip.starts_with("10.70.0."), "{inspect}");
+    // Another bridge network on the same host: neither its names nor its addresses.
+    assert!(!cluster.weft(1, &["exec", "c", "nslookup", "b"]).status.success());
+    assert!(!ping("c", &b_ip).status.success(), "bridge networks are isolated from each other");
+    let links = bed.host(1).output("ip", &["-o", "link", "show", "type", "bridge"]);
+    assert!(String::from_utf8_lossy(&links.stdout).contains("wlb-"), "a wlb-<id> bridge per network");
+
+    // weftd killed with SIGKILL and restarted: the containers kept running, their traffic too,
+    // and the new weftd finds and manages them.
+    cluster.kill(1);
+    assert!(bed.host(1).output("ip", &["-o", "link", "show", "type", "bridge"]).status.success());
+    cluster.restart(1);
+    let ps = cluster.weft_ok(1, &["ps"]);
+    assert!(
+        ["a", "b", "c"].iter().all(|n| ps.lines().any(|l| l.contains(&format!(" {n} ")) && l.contains("Up"))),
+        "{ps}"
+    );
+    assert!(ping("a", "b").status.success(), "traffic survives an agent restart");
+    cluster.weft_ok(1, &["rm", "-f", "a", "b", "c"]);
+    cluster.weft_ok(1, &["network", "rm", "lan", "lan2"]);
+}
