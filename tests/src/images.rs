@@ -26,7 +26,7 @@ pub fn busybox_save_dir(dir: &Path) -> PathBuf {
     for applet in [
         "sh", "sleep", "cat", "echo", "ls", "hostname", "ps", "head", "tr", "id", "touch", "seq", "true",
         "false", "wc", "grep", "ping", "nslookup", "nc", "ip", "wget", "httpd", "kill", "printf", "env",
-        "netstat", "timeout", "mkdir", "rm",
+        "netstat", "timeout", "mkdir", "rm", "tty", "stty",
     ] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);

@@ -116,6 +116,9 @@ fn overlay_containers_find_each_other_by_name_across_hosts() {
     let db_ip = inspect[0]["networks"][0]["ips"][0].as_str().unwrap().to_string();
     assert!(db_ip.starts_with("10.44."), "{inspect}");
     assert!(!ping(2, "stranger", &db_ip).status.success(), "another network's address is unreachable");
+    let late: serde_json::Value = serde_json::from_str(&cluster.weft_ok(2, &["inspect", "late"])).unwrap();
+    let late_ip = late[0]["networks"][0]["ips"][0].as_str().unwrap().to_string();
+    assert!(!ping(2, "stranger", &late_ip).status.success(), "isolated on the same host too");
 
     // network inspect lists the endpoints of every host.
     let net: serde_json::Value =
@@ -148,6 +151,20 @@ fn overlay_containers_find_each_other_by_name_across_hosts() {
     );
     let logs = cluster.weft_ok(1, &["logs", "-f", "talker"]);
     assert_eq!(logs.lines().collect::<Vec<_>>(), ["line1", "line2", "line3"], "logs -f follows to the end");
+    // exec -i feeds stdin; exec -t runs on a terminal inside the container.
+    let mut cat = std::process::Command::new(weft_tests::cluster::bin("weft"))
+        .arg("-H")
+        .arg(format!("unix://{}", cluster.socket(1).display()))
+        .args(["exec", "-i", "db", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut cat.stdin.take().unwrap(), b"through stdin\n").unwrap();
+    let cat = cat.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&cat.stdout), "through stdin\n");
+    let tty = cluster.weft_ok(1, &["exec", "-t", "db", "sh", "-c", "tty; exit 0"]);
+    assert!(tty.contains("/dev/pts/"), "{tty}");
     let code = cluster.weft(1, &["exec", "db", "sh", "-c", "exit 7"]);
     assert_eq!(code.status.code(), Some(7), "exec returns the command's status");
     let attached =

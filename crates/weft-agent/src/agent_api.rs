@@ -554,6 +554,18 @@ impl pb::agent_server::Agent for AgentService {
         let first = input.next().await.ok_or_else(|| Status::invalid_argument("exec: no request"))??;
         let command =
             self.host.runtime.exec_command(&first.reference, &first.command).map_err(HostError::from)?;
+        if first.tty {
+            let spec = self.host.runtime.find(&first.reference).map_err(HostError::from)?;
+            let ContainerStatus::Running(run) =
+                self.host.runtime.status(&spec.id).map_err(HostError::from)?
+            else {
+                return Err(Status::failed_precondition(format!("container {} is not running", spec.name)));
+            };
+            let ptmx = std::path::PathBuf::from(format!("/proc/{}/root/dev/pts/ptmx", run.pid));
+            let (tx, rx) = mpsc::channel::<Result<pb::ExecOutput, Status>>(64);
+            crate::tty::run(&ptmx, command, first, input, tx)?;
+            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+        }
         let mut command = tokio::process::Command::from(command);
         command
             .stdin(if first.interactive { std::process::Stdio::piped() } else { std::process::Stdio::null() })

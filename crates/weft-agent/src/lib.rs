@@ -15,4 +15,5 @@ pub mod service;
 pub mod spec;
 pub mod tls;
 pub mod transport;
+pub mod tty;
 pub mod watch;

@@ -622,7 +622,7 @@ pub(crate) enum ContainerCommand {
         /// Pass stdin to the command.
         #[arg(short, long)]
         interactive: bool,
-        /// Allocate a terminal (not supported yet).
+        /// Run the command on a terminal (with -i: an interactive shell).
         #[arg(short, long)]
         tty: bool,
         /// The container.
@@ -742,10 +742,7 @@ pub(crate) async fn container(api: &mut Api, command: ContainerCommand) -> Resul
         }
         ContainerCommand::Logs { follow, container } => follow_logs(api, &container, follow).await?,
         ContainerCommand::Exec { detach, interactive, tty, container, command } => {
-            if tty {
-                return Err("exec -t: terminals are not supported yet; use -i without -t".into());
-            }
-            return exec(api, container, command, interactive, detach).await;
+            return exec(api, container, command, interactive, tty, detach).await;
         }
         ContainerCommand::Stop { time, containers } => {
             for reference in containers {
@@ -833,25 +830,86 @@ pub(crate) async fn container(api: &mut Api, command: ContainerCommand) -> Resul
     Ok(0)
 }
 
+/// The terminal's rows and columns, when stdout is one.
+fn window_size() -> (u32, u32) {
+    let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ writes a winsize to the pointer.
+    if unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut size) } == 0 {
+        (size.ws_row.into(), size.ws_col.into())
+    } else {
+        (0, 0)
+    }
+}
+
+/// Puts the terminal on stdin in raw mode while alive (keys go to the container's terminal as
+/// they are typed), and restores it when dropped.
+struct RawMode(Option<libc::termios>);
+
+impl RawMode {
+    fn enter() -> RawMode {
+        if !std::io::stdin().is_terminal() {
+            return RawMode(None);
+        }
+        // SAFETY: tcgetattr/tcsetattr on fd 0 with a termios we own.
+        unsafe {
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut saved) != 0 {
+                return RawMode(None);
+            }
+            let mut raw = saved;
+            libc::cfmakeraw(&mut raw);
+            libc::tcsetattr(0, libc::TCSANOW, &raw);
+            RawMode(Some(saved))
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            // SAFETY: restores the attributes saved by enter().
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, saved) };
+        }
+    }
+}
+
 async fn exec(
     api: &mut Api,
     container: String,
     command: Vec<String>,
     interactive: bool,
+    tty: bool,
     detach: bool,
 ) -> Result<u8, String> {
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::ExecInput>(8);
-    tx.send(pb::ExecInput {
+    let (rows, cols) = if tty { window_size() } else { (0, 0) };
+    let first = pb::ExecInput {
         reference: container,
         command,
         interactive,
         close_stdin: !interactive,
+        tty,
+        rows,
+        cols,
         ..Default::default()
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    };
+    tx.send(first).await.map_err(|e| e.to_string())?;
+    if tty {
+        // The window follows the client's terminal.
+        let resize = tx.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut changes) = signal(SignalKind::window_change()) else { return };
+            while changes.recv().await.is_some() {
+                let (rows, cols) = window_size();
+                if resize.send(pb::ExecInput { rows, cols, ..Default::default() }).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     if interactive {
-        tokio::task::spawn_blocking(move || {
+        std::thread::spawn(move || {
             let mut stdin = std::io::stdin();
             let mut buf = vec![0u8; 32 << 10];
             loop {
@@ -871,7 +929,7 @@ async fn exec(
                 }
             }
         });
-    } else {
+    } else if !tty {
         drop(tx);
     }
     let mut stream =
@@ -879,6 +937,7 @@ async fn exec(
     if detach {
         return Ok(0);
     }
+    let _raw = if tty && interactive { Some(RawMode::enter()) } else { None };
     let (mut out, mut errout) = (std::io::stdout(), std::io::stderr());
     while let Some(message) = stream.next().await {
         let message = message.map_err(err)?;
