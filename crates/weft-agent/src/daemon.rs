@@ -628,6 +628,8 @@ impl LocalServices {
             weft_overlay::OverlayConfig::new(id),
         );
         let overlay_metrics = reconciler.metrics();
+        let reconciled = reconciler.reconciled();
+        host.set_reconciled(reconciled.clone());
         let states = host.states();
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -636,26 +638,7 @@ impl LocalServices {
             }
         });
         let (zones_tx, zones_rx) = watch::channel(Arc::new(weft_dns::Zones::default()));
-        {
-            let mut states = host.states();
-            let mut stop = shutdown.clone();
-            tokio::spawn(async move {
-                loop {
-                    let zones = crate::dns::zones(&states.borrow_and_update(), id);
-                    zones_tx.send_if_modified(|current| {
-                        let changed = **current != zones;
-                        if changed {
-                            *current = Arc::new(zones);
-                        }
-                        changed
-                    });
-                    tokio::select! {
-                        _ = stop.wait_for(|s| *s) => return,
-                        changed = states.changed() => if changed.is_err() { return },
-                    }
-                }
-            });
-        }
+        tokio::spawn(follow_zones(id, reconciled, host.states(), zones_tx, shutdown.clone()));
         let upstreams =
             weft_dns::server::upstreams_of(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
         tokio::spawn(weft_dns::run(zones_rx, upstreams, shutdown.clone()));
@@ -667,5 +650,56 @@ impl LocalServices {
             tokio::spawn(crate::metrics::serve(listener, host, overlay_metrics, shutdown));
         }
         Ok(LocalServices { ready: std::sync::atomic::AtomicBool::new(false) })
+    }
+}
+
+/// How long DNS keeps answering from the reconciled state while the reconciler cannot catch up
+/// with a newer one (a failing action); after that it answers from the newest state.
+const ZONES_FALLBACK: Duration = Duration::from_secs(2);
+
+/// Keeps the DNS zones of node `id` current. Names resolve once this host's kernel can reach
+/// them: zones follow the state the overlay reconciler has applied, not the newest one; only a
+/// reconciler stuck behind for [`ZONES_FALLBACK`] makes them follow the newest state instead.
+async fn follow_zones(
+    id: u64,
+    mut reconciled: watch::Receiver<Arc<weft_state::State>>,
+    mut latest: watch::Receiver<Arc<weft_state::State>>,
+    zones: watch::Sender<Arc<weft_dns::Zones>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut behind_since: Option<Instant> = None;
+    loop {
+        let applied = reconciled.borrow_and_update().clone();
+        let newest = latest.borrow_and_update().clone();
+        let source = if applied.revision() >= newest.revision() {
+            behind_since = None;
+            applied
+        } else if behind_since.get_or_insert_with(Instant::now).elapsed() >= ZONES_FALLBACK {
+            newest
+        } else {
+            applied
+        };
+        let next = crate::dns::zones(&source, id);
+        zones.send_if_modified(|current| {
+            let changed = **current != next;
+            if changed {
+                *current = Arc::new(next);
+            }
+            changed
+        });
+        // Still within the grace period: look again when it ends (not after: no busy loop).
+        let recheck_at = behind_since.map(|since| since + ZONES_FALLBACK).filter(|at| *at > Instant::now());
+        let recheck = async {
+            match recheck_at {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            changed = reconciled.changed() => if changed.is_err() { return },
+            changed = latest.changed() => if changed.is_err() { return },
+            _ = recheck => {}
+        }
     }
 }

@@ -171,6 +171,8 @@ pub struct Host {
     serial: tokio::sync::Mutex<()>,
     /// The port table last loaded into nftables.
     ports_loaded: tokio::sync::Mutex<Option<String>>,
+    /// The state the overlay reconciler last applied in full.
+    reconciled: std::sync::OnceLock<watch::Receiver<Arc<State>>>,
 }
 
 fn io_internal(what: &str) -> impl FnOnce(std::io::Error) -> HostError + '_ {
@@ -202,12 +204,30 @@ impl Host {
             core: RwLock::new(None),
             serial: tokio::sync::Mutex::new(()),
             ports_loaded: tokio::sync::Mutex::new(None),
+            reconciled: std::sync::OnceLock::new(),
         }))
     }
 
     /// The control plane of the current role.
     pub fn set_core(&self, core: Option<Arc<Core>>) {
         *self.core.write().unwrap() = core;
+    }
+
+    /// Hands over the reconciler's view of what the kernel holds (set once, at start).
+    pub fn set_reconciled(&self, reconciled: watch::Receiver<Arc<State>>) {
+        let _ = self.reconciled.set(reconciled);
+    }
+
+    /// Waits (at most [`STATE_WAIT`]) until this host's routes and devices reflect `revision`, so
+    /// a container is started with its whole network path in place. A reconciler that cannot
+    /// catch up (a failing action) is logged, not fatal: it keeps retrying.
+    async fn wait_reconciled(&self, revision: u64) {
+        let Some(mut reconciled) = self.reconciled.get().cloned() else { return };
+        let waited =
+            tokio::time::timeout(STATE_WAIT, reconciled.wait_for(|s| s.revision() >= revision)).await;
+        if !matches!(waited, Ok(Ok(_))) {
+            tracing::warn!(revision, "the overlay has not caught up with this endpoint yet; starting anyway");
+        }
     }
 
     /// The control plane of the current role, if one runs.
@@ -456,6 +476,7 @@ impl Host {
             a.aliases = aliases.to_vec();
         }
         let response = self.apply(command).await?;
+        let response_revision = response.revision;
         let Some(pb::outcome::Kind::Endpoint(endpoint)) = response.outcome.and_then(|o| o.kind) else {
             return Err(HostError::Internal("the cluster answered an allocation without an endpoint".into()));
         };
@@ -490,6 +511,7 @@ impl Host {
         weft_overlay::attach::attach(&self.nl, ns, &spec)
             .await
             .map_err(|e| HostError::Internal(e.to_string()))?;
+        self.wait_reconciled(response_revision).await;
         Ok(attachment)
     }
 

@@ -336,11 +336,20 @@ impl Netlink {
     /// Makes sure the bridge exists with the spec's attributes.
     pub async fn ensure_bridge(&self, spec: &BridgeSpec) -> Result<Link> {
         spec.validate()?;
-        match self.link(&spec.name).await? {
-            None => self.add_bridge(spec).await,
-            Some(link) if link.kind != LinkKind::Bridge => Err(wrong_kind(&link, "bridge")),
-            Some(link) => self.correct(link, spec.mtu, spec.mac, None, spec.up).await,
+        let link = match self.link(&spec.name).await? {
+            Some(link) => link,
+            None => match self.add_bridge(spec).await {
+                // Created by someone else between the lookup and the add: take it as found.
+                Err(e) if e.errno() == Some(nix::errno::Errno::EEXIST as i32) => {
+                    self.require_link(&spec.name).await?
+                }
+                created => return created,
+            },
+        };
+        if link.kind != LinkKind::Bridge {
+            return Err(wrong_kind(&link, "bridge"));
         }
+        self.correct(link, spec.mtu, spec.mac, None, spec.up).await
     }
 
     /// Creates a veth pair, the peer directly inside `spec.peer_netns` when given.

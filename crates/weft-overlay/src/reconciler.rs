@@ -104,6 +104,8 @@ pub struct Reconciler {
     /// The last full observation, while no kernel event has touched weft's devices since and no
     /// action has been applied on top of it.
     cache: Option<Observed>,
+    /// The last state fully applied to the kernel (every action succeeded).
+    reconciled: watch::Sender<Arc<State>>,
 }
 
 impl Reconciler {
@@ -118,7 +120,14 @@ impl Reconciler {
             underlay_index: None,
             forwarding: false,
             cache: None,
+            reconciled: watch::channel(Arc::new(State::new())).0,
         }
+    }
+
+    /// The last state this host's kernel fully reflects: what may be promised to others (a name
+    /// that resolves is a name whose routes are in place here).
+    pub fn reconciled(&self) -> watch::Receiver<Arc<State>> {
+        self.reconciled.subscribe()
     }
 
     /// Its counters.
@@ -252,6 +261,12 @@ impl Reconciler {
                 // Errors are counted in the metrics and retried on the next trigger.
                 match self.reconcile(&state, trigger).await {
                     Ok(report) => {
+                        // Routes and devices in place (a firewall failure does not unmake them).
+                        let datapath_ok =
+                            report.failed.iter().all(|f| matches!(f, OverlayError::Firewall(_)));
+                        if datapath_ok && state.revision() >= self.reconciled.borrow().revision() {
+                            self.reconciled.send_replace(state.clone());
+                        }
                         for failure in &report.failed {
                             tracing::warn!(?trigger, error = %failure, "reconcile action failed; retried on the next run");
                         }
