@@ -162,6 +162,14 @@ impl<'a> WeftCluster<'a> {
         }
     }
 
+    /// Stops weftd on host `i` with SIGTERM and returns its exit status.
+    pub fn terminate(&self, i: usize) -> std::process::ExitStatus {
+        let mut child = self.procs.lock().unwrap().remove(&i).expect("weftd runs on that host");
+        // SAFETY: signalling a child process we spawned and have not reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().expect("wait for weftd")
+    }
+
     /// Restarts weftd on host `i` from its state dir.
     pub fn restart(&self, i: usize) {
         self.start(i, &[]);

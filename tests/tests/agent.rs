@@ -265,13 +265,50 @@ fn local_bridge_networks_resolve_names_and_containers_outlive_weftd() {
     cluster.form(1, 1);
     let scratch = cluster.state_dir(0).with_file_name("images");
     std::fs::create_dir_all(&scratch).unwrap();
-    import_busybox(&cluster, &scratch, &[1]);
+    // image import - reads the archive from stdin.
+    let tar = weft_tests::images::busybox_save_tar(&scratch);
+    let import = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} -H unix://{} image import -t busybox:piped - < {}",
+            weft_tests::cluster::bin("weft").display(),
+            cluster.socket(1).display(),
+            tar.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(import.status.success(), "{}", stderr(&import));
+    assert!(cluster.weft_ok(1, &["image", "ls"]).contains("busybox:piped"));
     cluster.weft_ok(1, &["network", "create", "--subnet", "10.70.0.0/24", "lan"]);
     cluster.weft_ok(1, &["network", "create", "--driver", "bridge", "lan2"]);
     for name in ["a", "b"] {
-        cluster.weft_ok(1, &["run", "-d", "--name", name, "--network", "lan", "busybox", "sleep", "3600"]);
+        cluster
+            .weft_ok(1, &["run", "-d", "--name", name, "--network", "lan", "busybox:piped", "sleep", "3600"]);
     }
     cluster.weft_ok(1, &["run", "-d", "--name", "c", "--network", "lan2", "busybox", "sleep", "3600"]);
+    // --ip: a fixed address, refused once taken.
+    cluster.weft_ok(
+        1,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "fixed",
+            "--network",
+            "lan",
+            "--ip",
+            "10.70.0.9",
+            "busybox",
+            "sleep",
+            "3600",
+        ],
+    );
+    let fixed: serde_json::Value = serde_json::from_str(&cluster.weft_ok(1, &["inspect", "fixed"])).unwrap();
+    assert_eq!(fixed[0]["networks"][0]["ips"][0], "10.70.0.9");
+    let taken =
+        cluster.weft(1, &["run", "-d", "--network", "lan", "--ip", "10.70.0.9", "busybox", "sleep", "3600"]);
+    assert_eq!(taken.status.code(), Some(125), "{}", stderr(&taken));
+    cluster.weft_ok(1, &["rm", "-f", "fixed"]);
     let ping = |from: &str, to: &str| cluster.weft(1, &["exec", from, "ping", "-c", "1", "-W", "2", to]);
     cluster.eventually("a pings b by name on a local bridge", Duration::from_secs(10), || {
         ping("a", "b").status.success()
@@ -285,8 +322,11 @@ fn local_bridge_networks_resolve_names_and_containers_outlive_weftd() {
     let links = bed.host(1).output("ip", &["-o", "link", "show", "type", "bridge"]);
     assert!(String::from_utf8_lossy(&links.stdout).contains("wlb-"), "a wlb-<id> bridge per network");
 
-    // weftd killed with SIGKILL and restarted: the containers kept running, their traffic too,
-    // and the new weftd finds and manages them.
+    // weftd stopped with SIGTERM exits 0, then killed with SIGKILL: each time the containers kept
+    // running, their traffic too, and the new weftd finds and manages them.
+    assert!(cluster.terminate(1).success(), "SIGTERM: exit 0");
+    cluster.restart(1);
+    assert!(ping("a", "b").status.success());
     cluster.kill(1);
     assert!(bed.host(1).output("ip", &["-o", "link", "show", "type", "bridge"]).status.success());
     cluster.restart(1);
@@ -295,7 +335,17 @@ fn local_bridge_networks_resolve_names_and_containers_outlive_weftd() {
         ["a", "b", "c"].iter().all(|n| ps.lines().any(|l| l.contains(&format!(" {n} ")) && l.contains("Up"))),
         "{ps}"
     );
-    assert!(ping("a", "b").status.success(), "traffic survives an agent restart");
+    let after = ping("a", "b");
+    assert!(
+        after.status.success(),
+        "traffic survives an agent restart: {} {}\n{}\n{}",
+        String::from_utf8_lossy(&after.stdout),
+        stderr(&after),
+        cluster.weft_ok(1, &["exec", "a", "cat", "/etc/resolv.conf"]),
+        String::from_utf8_lossy(
+            &bed.host(1).output("sh", &["-c", "ip -o addr; ss -lun; nft list ruleset | head -50"]).stdout
+        )
+    );
     cluster.weft_ok(1, &["rm", "-f", "a", "b", "c"]);
     cluster.weft_ok(1, &["network", "rm", "lan", "lan2"]);
 }

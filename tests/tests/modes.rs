@@ -143,6 +143,52 @@ fn host_none_container_bridge_and_published_ports() {
     let table = bed.host(0).output("nft", &["list", "table", "ip", "weft_ports"]);
     assert!(!table.status.success() || !stdout(&table).contains("8080"), "{}", stdout(&table));
 
+    // run's container flags, end to end.
+    let volume = cluster.state_dir(0).with_file_name("volume");
+    std::fs::create_dir_all(&volume).unwrap();
+    std::fs::write(volume.join("f"), "from-the-host").unwrap();
+    let mount = format!("{}:/mnt:ro", volume.display());
+    let out = cluster.weft_ok(
+        0,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-e",
+            "A=1",
+            "-w",
+            "/tmp",
+            "-u",
+            "65534",
+            "--hostname",
+            "hh",
+            "--memory",
+            "64m",
+            "--cpus",
+            "0.5",
+            "--pids-limit",
+            "50",
+            "-v",
+            &mount,
+            "--entrypoint",
+            "/bin/sh",
+            "busybox",
+            "-c",
+            "echo $A $(pwd) $(id -u) $(hostname) $(cat /mnt/f)",
+        ],
+    );
+    assert_eq!(out.trim(), "1 /tmp 65534 hh from-the-host");
+
+    // An --internal network reaches nothing outside, where the default bridge did.
+    cluster.weft_ok(0, &["network", "create", "--internal", "iso"]);
+    let out = cluster.weft(
+        0,
+        &["run", "--rm", "--network", "iso", "busybox", "ping", "-c", "1", "-W", "2", "198.51.100.3"],
+    );
+    assert!(!out.status.success(), "internal networks do not reach the outside: {}", stdout(&out));
+    cluster.weft_ok(0, &["network", "rm", "iso"]);
+
     // Bad input: each a clear error, nothing changed.
     let networks = cluster.weft_ok(0, &["network", "ls"]);
     cluster.weft_ok(0, &["run", "--name", "done", "--network", "none", "busybox", "true"]);
@@ -154,6 +200,7 @@ fn host_none_container_bridge_and_published_ports() {
         (vec!["run", "-p", "80", "busybox", "true"], "expected [IP:]HOST_PORT"),
         (vec!["network", "create", "--subnet", "172.17.128.0/17", "clash"], "overlaps"),
         (vec!["network", "rm", "bridge"], "in use"),
+        (vec!["network", "create", "--gateway", "10.99.0.1", "gw"], "drop --gateway"),
     ];
     let count = cluster.weft_ok(0, &["ps", "-a"]).lines().count();
     for (args, want) in cases {

@@ -157,7 +157,10 @@ pub async fn run(
         host.set_core(None);
         fresh_bootstrap = false;
         match exit {
-            Exit::Shutdown => return Ok(()),
+            Exit::Shutdown => {
+                local.finish().await;
+                return Ok(());
+            }
             Exit::Demoted => {
                 tracing::info!("demoted to worker");
                 let _ = std::fs::remove_dir_all(dir.raft_dir());
@@ -614,6 +617,18 @@ async fn fetch_manager_kit(peers: &Peers, upstream: &Upstream) -> Result<pb::Joi
 struct LocalServices {
     /// The ready callback has been called.
     ready: std::sync::atomic::AtomicBool,
+    /// The task keeping the last seen state on disk; awaited at shutdown for its final write.
+    persist: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl LocalServices {
+    /// Lets the state persister finish its last write (shutdown has been signalled).
+    async fn finish(&self) {
+        let task = self.persist.lock().unwrap().take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
 }
 
 impl LocalServices {
@@ -643,13 +658,14 @@ impl LocalServices {
             weft_dns::server::upstreams_of(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
         tokio::spawn(weft_dns::run(zones_rx, upstreams, shutdown.clone()));
         tokio::spawn(host.clone().janitor(shutdown.clone()));
+        let persist = std::sync::Mutex::new(Some(tokio::spawn(host.clone().persist_state(shutdown.clone()))));
         if let Some(addr) = config.metrics {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("metrics: listen on {addr}"))?;
             tokio::spawn(crate::metrics::serve(listener, host, overlay_metrics, shutdown));
         }
-        Ok(LocalServices { ready: std::sync::atomic::AtomicBool::new(false) })
+        Ok(LocalServices { ready: std::sync::atomic::AtomicBool::new(false), persist })
     }
 }
 

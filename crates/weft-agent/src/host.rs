@@ -27,6 +27,9 @@ pub const DEFAULT_BRIDGE: &str = weft_overlay::desired::DEFAULT_BRIDGE_NETWORK;
 /// The default network's subnet, as Docker's docker0. Each host gets a block of it on `weft0`.
 pub const DEFAULT_BRIDGE_SUBNET: &str = "172.17.0.0/16";
 
+/// Where the last state this host saw is kept across restarts (in the state dir).
+const LAST_STATE: &str = "last-state.pb";
+
 /// How long a container start waits for this host's copy of the state to show its endpoint.
 const STATE_WAIT: Duration = Duration::from_secs(10);
 
@@ -193,7 +196,13 @@ impl Host {
         for sub in ["netconf", "netns", "tmp"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
-        let (state_tx, _) = watch::channel(Arc::new(State::new()));
+        // The copy of the state this host last saw, so that a restarted agent serves names and
+        // keeps its data path from the first moment, before it has synced with the cluster.
+        let last = std::fs::read(dir.join(LAST_STATE))
+            .ok()
+            .and_then(|bytes| State::from_snapshot_bytes(&bytes).ok())
+            .unwrap_or_default();
+        let (state_tx, _) = watch::channel(Arc::new(last));
         Ok(Arc::new(Host {
             id,
             dir: dir.to_path_buf(),
@@ -251,6 +260,38 @@ impl Host {
                 false
             }
         });
+    }
+
+    /// Keeps the newest state on disk (coalescing changes for a second, and once more at
+    /// shutdown), until `stop`.
+    pub async fn persist_state(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut states = self.states();
+        let mut saved = 0;
+        loop {
+            let state = states.borrow_and_update().clone();
+            if state.revision() != saved {
+                let path = self.dir.join(LAST_STATE);
+                let tmp = path.with_extension("tmp");
+                let written = tokio::fs::write(&tmp, state.snapshot_bytes())
+                    .await
+                    .and(tokio::fs::rename(&tmp, &path).await);
+                match written {
+                    Ok(()) => saved = state.revision(),
+                    Err(e) => tracing::warn!(error = %e, "saving the last seen state failed"),
+                }
+            }
+            if *stop.borrow() {
+                return;
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => continue,
+                changed = states.changed() => if changed.is_err() { return },
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
     }
 
     /// Every new copy of the state.

@@ -38,6 +38,10 @@ pub(crate) enum NetworkCommand {
         /// Subnet in CIDR form, one per address family (default: a free /16 from 10.44.0.0 up).
         #[arg(long)]
         subnet: Vec<String>,
+        /// Not settable in weft: every host's gateway is the first address of its own block (see
+        /// `network inspect`); given, the command is refused.
+        #[arg(long)]
+        gateway: Option<String>,
         /// No traffic to or from outside the network.
         #[arg(long)]
         internal: bool,
@@ -322,7 +326,12 @@ fn short(id: &str) -> String {
 /// Runs a `network` verb.
 pub(crate) async fn network(api: &mut Api, command: NetworkCommand) -> Result<u8, String> {
     match command {
-        NetworkCommand::Create { driver, subnet, internal, label, name } => {
+        NetworkCommand::Create { driver, subnet, gateway, internal, label, name } => {
+            if let Some(g) = gateway {
+                return Err(format!(
+                    "--gateway {g}: weft routes per host, so each host's gateway is the first address of its own block of the subnet (`weft network inspect` lists them); drop --gateway"
+                ));
+            }
             let mut labels = Vec::new();
             for l in label {
                 let (key, value) =
