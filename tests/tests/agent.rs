@@ -212,7 +212,7 @@ fn killed_manager_is_down_then_ready_and_bad_input_is_refused() {
     cluster.restart(victim);
     cluster.eventually("restarted manager shown Ready", Duration::from_secs(15), || status("Ready"));
 
-    // Bad input: a clear message, exit 125 (clap's own errors exit 2), no stack trace, nothing changed.
+    // Bad input: a clear message, exit 125, no stack trace, nothing changed.
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["frobnicate"], "unrecognized subcommand"),
         (vec!["ps", "--bogus"], "unexpected argument"),
@@ -226,7 +226,7 @@ fn killed_manager_is_down_then_ready_and_bad_input_is_refused() {
     for (args, want) in cases {
         let out = cluster.weft(observer, &args);
         let err = stderr(&out);
-        assert!(!out.status.success(), "{args:?} must fail");
+        assert_eq!(out.status.code(), Some(125), "{args:?} must fail with 125: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{args:?}: {err}");
     }

@@ -94,7 +94,8 @@ fn container_info(host: &Host, spec: &ContainerSpec, status: &ContainerStatus) -
     let mut info = pb::ContainerInfo {
         id: spec.id.clone(),
         name: spec.name.clone(),
-        image: spec.image.clone(),
+        image: if conf.image.is_empty() { spec.image.clone() } else { conf.image.clone() },
+        image_id: spec.image.clone(),
         command: spec.argv.clone(),
         network_mode: if conf.mode.is_empty() {
             match &spec.network {

@@ -127,6 +127,9 @@ pub struct NetConf {
     /// Seconds `stop` waits after SIGTERM unless told (`--init-grace`).
     #[serde(default)]
     pub stop_grace: u32,
+    /// The image as the user named it (`busybox`), for `ps`.
+    #[serde(default)]
+    pub image: String,
 }
 
 /// What `--network` asks for.
@@ -379,6 +382,7 @@ impl Host {
             mode: if request.network.is_empty() { "bridge".into() } else { request.network.clone() },
             auto_remove: request.auto_remove,
             stop_grace: request.stop_grace,
+            image: request.image.clone(),
             ..NetConf::default()
         };
         if !ports.is_empty() && !matches!(mode, ModeRequest::Network(_)) {

@@ -306,7 +306,7 @@ fn image_json(i: &pb::ImageInfo) -> serde_json::Value {
 
 fn container_json(c: &pb::ContainerInfo) -> serde_json::Value {
     serde_json::json!({
-        "id": c.id, "name": c.name, "image": c.image, "command": c.command, "state": c.state,
+        "id": c.id, "name": c.name, "image": c.image, "image_id": c.image_id, "command": c.command, "state": c.state,
         "exit_code": c.exit_code, "pid": c.pid, "started_ns": c.started_ns, "finished_ns": c.finished_ns,
         "oom_killed": c.oom_killed, "error": c.error, "hostname": c.hostname,
         "network_mode": c.network_mode, "auto_remove": c.auto_remove,
@@ -735,7 +735,7 @@ pub(crate) async fn container(api: &mut Api, command: ContainerCommand) -> Resul
                     vec![
                         short(&c.id),
                         c.name.clone(),
-                        short(&c.image),
+                        c.image.clone(),
                         c.command.join(" ").chars().take(30).collect(),
                         status,
                         c.network_mode.clone(),
