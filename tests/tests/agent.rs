@@ -349,3 +349,48 @@ fn local_bridge_networks_resolve_names_and_containers_outlive_weftd() {
     cluster.weft_ok(1, &["rm", "-f", "a", "b", "c"]);
     cluster.weft_ok(1, &["network", "rm", "lan", "lan2"]);
 }
+
+#[test]
+fn a_host_back_after_its_lease_expired_never_uses_a_released_address() {
+    let bed = VirtualHosts::new(2);
+    let mut cluster = WeftCluster::new(&bed);
+    cluster.flags.extend(["--lease-ttl".to_string(), "3s".to_string()]);
+    cluster.form(1, 1);
+    let scratch = cluster.state_dir(0).with_file_name("images");
+    std::fs::create_dir_all(&scratch).unwrap();
+    import_busybox(&cluster, &scratch, &[0, 1]);
+    cluster.weft_ok(0, &["network", "create", "--driver", "overlay", "--subnet", "10.80.0.0/16", "app"]);
+    cluster.weft_ok(1, &["run", "-d", "--name", "x", "--network", "app", "busybox", "sleep", "3600"]);
+    let x: serde_json::Value = serde_json::from_str(&cluster.weft_ok(1, &["inspect", "x"])).unwrap();
+    let ip = x[0]["networks"][0]["ips"][0].as_str().unwrap().to_string();
+
+    // h1 vanishes for longer than the lease TTL: the cluster takes its address back and may hand
+    // it out again.
+    bed.cut(1);
+    cluster.eventually("h1's endpoint released", Duration::from_secs(30), || {
+        let net: serde_json::Value =
+            serde_json::from_str(&cluster.weft_ok(0, &["network", "inspect", "app"])).unwrap();
+        net[0]["endpoints"].as_array().is_some_and(|e| e.is_empty())
+    });
+    cluster.weft_ok(
+        0,
+        &["run", "-d", "--name", "y", "--network", "app", "--ip", &ip, "busybox", "sleep", "3600"],
+    );
+
+    // h1 returns: x keeps running but loses the interface holding the address that is y's now.
+    bed.restore(1);
+    cluster.eventually("x's released address revoked on h1", Duration::from_secs(30), || {
+        let x: serde_json::Value = serde_json::from_str(&cluster.weft_ok(1, &["inspect", "x"])).unwrap();
+        x[0]["networks"].as_array().is_some_and(|n| n.is_empty())
+            && x[0]["revoked_networks"][0]["ips"][0] == ip.as_str()
+    });
+    assert_eq!(x[0]["state"], "running");
+    assert!(
+        !cluster.weft(1, &["exec", "x", "ip", "link", "show", "eth0"]).status.success(),
+        "x has no eth0 any more"
+    );
+    let y: serde_json::Value = serde_json::from_str(&cluster.weft_ok(0, &["inspect", "y"])).unwrap();
+    assert_eq!(y[0]["networks"][0]["ips"][0], ip.as_str());
+    // x can still be removed cleanly.
+    cluster.weft_ok(1, &["rm", "-f", "x"]);
+}

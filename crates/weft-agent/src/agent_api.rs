@@ -107,6 +107,7 @@ fn container_info(host: &Host, spec: &ContainerSpec, status: &ContainerStatus) -
             conf.mode.clone()
         },
         networks: host.networks_of(&spec.id),
+        revoked_networks: host.revoked_of(&spec.id),
         ports: conf
             .ports
             .iter()

@@ -30,6 +30,10 @@ pub const DEFAULT_BRIDGE_SUBNET: &str = "172.17.0.0/16";
 /// Where the last state this host saw is kept across restarts (in the state dir).
 const LAST_STATE: &str = "last-state.pb";
 
+/// How long a live copy of the state must miss a running container's endpoint before its
+/// interface is taken away.
+const REVOKE_AFTER: Duration = Duration::from_secs(5);
+
 /// How long a container start waits for this host's copy of the state to show its endpoint.
 const STATE_WAIT: Duration = Duration::from_secs(10);
 
@@ -130,6 +134,10 @@ pub struct NetConf {
     /// The image as the user named it (`busybox`), for `ps`.
     #[serde(default)]
     pub image: String,
+    /// Attachments whose address the cluster took back while this host was away; their
+    /// interfaces are gone (see [`Host::janitor`]).
+    #[serde(default)]
+    pub revoked: Vec<Attachment>,
 }
 
 /// What `--network` asks for.
@@ -179,6 +187,10 @@ pub struct Host {
     ports_loaded: tokio::sync::Mutex<Option<String>>,
     /// The state the overlay reconciler last applied in full.
     reconciled: std::sync::OnceLock<watch::Receiver<Arc<State>>>,
+    /// A copy of the state has come from the cluster (not only from the last-state file).
+    live: std::sync::atomic::AtomicBool,
+    /// Endpoints of running containers missing from the state, and since when.
+    missing_since: std::sync::Mutex<std::collections::HashMap<u64, std::time::Instant>>,
 }
 
 fn io_internal(what: &str) -> impl FnOnce(std::io::Error) -> HostError + '_ {
@@ -217,6 +229,8 @@ impl Host {
             serial: tokio::sync::Mutex::new(()),
             ports_loaded: tokio::sync::Mutex::new(None),
             reconciled: std::sync::OnceLock::new(),
+            live: std::sync::atomic::AtomicBool::new(false),
+            missing_since: std::sync::Mutex::new(std::collections::HashMap::new()),
         }))
     }
 
@@ -255,6 +269,10 @@ impl Host {
 
     /// Publishes a newer copy of the replicated state (from raft on managers, Watch on workers).
     pub fn publish_state(&self, state: Arc<State>) {
+        // Live once the cluster's copy has caught up with what this host saw before a restart.
+        if state.revision() >= self.state_tx.borrow().revision() {
+            self.live.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         self.state_tx.send_if_modified(|current| {
             if state.revision() > current.revision() || current.revision() == 0 {
                 *current = state;
@@ -753,8 +771,8 @@ impl Host {
                     let _ = self.remove(id, true).await;
                 }
             }
-            // Containers that exited by themselves withdraw their published ports.
             let _serial = self.serial.lock().await;
+            // Containers that exited by themselves withdraw their published ports.
             if let Err(e) = self.sync_ports().await {
                 tracing::warn!(error = %e, "syncing published ports failed");
             }
@@ -765,18 +783,67 @@ impl Host {
                 let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
                 // Files younger than a few seconds may belong to a container being started.
                 if !ids.contains_key(id) && age.is_some_and(|a| a > Duration::from_secs(30)) {
-                    let _serial = self.serial.lock().await;
                     let conf = self.netconf(id);
                     self.undo(id, &conf).await;
+                } else if ids.get(id) == Some(&false) {
+                    self.revoke_lost_addresses(id).await;
                 }
             }
         }
     }
 
+    /// Takes the network away from a container whose address the cluster has taken back (its
+    /// host was Down longer than the lease TTL, so the address may now belong to another
+    /// container): its interface goes, the attachment is kept as revoked, and it is logged. Only
+    /// with a live copy of the state, and only after the endpoint has been missing from it for
+    /// [`REVOKE_AFTER`], so a copy that is merely behind never costs a container its network.
+    async fn revoke_lost_addresses(&self, id: &str) {
+        if !self.live.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let mut conf = self.netconf(id);
+        let state = self.state();
+        let mut missing = self.missing_since.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut lost = Vec::new();
+        for a in &conf.attachments {
+            let held = state.endpoint(a.endpoint).is_some_and(|e| e.container_id == id);
+            if held {
+                missing.remove(&a.endpoint);
+            } else if missing.entry(a.endpoint).or_insert_with(std::time::Instant::now).elapsed()
+                >= REVOKE_AFTER
+            {
+                lost.push(a.clone());
+            }
+        }
+        *self.missing_since.lock().unwrap_or_else(|e| e.into_inner()) = missing;
+        if lost.is_empty() {
+            return;
+        }
+        for a in &lost {
+            tracing::error!(
+                container = %id, network = %a.network, ips = ?a.ips,
+                "the cluster released this container's address (its host was down longer than the lease TTL); its interface is removed so the address is never used twice"
+            );
+            let _ = weft_overlay::attach::detach(&self.nl, &a.host_ifname).await;
+            self.missing_since.lock().unwrap_or_else(|e| e.into_inner()).remove(&a.endpoint);
+        }
+        conf.attachments.retain(|a| !lost.contains(a));
+        conf.revoked.extend(lost);
+        let _ = self.save_netconf(id, &conf);
+    }
+
     /// The attachments of a container, for inspect and ps.
     pub fn networks_of(&self, id: &str) -> Vec<pb::ContainerNetwork> {
-        self.netconf(id)
-            .attachments
+        Self::describe(&self.netconf(id).attachments)
+    }
+
+    /// The attachments of a container whose addresses the cluster took back.
+    pub fn revoked_of(&self, id: &str) -> Vec<pb::ContainerNetwork> {
+        Self::describe(&self.netconf(id).revoked)
+    }
+
+    fn describe(attachments: &[Attachment]) -> Vec<pb::ContainerNetwork> {
+        attachments
             .iter()
             .map(|a| pb::ContainerNetwork {
                 network: a.network.clone(),

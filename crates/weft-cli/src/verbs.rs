@@ -313,6 +313,9 @@ fn container_json(c: &pb::ContainerInfo) -> serde_json::Value {
         "networks": c.networks.iter().map(|n| serde_json::json!({
             "network": n.network, "ips": n.ips, "mac": n.mac, "gateway": n.gateway, "endpoint": n.endpoint_id,
         })).collect::<Vec<_>>(),
+        "revoked_networks": c.revoked_networks.iter().map(|n| serde_json::json!({
+            "network": n.network, "ips": n.ips,
+        })).collect::<Vec<_>>(),
         "ports": c.ports.iter().map(|p| serde_json::json!({
             "host_ip": p.host_ip, "host_port": p.host_port, "container_port": p.container_port, "protocol": p.protocol,
         })).collect::<Vec<_>>(),
