@@ -162,6 +162,24 @@ impl<'a> WeftCluster<'a> {
         }
     }
 
+    /// A scratch directory beside the hosts' state dirs (images, contexts, volumes), removed with
+    /// the cluster.
+    pub fn scratch(&self) -> PathBuf {
+        let dir = self.dir.join("scratch");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Imports the busybox test image (`busybox:latest`) through `weft image import` on each of
+    /// `hosts`.
+    pub fn import_busybox(&self, hosts: &[usize]) {
+        let tar = crate::images::busybox_save_tar(&self.scratch());
+        for &i in hosts {
+            let out = self.weft_ok(i, &["image", "import", tar.to_str().unwrap()]);
+            assert!(out.contains("busybox:latest"), "{out}");
+        }
+    }
+
     /// Stops weftd on host `i` with SIGTERM and returns its exit status.
     pub fn terminate(&self, i: usize) -> std::process::ExitStatus {
         let mut child = self.procs.lock().unwrap().remove(&i).expect("weftd runs on that host");

@@ -2,20 +2,10 @@
 //! network across virtual hosts, containers that find each other by name on every host, the
 //! container verbs, refusals of bad input, and a killed manager shown Down and Ready again.
 
-use std::path::Path;
 use std::time::Duration;
 
 use weft_tests::VirtualHosts;
 use weft_tests::cluster::WeftCluster;
-
-/// Imports the busybox test image on every host given.
-fn import_busybox(cluster: &WeftCluster<'_>, dir: &Path, hosts: &[usize]) {
-    let tar = weft_tests::images::busybox_save_tar(dir);
-    for &i in hosts {
-        let out = cluster.weft_ok(i, &["image", "import", tar.to_str().unwrap()]);
-        assert!(out.contains("busybox:latest"), "{out}");
-    }
-}
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -26,9 +16,29 @@ fn overlay_containers_find_each_other_by_name_across_hosts() {
     let bed = VirtualHosts::new(3);
     let cluster = WeftCluster::new(&bed);
     cluster.form(3, 0);
-    let scratch = cluster.state_dir(0).with_file_name("images");
-    std::fs::create_dir_all(&scratch).unwrap();
-    import_busybox(&cluster, &scratch, &[0, 1, 2]);
+    let scratch = cluster.scratch();
+    cluster.import_busybox(&[0, 1, 2]);
+
+    // image build: a Dockerfile on top of the imported image, its context sent by the CLI.
+    let context = scratch.join("ctx");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("greeting"), "hello\n").unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nCOPY greeting /greeting\nRUN echo built > /built\nCMD [\"cat\", \"/greeting\", \"/built\"]\n",
+    )
+    .unwrap();
+    let built = cluster.weft_ok(0, &["image", "build", "-t", "greeter", context.to_str().unwrap()]);
+    assert!(built.contains("built ") && built.contains("greeter"), "{built}");
+    let greeting = cluster.weft_ok(0, &["run", "--rm", "--network", "none", "greeter"]);
+    assert_eq!(greeting.lines().collect::<Vec<_>>(), ["hello", "built"]);
+    assert!(cluster.weft_ok(0, &["image", "ls"]).contains("greeter"));
+    cluster.weft_ok(0, &["run", "-d", "--name", "user", "--network", "none", "greeter", "sleep", "60"]);
+    let in_use = cluster.weft(0, &["image", "rm", "greeter"]);
+    assert!(stderr(&in_use).contains("used by container(s) user"), "{}", stderr(&in_use));
+    cluster.weft_ok(0, &["rm", "-f", "user"]);
+    cluster.weft_ok(0, &["image", "rm", "greeter"]);
+    assert!(!cluster.weft_ok(0, &["image", "ls"]).contains("greeter"));
 
     let created =
         cluster.weft_ok(0, &["network", "create", "--driver", "overlay", "--subnet", "10.44.0.0/16", "app"]);
@@ -263,8 +273,7 @@ fn local_bridge_networks_resolve_names_and_containers_outlive_weftd() {
     let bed = VirtualHosts::new(2);
     let cluster = WeftCluster::new(&bed);
     cluster.form(1, 1);
-    let scratch = cluster.state_dir(0).with_file_name("images");
-    std::fs::create_dir_all(&scratch).unwrap();
+    let scratch = cluster.scratch();
     // image import - reads the archive from stdin.
     let tar = weft_tests::images::busybox_save_tar(&scratch);
     let import = std::process::Command::new("sh")
@@ -356,9 +365,7 @@ fn a_host_back_after_its_lease_expired_never_uses_a_released_address() {
     let mut cluster = WeftCluster::new(&bed);
     cluster.flags.extend(["--lease-ttl".to_string(), "3s".to_string()]);
     cluster.form(1, 1);
-    let scratch = cluster.state_dir(0).with_file_name("images");
-    std::fs::create_dir_all(&scratch).unwrap();
-    import_busybox(&cluster, &scratch, &[0, 1]);
+    cluster.import_busybox(&[0, 1]);
     cluster.weft_ok(0, &["network", "create", "--driver", "overlay", "--subnet", "10.80.0.0/16", "app"]);
     cluster.weft_ok(1, &["run", "-d", "--name", "x", "--network", "app", "busybox", "sleep", "3600"]);
     let x: serde_json::Value = serde_json::from_str(&cluster.weft_ok(1, &["inspect", "x"])).unwrap();

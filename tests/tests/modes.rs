@@ -2,18 +2,10 @@
 //! standing for the outside world: `host`, `none`, `container:`, the default NAT bridge `weft0`
 //! and published ports, plus the refusals of bad input.
 
-use std::path::Path;
 use std::time::Duration;
 
 use weft_tests::VirtualHosts;
 use weft_tests::cluster::WeftCluster;
-
-fn import_busybox(cluster: &WeftCluster<'_>, dir: &Path, hosts: &[usize]) {
-    let tar = weft_tests::images::busybox_save_tar(dir);
-    for &i in hosts {
-        cluster.weft_ok(i, &["image", "import", tar.to_str().unwrap()]);
-    }
-}
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -30,9 +22,7 @@ fn host_none_container_bridge_and_published_ports() {
     let mut cluster = WeftCluster::new(&bed);
     cluster.flags.extend(["--metrics".to_string(), "127.0.0.1:9946".to_string()]);
     cluster.form(1, 1);
-    let scratch = cluster.state_dir(0).with_file_name("images");
-    std::fs::create_dir_all(&scratch).unwrap();
-    import_busybox(&cluster, &scratch, &[0, 1]);
+    cluster.import_busybox(&[0, 1]);
 
     // host: the host's own eth0 and underlay address.
     let links = cluster.weft_ok(0, &["run", "--rm", "--network", "host", "busybox", "ip", "-o", "addr"]);
@@ -144,7 +134,7 @@ fn host_none_container_bridge_and_published_ports() {
     assert!(!table.status.success() || !stdout(&table).contains("8080"), "{}", stdout(&table));
 
     // run's container flags, end to end.
-    let volume = cluster.state_dir(0).with_file_name("volume");
+    let volume = cluster.scratch().join("volume");
     std::fs::create_dir_all(&volume).unwrap();
     std::fs::write(volume.join("f"), "from-the-host").unwrap();
     let mount = format!("{}:/mnt:ro", volume.display());
