@@ -5,6 +5,7 @@
 //! method of each suite is written down in BENCHMARKS.md next to its results.
 
 pub mod convergence;
+pub mod names;
 pub mod overlay;
 pub mod raft;
 pub mod report;

@@ -9,6 +9,7 @@ const SUITES: &[(&str, &str)] = &[
     ("convergence", "time for 100 hosts' reconcilers to apply a state change"),
     ("runtime", "container lifecycle: weft vs crun and runc"),
     ("raft", "committed allocations/s, latency and failover: weft's raft vs a 3-member etcd"),
+    ("names", "a container started on one host resolvable on another, vs an etcd watch"),
 ];
 
 fn usage() -> String {
@@ -27,6 +28,7 @@ fn main() -> Result<()> {
         Some("convergence") => weft_bench::convergence::run(),
         Some("runtime") => weft_bench::runtime::run()?,
         Some("raft") => weft_bench::raft::run()?,
+        Some("names") => weft_bench::names::run()?,
         // weft-bench is also the container monitor of the weft containers it measures.
         Some("monitor") => weft_runtime::container::monitor::shim_main(&args),
         Some("-h" | "--help") | None => {

@@ -32,7 +32,7 @@ const CONCURRENT: Range<usize> = 300..4300;
 const CONCURRENT_CLIENTS: usize = 64;
 
 /// Builds the release `weftd` and `weft` the suite runs (next to this binary).
-fn build_binaries() -> Result<()> {
+pub(crate) fn build_binaries() -> Result<()> {
     let status = Command::new(env!("CARGO"))
         .args(["build", "--release", "-p", "weft-agent", "-p", "weft-cli", "--bins"])
         .status()
@@ -44,7 +44,7 @@ fn build_binaries() -> Result<()> {
 }
 
 /// Child processes killed when dropped.
-struct Procs(Vec<Option<Child>>);
+pub(crate) struct Procs(pub(crate) Vec<Option<Child>>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
@@ -55,7 +55,8 @@ impl Drop for Procs {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p` quantile of sorted values.
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
@@ -178,7 +179,8 @@ async fn weft_side(cluster: &WeftCluster<'_>) -> Result<Side> {
     Ok(Side { one, many, failover_ms: median(times) })
 }
 
-fn etcd_start(bed: &VirtualHosts, dir: &Path, i: usize) -> Result<Child> {
+/// Starts etcd member `i` of a 3-member cluster inside host `i`'s namespace.
+pub(crate) fn etcd_start(bed: &VirtualHosts, dir: &Path, i: usize) -> Result<Child> {
     let host = bed.host(i);
     let cluster: Vec<String> = (0..3).map(|j| format!("e{j}=http://{}:2380", bed.host(j).addr)).collect();
     let data = dir.join(format!("e{i}"));
