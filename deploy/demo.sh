@@ -37,7 +37,15 @@ cleanup() {
       for id in $ids; do "$weft" -H "unix://$work/h$i.sock" rm -f "$id" >/dev/null 2>&1; done
     fi
   done
+  # SIGTERM: weftd stops serving and exits 0 (containers are gone already).
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "weftd $pid did not stop within 5 s of SIGTERM; killing it" >&2
+      kill -9 "$pid" 2>/dev/null
+    fi
+  done
   wait 2>/dev/null
   for ns in "$work"/h*/netns/*; do [ -e "$ns" ] && umount -l "$ns" 2>/dev/null; done
   for n in sw h1 h2 h3; do ip netns del "$tag-$n" 2>/dev/null; done
@@ -58,13 +66,14 @@ for i in 1 2 3; do
   ip -n "$tag-h$i" link set lo up
 done
 
-# weftd and weft on host i (nsenter switches only the network namespace).
-on() { local i=$1; shift; nsenter --net="/run/netns/$tag-h$i" "$@"; }
+# weftd on host i: nsenter switches only the network namespace and then becomes weftd, so $!
+# is weftd's own pid. weft talks to each host's weftd through its socket.
 weft_on() { local i=$1; shift; "$weft" -H "unix://$work/h$i.sock" "$@"; }
 start() {
   local i=$1; shift
-  on "$i" "$weftd" --state-dir "$work/h$i" --socket "$work/h$i.sock" --listen "$subnet.$i:7946" \
-    --advertise "$subnet.$i" --name "host$i" --down-after 3s "$@" >"$work/weftd-h$i.log" 2>&1 &
+  nsenter --net="/run/netns/$tag-h$i" "$weftd" --state-dir "$work/h$i" --socket "$work/h$i.sock" \
+    --listen "$subnet.$i:7946" --advertise "$subnet.$i" --name "host$i" --down-after 3s "$@" \
+    >"$work/weftd-h$i.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do [ -S "$work/h$i.sock" ] && return 0; sleep 0.1; done
   echo "weftd on host$i did not start:" >&2; cat "$work/weftd-h$i.log" >&2; return 1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # weft's test command: installs what the tests need, checks formatting and lints, runs every test
 # of the workspace, and then checks that the root network namespace is exactly as it was before
-# (no namespace, link, address, route, weft cgroup or mount left behind). Run as root from anywhere in the checkout.
+# (no namespace, link, address, route, weft cgroup, mount or weftd process left behind). Run as root from anywhere in the checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -17,6 +17,7 @@ root_state() {
   echo "## routes"; ip route show table all | sort
   echo "## weft cgroups"; find /sys/fs/cgroup -maxdepth 2 -name 'weft*' 2>/dev/null | sort
   echo "## weft mounts"; grep -E 'weft|/run/netns/wt' /proc/mounts | awk '{print $2}' | sort || true
+  echo "## weftd processes (agents and container monitors)"; pgrep -x weftd | wc -l
 }
 before=$(mktemp); after=$(mktemp)
 trap 'rm -f "$before" "$after"' EXIT

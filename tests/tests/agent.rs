@@ -266,6 +266,16 @@ fn the_readme_demo_runs_and_pings_across_hosts() {
     assert!(text.contains("PING web (10.44."), "{text}");
     assert_eq!(text.matches("3 packets transmitted, 3 packets received").count(), 2, "{text}");
     assert!(text.contains("\"name\": \"demo\"") && text.contains("host2"), "{text}");
+    // Its clean-up stopped every weftd it started, with SIGTERM.
+    assert!(!stderr(&out).contains("did not stop"), "{}", stderr(&out));
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("weftd") && c.contains("/tmp/weft-demo."))
+        .collect();
+    assert!(left.is_empty(), "the demo left weftd running: {left:?}");
 }
 
 #[test]
