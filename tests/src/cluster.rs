@@ -292,3 +292,13 @@ impl Drop for WeftCluster<'_> {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A finished command's stdout as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A finished command's stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

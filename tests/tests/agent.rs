@@ -5,11 +5,7 @@
 use std::time::Duration;
 
 use weft_tests::VirtualHosts;
-use weft_tests::cluster::WeftCluster;
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use weft_tests::cluster::{WeftCluster, stderr, stdout};
 
 #[test]
 fn overlay_containers_find_each_other_by_name_across_hosts() {
@@ -82,13 +78,13 @@ fn overlay_containers_find_each_other_by_name_across_hosts() {
         }
     }
     let out = ping(1, "db", "web");
-    assert!(out.status.success(), "db pings web: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "db pings web: {}", stdout(&out));
 
     let alias = ping(0, "web", "database");
     assert!(
         alias.status.success(),
         "aliases resolve too: {} {} {}",
-        String::from_utf8_lossy(&alias.stdout),
+        stdout(&alias),
         stderr(&alias),
         cluster.weft_ok(0, &["network", "inspect", "app"])
     );
@@ -171,7 +167,7 @@ fn overlay_containers_find_each_other_by_name_across_hosts() {
         .unwrap();
     std::io::Write::write_all(&mut cat.stdin.take().unwrap(), b"through stdin\n").unwrap();
     let cat = cat.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&cat.stdout), "through stdin\n");
+    assert_eq!(stdout(&cat), "through stdin\n");
     let tty = cluster.weft_ok(1, &["exec", "-t", "db", "sh", "-c", "tty; exit 0"]);
     assert!(tty.contains("/dev/pts/"), "{tty}");
     let code = cluster.weft(1, &["exec", "db", "sh", "-c", "exit 7"]);
@@ -179,7 +175,7 @@ fn overlay_containers_find_each_other_by_name_across_hosts() {
     let attached =
         cluster.weft(1, &["run", "--rm", "--network", "none", "busybox", "sh", "-c", "echo hello; exit 3"]);
     assert_eq!(attached.status.code(), Some(3));
-    assert_eq!(String::from_utf8_lossy(&attached.stdout).trim(), "hello");
+    assert_eq!(stdout(&attached).trim(), "hello");
     cluster.weft_ok(1, &["stop", "-t", "1", "db"]);
     let ps_all = cluster.weft_ok(1, &["ps", "-a"]);
     assert!(ps_all.lines().any(|l| l.contains("db") && l.contains("Exited")), "{ps_all}");
@@ -260,7 +256,7 @@ fn the_readme_demo_runs_and_pings_across_hosts() {
         .env("WEFT_BIN_DIR", &bin_dir)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = stdout(&out);
     assert!(out.status.success(), "demo failed:\n{text}\n{}", stderr(&out));
     assert!(text.contains("PING db (10.44."), "{text}");
     assert!(text.contains("PING web (10.44."), "{text}");
@@ -339,7 +335,7 @@ fn local_bridge_networks_resolve_names_and_containers_outlive_weftd() {
     assert!(!cluster.weft(1, &["exec", "c", "nslookup", "b"]).status.success());
     assert!(!ping("c", &b_ip).status.success(), "bridge networks are isolated from each other");
     let links = bed.host(1).output("ip", &["-o", "link", "show", "type", "bridge"]);
-    assert!(String::from_utf8_lossy(&links.stdout).contains("wlb-"), "a wlb-<id> bridge per network");
+    assert!(stdout(&links).contains("wlb-"), "a wlb-<id> bridge per network");
 
     // weftd stopped with SIGTERM exits 0, then killed with SIGKILL: each time the containers kept
     // running, their traffic too, and the new weftd finds and manages them.
@@ -358,7 +354,7 @@ fn local_bridge_networks_resolve_names_and_containers_outlive_weftd() {
     assert!(
         after.status.success(),
         "traffic survives an agent restart: {} {}\n{}\n{}",
-        String::from_utf8_lossy(&after.stdout),
+        stdout(&after),
         stderr(&after),
         cluster.weft_ok(1, &["exec", "a", "cat", "/etc/resolv.conf"]),
         String::from_utf8_lossy(

@@ -5,15 +5,7 @@
 use std::time::Duration;
 
 use weft_tests::VirtualHosts;
-use weft_tests::cluster::WeftCluster;
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use weft_tests::cluster::{WeftCluster, stderr, stdout};
 
 #[test]
 fn host_none_container_bridge_and_published_ports() {

@@ -31,12 +31,6 @@ impl PortSpec {
     pub fn to(self, ip: IpAddr) -> PortSpec {
         PortSpec { container_ip: Some(ip), ..self }
     }
-
-    /// `[ip:]host:container/proto`, as `ps` shows it.
-    pub fn display(&self) -> String {
-        let ip = self.host_ip.map(|i| format!("{i}:")).unwrap_or_default();
-        format!("{ip}{}->{}/{}", self.host_port, self.container_port, self.protocol)
-    }
 }
 
 fn port(text: &str, what: &str, whole: &str) -> Result<u16> {
