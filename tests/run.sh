@@ -17,7 +17,7 @@ root_state() {
   echo "## routes"; ip route show table all | sort
   echo "## weft cgroups"; find /sys/fs/cgroup -maxdepth 2 -name 'weft*' 2>/dev/null | sort
   echo "## weft mounts"; grep -E 'weft|/run/netns/wt' /proc/mounts | awk '{print $2}' | sort || true
-  echo "## weftd processes (agents and container monitors)"; pgrep -x weftd | wc -l
+  echo "## weftd processes (agents and container monitors)"; { pgrep -x weftd || true; } | wc -l
 }
 before=$(mktemp); after=$(mktemp)
 trap 'rm -f "$before" "$after"' EXIT
