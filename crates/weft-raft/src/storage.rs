@@ -45,6 +45,13 @@ struct Cached {
     snapshot: Snapshot,
 }
 
+/// Whether a write of `entries` and `hard` (after `stored`) must reach the disk before raft may
+/// act on it: entries are acknowledged to the leader, and a term or vote must never be forgotten
+/// (a node could vote twice in a term). The commit index alone may lag on disk.
+pub(crate) fn must_sync(stored: &HardState, entries: &[Entry], hard: Option<&HardState>) -> bool {
+    !entries.is_empty() || hard.is_some_and(|h| h.term != stored.term || h.vote != stored.vote)
+}
+
 fn engine_err(e: raft_engine::Error) -> raft::Error {
     raft::Error::Store(StorageError::Other(Box::new(e)))
 }
@@ -106,14 +113,12 @@ impl EngineStorage {
         self.cache.read().expect("lock").snapshot.clone()
     }
 
-    /// Persists, in one fsynced batch: new entries (overwriting a conflicting tail), the hard
-    /// state and the conf state, as given.
-    pub fn persist(
-        &self,
-        entries: &[Entry],
-        hard: Option<&HardState>,
-        conf: Option<&ConfState>,
-    ) -> Result<(), RaftError> {
+    /// Persists, in one batch, new entries (overwriting a conflicting tail) and the hard state.
+    /// The batch is fsynced when raft's safety needs it (etcd's rule): new entries, or a new term
+    /// or vote. A hard state that only moves the commit index is written without fsync: a commit
+    /// index lost in a crash is learned again from the leader, and the next synced write of the
+    /// same log makes it durable anyway. Returns whether it synced.
+    pub fn persist(&self, entries: &[Entry], hard: Option<&HardState>) -> Result<bool, RaftError> {
         let mut batch = LogBatch::default();
         let err = |e: raft_engine::Error| RaftError::Storage(e.to_string());
         if !entries.is_empty() {
@@ -122,20 +127,17 @@ impl EngineStorage {
         if let Some(h) = hard {
             batch.put_message(REGION, HARD_STATE.to_vec(), h).map_err(err)?;
         }
-        if let Some(c) = conf {
-            batch.put_message(REGION, CONF_STATE.to_vec(), c).map_err(err)?;
-        }
+        let sync = {
+            let cached = &self.cache.read().expect("lock").hard;
+            must_sync(cached, entries, hard)
+        };
         if !batch.is_empty() {
-            self.engine.write(&mut batch, true).map_err(err)?;
+            self.engine.write(&mut batch, sync).map_err(err)?;
         }
-        let mut cache = self.cache.write().expect("lock");
         if let Some(h) = hard {
-            cache.hard = h.clone();
+            self.cache.write().expect("lock").hard = h.clone();
         }
-        if let Some(c) = conf {
-            cache.conf = c.clone();
-        }
-        Ok(())
+        Ok(sync)
     }
 
     /// Installs a snapshot: records it, its conf state and a hard state at least as new, and
@@ -250,5 +252,45 @@ impl raft::Storage for EngineStorage {
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
         Ok(snapshot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hard(term: u64, vote: u64, commit: u64) -> HardState {
+        HardState { term, vote, commit, ..Default::default() }
+    }
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry { index, term, data: vec![1, 2, 3].into(), ..Default::default() }
+    }
+
+    #[test]
+    fn only_entries_terms_and_votes_are_synced() {
+        let stored = hard(3, 1, 10);
+        assert!(!must_sync(&stored, &[], None));
+        assert!(!must_sync(&stored, &[], Some(&hard(3, 1, 12))), "a commit index alone lags on disk");
+        assert!(must_sync(&stored, &[], Some(&hard(4, 1, 10))), "a new term");
+        assert!(must_sync(&stored, &[], Some(&hard(3, 2, 10))), "a new vote");
+        assert!(must_sync(&stored, &[entry(11, 3)], None), "entries are acknowledged to the leader");
+    }
+
+    #[test]
+    fn a_commit_written_without_sync_is_read_back_after_reopening() {
+        let dir = std::env::temp_dir().join(format!("weft-raft-storage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let storage = EngineStorage::open(&dir).unwrap();
+            assert!(storage.persist(&[entry(1, 1), entry(2, 1)], Some(&hard(1, 1, 0))).unwrap());
+            assert!(!storage.persist(&[], Some(&hard(1, 1, 2))).unwrap());
+        }
+        let storage = EngineStorage::open(&dir).unwrap();
+        let state = raft::Storage::initial_state(&storage).unwrap();
+        assert_eq!((state.hard_state.term, state.hard_state.vote, state.hard_state.commit), (1, 1, 2));
+        assert_eq!(raft::Storage::last_index(&storage).unwrap(), 2);
+        drop(storage);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
