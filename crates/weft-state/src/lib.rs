@@ -21,7 +21,9 @@ pub use model::{
 pub use weft_proto::v1 as pb;
 
 use core::net::IpAddr;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+
+use imbl::{OrdMap, OrdSet};
 
 use prost::Message;
 use weft_ipam::{BlockPool, Cidr, IndexAllocator, default_block_len};
@@ -38,9 +40,9 @@ struct NetworkState {
     network: Network,
     pools: Vec<PoolState>,
     /// Lower-cased names and aliases of its endpoints.
-    names: BTreeMap<String, EndpointId>,
-    containers: BTreeMap<String, EndpointId>,
-    endpoints: BTreeSet<EndpointId>,
+    names: OrdMap<String, EndpointId>,
+    containers: OrdMap<String, EndpointId>,
+    endpoints: OrdSet<EndpointId>,
 }
 
 /// The result of an accepted command.
@@ -58,15 +60,15 @@ pub struct Applied {
 #[derive(Debug, Clone)]
 pub struct State {
     revision: u64,
-    nodes: BTreeMap<NodeId, Node>,
-    node_names: BTreeMap<String, NodeId>,
-    underlays: BTreeMap<IpAddr, NodeId>,
-    networks: BTreeMap<NetworkId, NetworkState>,
-    network_names: BTreeMap<String, NetworkId>,
+    nodes: OrdMap<NodeId, Node>,
+    node_names: OrdMap<String, NodeId>,
+    underlays: OrdMap<IpAddr, NodeId>,
+    networks: OrdMap<NetworkId, NetworkState>,
+    network_names: OrdMap<String, NetworkId>,
     vnis: IndexAllocator,
-    vni_owner: BTreeMap<u32, NetworkId>,
-    endpoints: BTreeMap<EndpointId, Endpoint>,
-    node_endpoints: BTreeMap<NodeId, BTreeSet<EndpointId>>,
+    vni_owner: OrdMap<u32, NetworkId>,
+    endpoints: OrdMap<EndpointId, Endpoint>,
+    node_endpoints: OrdMap<NodeId, OrdSet<EndpointId>>,
     next_network_id: NetworkId,
     next_endpoint_id: EndpointId,
 }
@@ -94,15 +96,15 @@ impl State {
     pub fn new() -> State {
         State {
             revision: 0,
-            nodes: BTreeMap::new(),
-            node_names: BTreeMap::new(),
-            underlays: BTreeMap::new(),
-            networks: BTreeMap::new(),
-            network_names: BTreeMap::new(),
+            nodes: OrdMap::new(),
+            node_names: OrdMap::new(),
+            underlays: OrdMap::new(),
+            networks: OrdMap::new(),
+            network_names: OrdMap::new(),
             vnis: IndexAllocator::new(u128::from(MAX_VNI)),
-            vni_owner: BTreeMap::new(),
-            endpoints: BTreeMap::new(),
-            node_endpoints: BTreeMap::new(),
+            vni_owner: OrdMap::new(),
+            endpoints: OrdMap::new(),
+            node_endpoints: OrdMap::new(),
             next_network_id: 1,
             next_endpoint_id: 1,
         }
@@ -282,10 +284,12 @@ impl State {
         for id in self.node_endpoints.remove(&node).unwrap_or_default() {
             self.drop_endpoint(id, ev);
         }
-        for (network_id, net) in &mut self.networks {
+        let network_ids: Vec<NetworkId> = self.networks.keys().copied().collect();
+        for network_id in network_ids {
+            let Some(net) = self.networks.get_mut(&network_id) else { continue };
             for pool in &mut net.pools {
                 for (cidr, generation) in pool.release_node(node) {
-                    let lease = BlockLease { network: *network_id, cidr, node, generation };
+                    let lease = BlockLease { network: network_id, cidr, node, generation };
                     ev.push(pb::event::Kind::BlockDeleted(lease.to_proto()));
                 }
             }
@@ -449,9 +453,9 @@ impl State {
             NetworkState {
                 network,
                 pools,
-                names: BTreeMap::new(),
-                containers: BTreeMap::new(),
-                endpoints: BTreeSet::new(),
+                names: OrdMap::new(),
+                containers: OrdMap::new(),
+                endpoints: OrdSet::new(),
             },
         );
     }
