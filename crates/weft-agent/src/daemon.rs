@@ -673,6 +673,11 @@ impl LocalServices {
 /// with a newer one (a failing action); after that it answers from the newest state.
 const ZONES_FALLBACK: Duration = Duration::from_secs(2);
 
+/// The least time between two rebuilds of the zones: a lone change is served at once, a burst of
+/// changes (hundreds of writes a second) costs one rebuild per interval instead of one per
+/// revision, each of which walks every endpoint of the host's networks.
+const ZONES_MIN_INTERVAL: Duration = Duration::from_millis(20);
+
 /// Keeps the DNS zones of node `id` current. Names resolve once this host's kernel can reach
 /// them: zones follow the state the overlay reconciler has applied, not the newest one; only a
 /// reconciler stuck behind for [`ZONES_FALLBACK`] makes them follow the newest state instead.
@@ -684,7 +689,16 @@ async fn follow_zones(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut behind_since: Option<Instant> = None;
+    // The revision the zones were last built from, and when.
+    let mut built: Option<(u64, Instant)> = None;
     loop {
+        if let Some((_, at)) = built {
+            let next_allowed = at + ZONES_MIN_INTERVAL;
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep_until(next_allowed.into()) => {}
+            }
+        }
         let applied = reconciled.borrow_and_update().clone();
         let newest = latest.borrow_and_update().clone();
         let source = if applied.revision() >= newest.revision() {
@@ -695,14 +709,17 @@ async fn follow_zones(
         } else {
             applied
         };
-        let next = crate::dns::zones(&source, id);
-        zones.send_if_modified(|current| {
-            let changed = **current != next;
-            if changed {
-                *current = Arc::new(next);
-            }
-            changed
-        });
+        if built.is_none_or(|(revision, _)| revision != source.revision()) {
+            let next = crate::dns::zones(&source, id);
+            built = Some((source.revision(), Instant::now()));
+            zones.send_if_modified(|current| {
+                let changed = **current != next;
+                if changed {
+                    *current = Arc::new(next);
+                }
+                changed
+            });
+        }
         // Still within the grace period: look again when it ends (not after: no busy loop).
         let recheck_at = behind_since.map(|since| since + ZONES_FALLBACK).filter(|at| *at > Instant::now());
         let recheck = async {
