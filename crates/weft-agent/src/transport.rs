@@ -60,14 +60,18 @@ impl Shared {
 pub struct GrpcTransport {
     shared: Arc<Shared>,
     queues: Arc<Mutex<HashMap<u64, mpsc::Sender<Message>>>>,
+    /// The daemon's runtime: peer streams run there, not on the raft driver's own thread that
+    /// calls `send`.
+    runtime: tokio::runtime::Handle,
 }
 
 impl GrpcTransport {
-    /// A transport dialing through `peers`.
+    /// A transport dialing through `peers`. Call it inside the runtime its peer streams run on.
     pub fn new(peers: Arc<Peers>) -> GrpcTransport {
         GrpcTransport {
             shared: Arc::new(Shared { peers, seeds: RwLock::new(HashMap::new()), node: OnceLock::new() }),
             queues: Arc::new(Mutex::new(HashMap::new())),
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 
@@ -89,7 +93,7 @@ impl Transport for GrpcTransport {
             let to = m.to;
             let queue = queues.entry(to).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(peer_loop(to, rx, self.shared.clone()));
+                self.runtime.spawn(peer_loop(to, rx, self.shared.clone()));
                 tx
             });
             if let Err(e) = queue.try_send(m) {

@@ -1,6 +1,7 @@
 //! The Raft driver: one task owns the `RawNode` and runs raft-rs's ready loop in the documented
-//! order — send the leader's messages, install a snapshot, apply committed entries, persist new
-//! entries and hard state (fsync) before sending the messages that depend on them, advance.
+//! order — send the leader's messages, install a snapshot, apply committed entries (and answer
+//! their proposers), persist new entries and hard state (fsync) before sending the messages that
+//! depend on them, advance.
 //! Committed commands go through weft-state's `apply`; the proposer gets its entry's result.
 
 use std::collections::{BTreeMap, HashMap};
@@ -209,8 +210,8 @@ struct Driver {
     state_tx: watch::Sender<Arc<State>>,
 }
 
-/// Starts node `id` on `storage`. `peers` are the initial voters when the log is empty (a
-/// bootstrap); an initialised log keeps its own membership.
+/// Starts node `id` on `storage`, its driver on a thread of its own. `peers` are the initial
+/// voters when the log is empty (a bootstrap); an initialised log keeps its own membership.
 pub fn start(
     id: u64,
     peers: &[u64],
@@ -277,7 +278,16 @@ pub fn start(
         status,
         state_tx,
     };
-    tokio::spawn(driver.run(requests, inbound));
+    // The driver gets a thread of its own: its fsyncs block, and on a shared worker they would
+    // hold up whatever that worker runs next (often the very reply the driver just sent).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| RaftError::Config(format!("raft driver runtime: {e}")))?;
+    std::thread::Builder::new()
+        .name(format!("raft-{id:x}"))
+        .spawn(move || runtime.block_on(driver.run(requests, inbound)))
+        .map_err(|e| RaftError::Config(format!("raft driver thread: {e}")))?;
     Ok(NodeHandle { requests: requests_tx, inbound: inbound_tx, status: status_rx, state: state_rx, history })
 }
 
@@ -459,8 +469,13 @@ impl Driver {
             }
         }
         let committed = ready.take_committed_entries();
-        self.apply_entries(committed)?;
-        self.storage.persist(ready.entries(), ready.hs(), None)?;
+        if !committed.is_empty() {
+            self.apply_entries(committed)?;
+            // Committed means durable on a quorum: answer now, not after this node's own fsync
+            // of the new entries below (under load that would add a disk flush to every reply).
+            self.hand_out();
+        }
+        self.storage.persist(ready.entries(), ready.hs())?;
         if !ready.persisted_messages().is_empty() {
             self.transport.send(ready.take_persisted_messages());
         }
@@ -468,7 +483,7 @@ impl Driver {
         if let Some(commit) = light.commit_index() {
             let mut hs = self.raw.raft.hard_state();
             hs.commit = commit;
-            self.storage.persist(&[], Some(&hs), None)?;
+            self.storage.persist(&[], Some(&hs))?;
         }
         if !light.messages().is_empty() {
             self.transport.send(light.take_messages());
@@ -477,6 +492,13 @@ impl Driver {
         self.apply_entries(committed)?;
         self.raw.advance_apply();
         self.maybe_snapshot()?;
+        self.hand_out();
+        Ok(())
+    }
+
+    /// Publishes the applied state and status, then hands out the results and reads waiting for
+    /// them (after the publish, so a caller reads its own write).
+    fn hand_out(&mut self) {
         self.publish();
         for (reply, result) in self.replies.drain(..) {
             let _ = reply.send(result);
@@ -494,7 +516,6 @@ impl Driver {
                 let _ = reply.send(Ok(state.clone()));
             }
         }
-        Ok(())
     }
 
     fn maybe_snapshot(&mut self) -> Result<(), RaftError> {
