@@ -658,29 +658,38 @@ impl Host {
 
     /// Every published port of a container on this host that has not exited.
     fn all_ports(&self) -> Vec<PortSpec> {
-        let Ok(list) = self.runtime.list() else { return Vec::new() };
-        list.iter()
-            .filter(|(_, status)| !matches!(status, ContainerStatus::Exited(_)))
-            .flat_map(|(spec, _)| self.netconf(&spec.id).ports)
-            .collect()
+        self.survey().map(|s| s.wanted_ports()).unwrap_or_default()
+    }
+
+    /// One look at this host's containers and network configs: each container's status read once
+    /// and each netconf file read once, shared by everything the janitor does in a round.
+    fn survey(&self) -> Option<Survey> {
+        let list = self.runtime.list().ok()?;
+        let containers = list
+            .iter()
+            .map(|(spec, status)| (spec.id.clone(), matches!(status, ContainerStatus::Exited(_))))
+            .collect();
+        let mut netconfs = BTreeMap::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("netconf")) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(id) = name.strip_suffix(".json") else { continue };
+                let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+                netconfs.insert(id.to_string(), (self.netconf(id), age));
+            }
+        }
+        Some(Survey { containers, netconfs })
     }
 
     /// Rewrites weft's port table from the running containers' netconf files (plus the one being
     /// started, whose file is already written).
     pub async fn sync_ports(&self) -> Result<()> {
-        let mut wanted = self.all_ports();
-        if let Ok(entries) = std::fs::read_dir(self.dir.join("netconf")) {
-            for entry in entries.flatten() {
-                let id = entry.file_name().to_string_lossy().trim_end_matches(".json").to_string();
-                let created = self.runtime.find(&id).is_ok();
-                if !created {
-                    wanted.extend(self.netconf(&id).ports);
-                }
-            }
-        }
-        wanted.sort();
-        wanted.dedup();
-        let script = ports::script(&wanted);
+        let Some(survey) = self.survey() else { return Ok(()) };
+        self.sync_ports_from(&survey).await
+    }
+
+    async fn sync_ports_from(&self, survey: &Survey) -> Result<()> {
+        let script = ports::script(&survey.wanted_ports());
         let mut loaded = self.ports_loaded.lock().await;
         if loaded.as_deref() == Some(script.as_str()) {
             return Ok(());
@@ -761,32 +770,25 @@ impl Host {
                 _ = stop.wait_for(|s| *s) => return,
                 _ = tick.tick() => {}
             }
+            // `--rm` containers that exited go first (removal takes the lock below itself).
             let Ok(list) = self.runtime.list() else { continue };
-            let mut ids: BTreeMap<String, bool> = BTreeMap::new();
             for (spec, status) in &list {
-                ids.insert(spec.id.clone(), matches!(status, ContainerStatus::Exited(_)));
-            }
-            for (id, exited) in &ids {
-                if *exited && self.netconf(id).auto_remove {
-                    let _ = self.remove(id, true).await;
+                if matches!(status, ContainerStatus::Exited(_)) && self.netconf(&spec.id).auto_remove {
+                    let _ = self.remove(&spec.id, true).await;
                 }
             }
             let _serial = self.serial.lock().await;
+            let Some(survey) = self.survey() else { continue };
             // Containers that exited by themselves withdraw their published ports.
-            if let Err(e) = self.sync_ports().await {
+            if let Err(e) = self.sync_ports_from(&survey).await {
                 tracing::warn!(error = %e, "syncing published ports failed");
             }
-            let Ok(entries) = std::fs::read_dir(self.dir.join("netconf")) else { continue };
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let Some(id) = name.strip_suffix(".json") else { continue };
-                let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
-                // Files younger than a few seconds may belong to a container being started.
-                if !ids.contains_key(id) && age.is_some_and(|a| a > Duration::from_secs(30)) {
-                    let conf = self.netconf(id);
-                    self.undo(id, &conf).await;
-                } else if ids.get(id) == Some(&false) {
-                    self.revoke_lost_addresses(id).await;
+            for (id, (conf, age)) in &survey.netconfs {
+                match survey.containers.get(id) {
+                    // Files younger than a few seconds may belong to a container being started.
+                    None if age.is_some_and(|a| a > Duration::from_secs(30)) => self.undo(id, conf).await,
+                    Some(false) => self.revoke_lost_addresses(id, conf.clone()).await,
+                    _ => {}
                 }
             }
         }
@@ -797,11 +799,10 @@ impl Host {
     /// container): its interface goes, the attachment is kept as revoked, and it is logged. Only
     /// with a live copy of the state, and only after the endpoint has been missing from it for
     /// [`REVOKE_AFTER`], so a copy that is merely behind never costs a container its network.
-    async fn revoke_lost_addresses(&self, id: &str) {
+    async fn revoke_lost_addresses(&self, id: &str, mut conf: NetConf) {
         if !self.live.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        let mut conf = self.netconf(id);
         let state = self.state();
         let mut missing = self.missing_since.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut lost = Vec::new();
@@ -853,5 +854,65 @@ impl Host {
                 gateway: a.gateway.map(|g| g.to_string()).unwrap_or_default(),
             })
             .collect()
+    }
+}
+
+/// What the janitor saw in one round: [`Host::survey`].
+struct Survey {
+    /// Container id → whether it has exited.
+    containers: BTreeMap<String, bool>,
+    /// Container id → its network config and the age of the file (containers being started have
+    /// a file before they exist; orphans have one after).
+    netconfs: BTreeMap<String, (NetConf, Option<Duration>)>,
+}
+
+impl Survey {
+    /// The ports that should be published: those of containers that have not exited, and of
+    /// containers being started (a netconf file, no container yet).
+    fn wanted_ports(&self) -> Vec<PortSpec> {
+        let mut wanted: Vec<PortSpec> = self
+            .netconfs
+            .iter()
+            .filter(|(id, _)| self.containers.get(*id) != Some(&true))
+            .flat_map(|(_, (conf, _))| conf.ports.iter().cloned())
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        wanted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(ports: &[&str]) -> (NetConf, Option<Duration>) {
+        let ports = ports.iter().map(|p| ports::parse(p).unwrap()).collect();
+        (NetConf { ports, ..NetConf::default() }, Some(Duration::from_secs(1)))
+    }
+
+    #[test]
+    fn wanted_ports_are_those_of_live_and_starting_containers() {
+        let survey = Survey {
+            containers: [("running".to_string(), false), ("exited".to_string(), true)].into(),
+            netconfs: [
+                ("running".to_string(), conf(&["8080:80", "53:53/udp"])),
+                ("exited".to_string(), conf(&["9090:90"])),
+                ("starting".to_string(), conf(&["7070:70", "8080:80"])),
+            ]
+            .into(),
+        };
+        let wanted: Vec<String> = survey
+            .wanted_ports()
+            .iter()
+            .map(|p| format!("{}:{}/{}", p.host_port, p.container_port, p.protocol))
+            .collect();
+        assert_eq!(
+            wanted.len(),
+            3,
+            "{wanted:?}: the exited container's port is withdrawn, duplicates merged"
+        );
+        assert!(wanted.contains(&"7070:70/tcp".to_string()), "{wanted:?}");
+        assert!(!wanted.iter().any(|p| p.starts_with("9090")), "{wanted:?}");
     }
 }
