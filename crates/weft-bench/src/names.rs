@@ -21,7 +21,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use weft_tests::VirtualHosts;
 use weft_tests::cluster::{WeftCluster, bin};
 
-use crate::raft::{Procs, build_binaries, etcd_start, percentile};
+use crate::raft::{Procs, build_binaries, etcd_member, etcd_start, percentile};
 use crate::report::Figure;
 
 const ROUNDS: usize = 20;
@@ -93,23 +93,8 @@ fn weft_side(cluster: &WeftCluster<'_>) -> Result<Vec<f64>> {
 
 async fn etcd_side(bed: &VirtualHosts) -> Result<Vec<f64>> {
     let endpoint = |i: usize| format!("http://{}:2379", bed.host(i).addr);
-    let connect = |e: String| async move {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let options = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
-            if let Ok(mut c) = etcd_client::Client::connect([e.clone()], Some(options)).await
-                && c.put("warmup", "x", None).await.is_ok()
-            {
-                return Ok::<_, anyhow::Error>(c);
-            }
-            if Instant::now() > deadline {
-                bail!("etcd member {e} did not come up");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-    let mut watcher = connect(endpoint(0)).await?;
-    let mut writer = connect(endpoint(2)).await?;
+    let mut watcher = etcd_member(endpoint(0)).await?;
+    let mut writer = etcd_member(endpoint(2)).await?;
     let mut events = watcher.watch("names/", Some(etcd_client::WatchOptions::new().with_prefix())).await?;
     let mut times = Vec::new();
     for k in 0..ROUNDS {

@@ -220,27 +220,28 @@ pub(crate) fn etcd_start(bed: &VirtualHosts, dir: &Path, i: usize) -> Result<Chi
         .context("start etcd (apt-get install etcd-server)")
 }
 
+/// A client of one etcd member, once that member accepts writes (at most 30 s).
+pub(crate) async fn etcd_member(endpoint: String) -> Result<etcd_client::Client> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let options = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
+        if let Ok(mut c) = etcd_client::Client::connect([endpoint.clone()], Some(options)).await
+            && c.put("warmup", "x", None).await.is_ok()
+        {
+            return Ok(c);
+        }
+        if Instant::now() > deadline {
+            bail!("etcd member {endpoint} did not come up");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn etcd_side(bed: &VirtualHosts, dir: &Path, procs: &mut Procs, value_len: usize) -> Result<Side> {
     let endpoints: Vec<String> = (0..3).map(|i| format!("http://{}:2379", bed.host(i).addr)).collect();
-    // A client of one member, once that member accepts writes.
-    let member = |endpoint: String| async move {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let options = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
-            if let Ok(mut c) = etcd_client::Client::connect([endpoint.clone()], Some(options)).await
-                && c.put("warmup", "x", None).await.is_ok()
-            {
-                return Ok(c);
-            }
-            if Instant::now() > deadline {
-                bail!("etcd member {endpoint} did not come up");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
     let mut clients = Vec::new();
     for e in &endpoints {
-        clients.push(member(e.clone()).await.with_context(|| format!("see {}/e*.log", dir.display()))?);
+        clients.push(etcd_member(e.clone()).await.with_context(|| format!("see {}/e*.log", dir.display()))?);
     }
     let value = Arc::new(vec![b'v'; value_len]);
     let load = |clients: Arc<Vec<etcd_client::Client>>, value: Arc<Vec<u8>>| {
@@ -290,7 +291,7 @@ async fn etcd_side(bed: &VirtualHosts, dir: &Path, procs: &mut Procs, value_len:
         }
         times.push(killed.elapsed().as_secs_f64() * 1000.0);
         procs.0[leader] = Some(etcd_start(bed, dir, leader)?);
-        clients[leader] = member(endpoints[leader].clone()).await?;
+        clients[leader] = etcd_member(endpoints[leader].clone()).await?;
     }
     Ok(Side { one, many, failover_ms: median(times) })
 }
