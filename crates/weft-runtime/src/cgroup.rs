@@ -1,5 +1,5 @@
-//! cgroups v1 and v2: create a container's group, set memory, CPU and pids limits, add
-//! processes, read stats and OOM kills, remove.
+//! cgroups v1 and v2: create a container's group, set memory, CPU and pids limits and device
+//! rules, add processes, read stats and OOM kills, remove.
 //!
 //! The version is detected from the mount: v2 when `cgroup.controllers` sits at the root, v1
 //! otherwise (one hierarchy per controller, `cpu` often joined with `cpuacct`). Every path is
@@ -8,6 +8,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::devices::{self, DeviceRule};
 use crate::{Result, RuntimeError};
 
 /// The CFS period weft uses for CPU quotas (100 ms, as Docker).
@@ -88,9 +89,15 @@ pub struct Cgroup {
     hierarchy: Hierarchy,
     /// Path below each hierarchy root, e.g. `weft/3f2a...`.
     rel: PathBuf,
+    /// v1 only: whether the `devices` hierarchy is mounted, so the group has a directory there.
+    v1_devices: bool,
 }
 
+/// The v1 controllers every group is created in.
 const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids"];
+
+/// The v1 controller that holds device rules, used when mounted.
+const V1_DEVICES: &str = "devices";
 
 fn write(path: &Path, value: &str) -> Result<()> {
     fs::write(path, value).map_err(RuntimeError::io("write", path))
@@ -126,7 +133,11 @@ impl Cgroup {
                 "must be relative, without '..'",
             ));
         }
-        let group = Cgroup { hierarchy: hierarchy.clone(), rel };
+        let v1_devices = match hierarchy {
+            Hierarchy::V1(root) => root.join(V1_DEVICES).join("devices.allow").is_file(),
+            Hierarchy::V2(_) => false,
+        };
+        let group = Cgroup { hierarchy: hierarchy.clone(), rel, v1_devices };
         match hierarchy {
             Hierarchy::V2(root) => group.create_v2(root, limits)?,
             Hierarchy::V1(root) => group.create_v1(root, limits)?,
@@ -156,8 +167,7 @@ impl Cgroup {
     }
 
     fn create_v1(&self, root: &Path, limits: &Limits) -> Result<()> {
-        for controller in V1_CONTROLLERS {
-            let dir = root.join(controller).join(&self.rel);
+        for dir in self.dirs() {
             fs::create_dir_all(&dir).map_err(RuntimeError::io("create cgroup", &dir))?;
         }
         let memory = root.join("memory").join(&self.rel);
@@ -179,11 +189,36 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Every directory of the group (one for v2, one per controller for v1).
+    /// Every directory of the group (one for v2, one per controller for v1: memory, cpu,
+    /// cpuacct, pids, then devices when that hierarchy is mounted).
     pub fn dirs(&self) -> Vec<PathBuf> {
         match &self.hierarchy {
             Hierarchy::V2(root) => vec![root.join(&self.rel)],
-            Hierarchy::V1(root) => V1_CONTROLLERS.iter().map(|c| root.join(c).join(&self.rel)).collect(),
+            Hierarchy::V1(root) => V1_CONTROLLERS
+                .iter()
+                .chain(self.v1_devices.then_some(&V1_DEVICES))
+                .map(|c| root.join(c).join(&self.rel))
+                .collect(),
+        }
+    }
+
+    /// Restricts the device nodes the group's processes may open or create to `rules` (e.g.
+    /// [`DeviceRule::docker_default`]): written to the `devices` controller for v1, a BPF device
+    /// program attached to the group for v2 (replacing one attached before). Call it before a
+    /// process joins: under v1 the rules are reset first.
+    pub fn set_devices(&self, rules: &[DeviceRule]) -> Result<()> {
+        match &self.hierarchy {
+            Hierarchy::V2(root) => devices::attach_v2(&root.join(&self.rel), rules),
+            Hierarchy::V1(root) => {
+                let dir = root.join(V1_DEVICES).join(&self.rel);
+                if !self.v1_devices {
+                    return Err(RuntimeError::Devices {
+                        path: dir,
+                        reason: "the v1 devices controller is not mounted".into(),
+                    });
+                }
+                devices::apply_v1(&dir, rules)
+            }
         }
     }
 
