@@ -554,8 +554,13 @@ impl pb::agent_server::Agent for AgentService {
         self.check(&request)?;
         let mut input = request.into_inner();
         let first = input.next().await.ok_or_else(|| Status::invalid_argument("exec: no request"))??;
-        let command =
-            self.host.runtime.exec_command(&first.reference, &first.command).map_err(HostError::from)?;
+        let options = weft_runtime::container::ExecOptions {
+            argv: first.command.clone(),
+            user: first.user.clone(),
+            workdir: first.workdir.clone(),
+            env: first.env.clone(),
+        };
+        let command = self.host.runtime.exec_command(&first.reference, &options).map_err(HostError::from)?;
         if first.tty {
             let spec = self.host.runtime.find(&first.reference).map_err(HostError::from)?;
             let ContainerStatus::Running(run) =

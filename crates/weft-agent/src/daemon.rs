@@ -118,6 +118,9 @@ pub async fn run(
     }
     let dir = StateDir::new(&config.state_dir);
     std::fs::create_dir_all(dir.root()).with_context(|| format!("create {}", dir.root().display()))?;
+    // Images (with their setuid binaries), containers, raft and tls: nothing for other users.
+    std::fs::set_permissions(dir.root(), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("make {} private (0700)", dir.root().display()))?;
     let mut fresh_bootstrap = false;
     let mut node = match dir.node()? {
         Some(node) => {

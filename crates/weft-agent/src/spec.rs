@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 use weft_proto::v1 as pb;
-use weft_runtime::container::{BindMount, ContainerSpec, SpecLimits};
+use weft_runtime::container::{
+    BindMount, ContainerSpec, DeviceMapping, SeccompMode, Security, SpecLimits, TmpfsMount,
+};
 use weft_runtime::image::ImageRecord;
 
 use crate::host::{HostError, Result};
@@ -30,7 +32,81 @@ pub fn parse_volume(text: &str) -> Result<BindMount> {
     if !source.starts_with('/') || !target.starts_with('/') {
         return Err(HostError::Invalid(format!("-v {text}: both paths must be absolute")));
     }
+    if target.split('/').any(|c| c == "..") {
+        return Err(HostError::Invalid(format!(
+            "-v {text}: the container path must not contain '..' (it could point outside the container)"
+        )));
+    }
     Ok(BindMount { source: PathBuf::from(source), target: PathBuf::from(target), readonly })
+}
+
+/// Parses `--device HOST[:CONTAINER][:PERMISSIONS]` (Docker's forms: `/dev/sdb`,
+/// `/dev/sdb:/dev/xvdc`, `/dev/sdb:r`, `/dev/sdb:/dev/xvdc:rw`).
+pub fn parse_device(text: &str) -> Result<DeviceMapping> {
+    let is_access = |p: &str| !p.is_empty() && p.chars().all(|c| "rwm".contains(c));
+    let parts: Vec<&str> = text.split(':').collect();
+    let (host, container, access) = match parts.as_slice() {
+        [h] => (*h, *h, "rwm"),
+        [h, a] if is_access(a) => (*h, *h, *a),
+        [h, c] => (*h, *c, "rwm"),
+        [h, c, a] if is_access(a) => (*h, *c, *a),
+        _ => {
+            return Err(HostError::Invalid(format!(
+                "--device {text}: expected HOST[:CONTAINER][:PERMISSIONS] with permissions of r, w, m"
+            )));
+        }
+    };
+    if !host.starts_with('/') || !container.starts_with('/') || container.split('/').any(|c| c == "..") {
+        return Err(HostError::Invalid(format!(
+            "--device {text}: both paths must be absolute, without '..'"
+        )));
+    }
+    Ok(DeviceMapping { host: host.into(), container: container.into(), access: access.into() })
+}
+
+/// Parses `--tmpfs PATH[:OPTIONS]`.
+pub fn parse_tmpfs(text: &str) -> Result<TmpfsMount> {
+    let (target, options) = text.split_once(':').unwrap_or((text, ""));
+    if !target.starts_with('/') || target.split('/').any(|c| c == "..") {
+        return Err(HostError::Invalid(format!("--tmpfs {text}: the path must be absolute, without '..'")));
+    }
+    Ok(TmpfsMount { target: target.into(), options: options.into() })
+}
+
+/// The security options of a run request: `--privileged`, `--cap-add/--cap-drop`, `--device`,
+/// `--tmpfs` and `--security-opt` (`seccomp=unconfined`, `seccomp=<profile JSON>`,
+/// `no-new-privileges[=|:true|false]`). Anything else is refused by name.
+pub fn security(request: &pb::RunRequest) -> Result<Security> {
+    let mut security = Security {
+        privileged: request.privileged,
+        cap_add: request.cap_add.clone(),
+        cap_drop: request.cap_drop.clone(),
+        devices: request.devices.iter().map(|d| parse_device(d)).collect::<Result<_>>()?,
+        tmpfs: request.tmpfs.iter().map(|t| parse_tmpfs(t)).collect::<Result<_>>()?,
+        ..Security::default()
+    };
+    for option in &request.security_opt {
+        let (key, value) = match option.split_once(['=', ':']) {
+            Some((k, v)) => (k, Some(v)),
+            None => (option.as_str(), None),
+        };
+        match (key, value) {
+            ("seccomp", Some("unconfined")) => security.seccomp = SeccompMode::Unconfined,
+            ("seccomp", Some(profile)) if profile.trim_start().starts_with('{') => {
+                security.seccomp = SeccompMode::Profile(profile.to_string())
+            }
+            ("no-new-privileges", None | Some("true")) => security.allow_new_privileges = false,
+            ("no-new-privileges", Some("false")) => security.allow_new_privileges = true,
+            _ => {
+                let shown: String = option.chars().take(60).collect();
+                return Err(HostError::Invalid(format!(
+                    "--security-opt {shown}: expected seccomp=unconfined, seccomp=PROFILE.json or \
+                     no-new-privileges[=true|false]"
+                )));
+            }
+        }
+    }
+    Ok(security)
 }
 
 /// The spec of a container of `image` (unpacked into `layers`) as `request` asks.
@@ -83,6 +159,8 @@ pub fn container_spec(
         pids: (request.pids_limit > 0).then_some(request.pids_limit),
     };
     spec.mounts = request.volumes.iter().map(|v| parse_volume(v)).collect::<Result<_>>()?;
+    spec.readonly_rootfs = request.read_only;
+    spec.security = security(request)?;
     Ok(spec)
 }
 
@@ -124,5 +202,26 @@ mod tests {
         assert!(parse_volume("/a:/b:ro").unwrap().readonly);
         assert!(parse_volume("a:/b").unwrap_err().to_string().contains("absolute"));
         assert!(parse_volume("/a").unwrap_err().to_string().contains("expected"));
+        assert!(parse_volume("/a:/b/../../etc").unwrap_err().to_string().contains("'..'"));
+    }
+
+    #[test]
+    fn devices_tmpfs_and_security_options() {
+        let d = parse_device("/dev/sdb").unwrap();
+        assert_eq!((d.container.to_str().unwrap(), d.access.as_str()), ("/dev/sdb", "rwm"));
+        let d = parse_device("/dev/sdb:r").unwrap();
+        assert_eq!((d.container.to_str().unwrap(), d.access.as_str()), ("/dev/sdb", "r"));
+        let d = parse_device("/dev/sdb:/dev/xvdc:rw").unwrap();
+        assert_eq!((d.container.to_str().unwrap(), d.access.as_str()), ("/dev/xvdc", "rw"));
+        assert!(parse_device("/dev/sdb:/dev/x:q").is_err());
+        assert!(parse_device("sdb").is_err());
+        assert_eq!(parse_tmpfs("/run:size=1m").unwrap().options, "size=1m");
+        assert!(parse_tmpfs("/run/../x").is_err());
+        let mut r = pb::RunRequest { security_opt: vec!["seccomp=unconfined".into()], ..Default::default() };
+        assert_eq!(security(&r).unwrap().seccomp, SeccompMode::Unconfined);
+        r.security_opt = vec!["no-new-privileges:false".into()];
+        assert!(security(&r).unwrap().allow_new_privileges);
+        r.security_opt = vec!["apparmor=unconfined".into()];
+        assert!(security(&r).unwrap_err().to_string().contains("--security-opt apparmor"));
     }
 }

@@ -30,7 +30,7 @@ fn main() -> Result<()> {
         Some("raft") => weft_bench::raft::run()?,
         Some("names") => weft_bench::names::run()?,
         // weft-bench is also the container monitor of the weft containers it measures.
-        Some("monitor") => weft_runtime::container::monitor::shim_main(&args),
+        Some("monitor" | "exec") => weft_runtime::container::monitor::shim_main(&args),
         Some("-h" | "--help") | None => {
             print!("{}", usage());
             return Ok(());

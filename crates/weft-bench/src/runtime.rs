@@ -6,16 +6,20 @@
 //! in that namespace. Each iteration is one full container lifecycle, timed from the first call
 //! to the container being gone: for weft `Runtime::create`, `start`, `wait`, `remove` (the
 //! monitor is this binary's `monitor` verb, as weftd's will be); for crun and runc `run` with an
-//! OCI bundle whose process is `/bin/true` (they create, start, wait and delete). 30 iterations
-//! each, interleaved, after 3 warm-up runs; medians reported.
+//! OCI bundle whose process is `/bin/true` (they create, start, wait and delete). All three run
+//! under Docker's default seccomp profile and capability set: weft compiles its own, crun and runc
+//! get the same profile resolved by weft as the bundle's `linux.seccomp` (and compile it with
+//! their libseccomp each run). weft also runs unconfined (`seccomp=unconfined`) to show what the
+//! filter costs. 30 iterations each, interleaved, after 3 warm-up runs; medians reported.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use weft_runtime::container::{ContainerSpec, Runtime};
+use weft_runtime::container::{ContainerSpec, Runtime, SeccompMode, Security};
 use weft_runtime::image::ImageStore;
+use weft_runtime::security::{caps, seccomp};
 
 use crate::report::Figure;
 
@@ -45,6 +49,14 @@ fn bundle(dir: &Path, layer: &Path, tool: &str) -> Result<PathBuf> {
     let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
     config["process"]["args"] = serde_json::json!(["/bin/true"]);
     config["process"]["terminal"] = serde_json::json!(false);
+    // Docker's confinement, as weft applies it: its capability set and its seccomp profile.
+    let docker_caps = serde_json::json!(caps::DOCKER_DEFAULT);
+    for set in ["bounding", "effective", "permitted"] {
+        config["process"]["capabilities"][set] = docker_caps.clone();
+    }
+    let kernel = seccomp::host_kernel()?;
+    let resolved = seccomp::Profile::docker_default().resolve(caps::DOCKER_DEFAULT, kernel)?;
+    config["linux"]["seccomp"] = resolved.to_oci_json();
     std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
     Ok(bundle)
 }
@@ -65,10 +77,12 @@ fn oci_run(tool: &str, bundle: &Path, n: usize) -> Result<Duration> {
     Ok(took)
 }
 
-fn weft_run(runtime: &Runtime, layers: &[PathBuf], n: usize) -> Result<Duration> {
+fn weft_run(runtime: &Runtime, layers: &[PathBuf], n: usize, seccomp: SeccompMode) -> Result<Duration> {
+    let unconfined = seccomp == SeccompMode::Unconfined;
     let spec = ContainerSpec {
-        name: format!("bench-{n}"),
-        cgroup_path: PathBuf::from(format!("weft-bench-{}-{n}", std::process::id())),
+        name: format!("bench-{n}{}", if unconfined { "-unconfined" } else { "" }),
+        cgroup_path: PathBuf::from(format!("weft-bench-{}-{n}-{unconfined}", std::process::id())),
+        security: Security { seccomp, ..Security::default() },
         ..ContainerSpec::new(layers.to_vec(), vec!["/bin/true".into()])
     };
     let start = Instant::now();
@@ -100,21 +114,42 @@ pub fn run() -> Result<Vec<Figure>> {
         let runtime = Runtime::new(&dir, std::env::current_exe()?)?;
         let crun_bundle = bundle(&dir, &layers[0], "crun")?;
         let runc_bundle = bundle(&dir, &layers[0], "runc")?;
-        let (mut weft, mut crun, mut runc) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut weft, mut open, mut crun, mut runc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for n in 0..ITERATIONS + 3 {
-            let w = weft_run(&runtime, &layers, n)?;
+            let w = weft_run(&runtime, &layers, n, SeccompMode::Default)?;
+            let u = weft_run(&runtime, &layers, n, SeccompMode::Unconfined)?;
             let c = oci_run("crun", &crun_bundle, n)?;
             let r = oci_run("runc", &runc_bundle, n)?;
             if n >= 3 {
                 weft.push(w);
+                open.push(u);
                 crun.push(c);
                 runc.push(r);
             }
         }
-        let (w, c, r) = (median_ms(weft), median_ms(crun), median_ms(runc));
+        let (w, u, c, r) = (median_ms(weft), median_ms(open), median_ms(crun), median_ms(runc));
         Ok(vec![
-            Figure::new("runtime.run_true.vs_crun", w, "ms", "crun run (median, same run)", c),
-            Figure::new("runtime.run_true.vs_runc", w, "ms", "runc run (median, same run)", r),
+            Figure::new(
+                "runtime.run_true.vs_crun",
+                w,
+                "ms",
+                "crun run, Docker's seccomp profile (median, same run)",
+                c,
+            ),
+            Figure::new(
+                "runtime.run_true.vs_runc",
+                w,
+                "ms",
+                "runc run, Docker's seccomp profile (median, same run)",
+                r,
+            ),
+            Figure::new(
+                "runtime.run_true.seccomp_cost",
+                w,
+                "ms",
+                "weft with seccomp=unconfined (median, same run)",
+                u,
+            ),
         ])
     })();
     let _ = std::fs::remove_dir_all(&dir);

@@ -216,6 +216,27 @@ pub(crate) struct RunArgs {
     /// Seconds `weft stop` waits after SIGTERM before SIGKILL, unless told otherwise.
     #[arg(long, default_value_t = 10)]
     init_grace: u32,
+    /// Every capability and device, no seccomp, no masked paths: gives the host away.
+    #[arg(long)]
+    privileged: bool,
+    /// Add a capability to Docker's default set (e.g. NET_ADMIN; ALL for every one).
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    /// Drop a capability from the set (ALL for every one).
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    /// seccomp=unconfined, seccomp=PROFILE.json (Docker's format), no-new-privileges[=false].
+    #[arg(long = "security-opt")]
+    security_opt: Vec<String>,
+    /// Mount the container's root file system read-only.
+    #[arg(long = "read-only")]
+    read_only: bool,
+    /// Give a host device: HOST[:CONTAINER][:PERMISSIONS] (permissions: any of r, w, m).
+    #[arg(long)]
+    device: Vec<String>,
+    /// Mount a tmpfs: PATH[:OPTIONS] (e.g. /run:size=64m,mode=1777).
+    #[arg(long)]
+    tmpfs: Vec<String>,
     /// The image.
     image: String,
     /// The command and its arguments.
@@ -560,6 +581,20 @@ async fn follow_logs(api: &mut Api, reference: &str, follow: bool) -> Result<(),
     Ok(())
 }
 
+/// A `--security-opt` as sent to weftd: a seccomp profile given by path is read here, as the
+/// docker client does, so the profile travels as text.
+fn security_opt(option: &str) -> Result<String, String> {
+    match option.split_once(['=', ':']) {
+        Some(("seccomp", "unconfined")) => Ok(option.to_string()),
+        Some(("seccomp", path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--security-opt seccomp={path}: cannot read the profile: {e}"))?;
+            Ok(format!("seccomp={text}"))
+        }
+        _ => Ok(option.to_string()),
+    }
+}
+
 /// `weft run`.
 pub(crate) async fn run(api: &mut Api, args: RunArgs) -> Result<u8, String> {
     let memory = args.memory.as_deref().map(parse_size).transpose()?.unwrap_or(0);
@@ -589,6 +624,13 @@ pub(crate) async fn run(api: &mut Api, args: RunArgs) -> Result<u8, String> {
         auto_remove: args.rm && args.detach,
         aliases: args.network_alias,
         stop_grace: args.init_grace,
+        privileged: args.privileged,
+        cap_add: args.cap_add,
+        cap_drop: args.cap_drop,
+        security_opt: args.security_opt.iter().map(|o| security_opt(o)).collect::<Result<_, _>>()?,
+        read_only: args.read_only,
+        devices: args.device,
+        tmpfs: args.tmpfs,
     };
     let info = api.run(request).await.map_err(err)?.into_inner();
     if args.detach {
@@ -637,6 +679,15 @@ pub(crate) enum ContainerCommand {
         /// Run the command on a terminal (with -i: an interactive shell).
         #[arg(short, long)]
         tty: bool,
+        /// Run as this user (uid[:gid] or name[:group]) instead of the container's.
+        #[arg(short, long)]
+        user: Option<String>,
+        /// Working directory inside the container instead of the container's.
+        #[arg(short, long)]
+        workdir: Option<String>,
+        /// Environment variable KEY=VALUE, over the container's.
+        #[arg(short = 'e', long = "env")]
+        env: Vec<String>,
         /// The container.
         container: String,
         /// The command and its arguments.
@@ -753,8 +804,9 @@ pub(crate) async fn container(api: &mut Api, command: ContainerCommand) -> Resul
             );
         }
         ContainerCommand::Logs { follow, container } => follow_logs(api, &container, follow).await?,
-        ContainerCommand::Exec { detach, interactive, tty, container, command } => {
-            return exec(api, container, command, interactive, tty, detach).await;
+        ContainerCommand::Exec { detach, interactive, tty, user, workdir, env, container, command } => {
+            let options = ExecFlags { interactive, tty, detach, user, workdir, env };
+            return exec(api, container, command, options).await;
         }
         ContainerCommand::Stop { time, containers } => {
             for reference in containers {
@@ -885,14 +937,23 @@ impl Drop for RawMode {
     }
 }
 
+/// `weft exec`'s flags beside the container and command.
+struct ExecFlags {
+    interactive: bool,
+    tty: bool,
+    detach: bool,
+    user: Option<String>,
+    workdir: Option<String>,
+    env: Vec<String>,
+}
+
 async fn exec(
     api: &mut Api,
     container: String,
     command: Vec<String>,
-    interactive: bool,
-    tty: bool,
-    detach: bool,
+    flags: ExecFlags,
 ) -> Result<u8, String> {
+    let ExecFlags { interactive, tty, detach, user, workdir, env } = flags;
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::ExecInput>(8);
     let (rows, cols) = if tty { window_size() } else { (0, 0) };
     let first = pb::ExecInput {
@@ -903,6 +964,9 @@ async fn exec(
         tty,
         rows,
         cols,
+        user: user.unwrap_or_default(),
+        workdir: workdir.unwrap_or_default(),
+        env,
         ..Default::default()
     };
     tx.send(first).await.map_err(|e| e.to_string())?;

@@ -9,7 +9,9 @@
 pub mod build;
 pub mod cgroup;
 pub mod container;
+pub mod devices;
 pub mod image;
+pub mod security;
 
 use std::path::PathBuf;
 
@@ -81,6 +83,27 @@ pub enum RuntimeError {
         /// What failed.
         message: String,
     },
+    /// A device cgroup does not hold the rules it was given, or cannot hold them.
+    #[error("device rules of cgroup {path}: {reason}")]
+    Devices {
+        /// The group's directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A BPF program could not be loaded, attached, queried or detached.
+    #[error("bpf {op} on {path}: {source}{}", verifier_log(.log))]
+    Bpf {
+        /// The operation.
+        op: &'static str,
+        /// The cgroup directory.
+        path: PathBuf,
+        /// The error bpf(2) returned.
+        #[source]
+        source: std::io::Error,
+        /// The verifier's log when a load was refused (empty otherwise).
+        log: String,
+    },
     /// A file-system operation failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -114,6 +137,10 @@ impl RuntimeError {
         let path = path.into();
         move |source| RuntimeError::Io { op, path, source }
     }
+}
+
+fn verifier_log(log: &str) -> String {
+    if log.is_empty() { String::new() } else { format!("; verifier log:\n{log}") }
 }
 
 /// Results of this crate.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use weft_runtime::RuntimeError;
-use weft_runtime::container::{ContainerSpec, ContainerStatus, Runtime, SpecLimits};
+use weft_runtime::container::{ContainerSpec, ContainerStatus, ExecOptions, Runtime, SpecLimits};
 use weft_runtime::image::ImageStore;
 
 static N: AtomicU32 = AtomicU32::new(0);
@@ -87,7 +87,8 @@ fn isolation_is_observed_from_inside() {
         lines[2]
     );
     let mounts: usize = lines[4].parse().unwrap();
-    assert!(mounts < 20, "only the container's own mounts ({mounts})");
+    // root, proc, dev and its nodes, pts, shm, mqueue, sys, the masked and read-only paths, /etc.
+    assert!(mounts < 35, "only the container's own mounts ({mounts})");
     assert_eq!(lines[5], "hello", "env from the spec");
     assert_eq!(lines[6..], ["lo".to_string()], "network mode none: only loopback");
     // The file landed in this container's upper layer only: not in the image, not elsewhere.
@@ -157,11 +158,14 @@ fn containers_outlive_the_runtime_object_and_exec_joins_them() {
     let out = again
         .exec_command(
             "svc",
-            &[
-                "sh".into(),
-                "-c".into(),
-                "hostname; echo $GREETING; cat /proc/1/cmdline | tr '\\0' ' '".into(),
-            ],
+            &ExecOptions {
+                argv: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "hostname; echo $GREETING; cat /proc/1/cmdline | tr '\\0' ' '".into(),
+                ],
+                ..Default::default()
+            },
         )
         .unwrap()
         .output()
@@ -291,9 +295,41 @@ fn containers_keep_running_when_the_agent_is_killed_and_are_found_again() {
     std::thread::sleep(Duration::from_millis(400));
     let (more, _) = runtime.logs("survivor", offset).unwrap();
     assert!(more.iter().any(|l| l.line.starts_with("tick")), "new lines after the agent's death: {more:?}");
-    let out = runtime.exec_command("survivor", &["hostname".into()]).unwrap().output().unwrap();
+    let out = runtime
+        .exec_command("survivor", &ExecOptions { argv: vec!["hostname".into()], ..Default::default() })
+        .unwrap()
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "survivor\n");
     let exit = runtime.stop("survivor", Duration::from_secs(10)).unwrap();
     assert_eq!(exit.code, 0, "stopped through SIGTERM by the new agent");
     assert!(runtime.logs("survivor", 0).unwrap().0.iter().any(|l| l.line == "bye"));
+}
+
+#[test]
+fn long_lines_are_split_at_16k_and_a_reused_pid_is_not_the_container() {
+    let host = Host::new("logs");
+    // 40000 bytes without a newline, then a short line: pieces of 16 KiB, then the rest.
+    let (id, code, lines) = host.run(host.spec(
+        "long",
+        "i=0; while [ $i -lt 4000 ]; do printf 0123456789; i=$((i+1)); done; echo; echo short",
+    ));
+    assert_eq!(code, 0);
+    let lens: Vec<usize> = lines.iter().map(String::len).collect();
+    assert_eq!(lens, [16384, 16384, 40000 - 2 * 16384, 5], "Docker's 16 KiB limit");
+
+    // A state that names a live pid with another start time (as after a reboot) is not running.
+    let dir = host.dir.join("containers").join(&id);
+    let state: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("state.json")).unwrap()).unwrap();
+    assert!(state["pid_start"].as_u64().unwrap() > 0, "the start time is recorded: {state}");
+    fs::remove_file(dir.join("exit.json")).unwrap();
+    let me = std::process::id();
+    let forged = serde_json::json!({"pid": me, "monitor_pid": me, "started_ns": 1, "pid_start": 1, "monitor_start": 1});
+    fs::write(dir.join("state.json"), forged.to_string()).unwrap();
+    match host.runtime.status(&id).unwrap() {
+        ContainerStatus::Exited(exit) => assert!(exit.error.unwrap().contains("monitor disappeared")),
+        other => panic!("a reused pid was taken for the container: {other:?}"),
+    }
+    assert!(matches!(host.runtime.kill(&id, libc::SIGTERM), Err(RuntimeError::NotRunning(_))));
 }

@@ -154,7 +154,7 @@ fn sd_notify_ready() {
 fn main() {
     // weftd is also the container monitor: `weftd monitor DIR` (started by weftd itself).
     let raw: Vec<String> = std::env::args().skip(1).collect();
-    if raw.first().map(String::as_str) == Some("monitor") {
+    if matches!(raw.first().map(String::as_str), Some("monitor" | "exec")) {
         weft_runtime::container::monitor::shim_main(&raw);
     }
     let args = Args::parse();

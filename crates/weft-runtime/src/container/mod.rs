@@ -1,10 +1,17 @@
 //! Containers: the spec written at create, the monitor and init that run them, and the runtime
 //! API the agent drives (create, start, stop, kill, wait, rm, ps, logs, exec, stats).
 
+mod confine;
+mod exec;
+mod inroot;
 pub mod monitor;
 mod runtime;
 mod setup;
 pub mod spec;
 
+pub use exec::ExecOptions;
 pub use runtime::{ContainerStatus, Runtime};
-pub use spec::{BindMount, ContainerSpec, ExitState, LogLine, NetworkMode, RunState, SpecLimits};
+pub use spec::{
+    BindMount, ContainerSpec, DeviceMapping, ExitState, LogLine, NetworkMode, RunState, SeccompMode,
+    Security, SpecLimits, TmpfsMount,
+};

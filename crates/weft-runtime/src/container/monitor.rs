@@ -12,9 +12,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use nix::fcntl::OFlag;
 use nix::sched::{CloneFlags, unshare};
 
+use super::exec::{self, ExecOptions};
+use super::runtime::process_start;
 use super::setup::container_main;
-use super::spec::{ContainerSpec, ExitState, LogLine, RunState};
+use super::spec::{ContainerSpec, ExitState, LogLine, RunState, Security};
 use crate::cgroup::{Cgroup, Hierarchy};
+use crate::devices::{Access, DeviceKind, DeviceRule};
 
 /// Nanoseconds since the epoch.
 pub fn now_ns() -> u64 {
@@ -26,6 +29,23 @@ pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> std::io
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
     fs::rename(tmp, path)
+}
+
+/// What the container's cgroup lets it open: everything when privileged, otherwise Docker's
+/// allow-list and each `--device` with its permissions.
+fn device_rules(security: &Security) -> crate::Result<Vec<DeviceRule>> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if security.privileged {
+        return Ok(vec![DeviceRule::allow(DeviceKind::All, None, None, Access::ALL)]);
+    }
+    let mut rules = DeviceRule::docker_default();
+    for device in &security.devices {
+        let meta = fs::metadata(&device.host).map_err(crate::RuntimeError::io("--device", &device.host))?;
+        let kind = if meta.file_type().is_block_device() { DeviceKind::Block } else { DeviceKind::Char };
+        let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
+        rules.push(DeviceRule::allow(kind, Some(major), Some(minor), Access::parse(&device.access)?));
+    }
+    Ok(rules)
 }
 
 fn finish(dir: &Path, state: ExitState) -> i32 {
@@ -55,6 +75,10 @@ pub fn run(dir: &Path) -> i32 {
             Ok(c) => c,
             Err(e) => return finish(dir, failed(format!("create cgroup: {e}"))),
         };
+    if let Err(e) = device_rules(&spec.security).and_then(|rules| cgroup.set_devices(&rules)) {
+        let _ = cgroup.remove();
+        return finish(dir, failed(format!("device rules: {e}")));
+    }
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC);
     let (Ok((out_r, out_w)), Ok((err_r, err_w)), Ok((sync_r, sync_w))) = (pipe(), pipe(), pipe()) else {
         return finish(dir, failed("create pipes".into()));
@@ -82,7 +106,14 @@ pub fn run(dir: &Path) -> i32 {
         let _ = cgroup.remove();
         return finish(dir, failed(String::from_utf8_lossy(&error).into_owned()));
     }
-    let state = RunState { pid: child as u32, monitor_pid: std::process::id(), started_ns: now_ns() };
+    let monitor_pid = std::process::id();
+    let state = RunState {
+        pid: child as u32,
+        monitor_pid,
+        started_ns: now_ns(),
+        pid_start: process_start(child as u32).unwrap_or(0),
+        monitor_start: process_start(monitor_pid).unwrap_or(0),
+    };
     let _ = write_json(&dir.join("state.json"), &state);
     pump_logs(dir, out_r, err_r);
     let mut status = 0;
@@ -99,6 +130,10 @@ pub fn run(dir: &Path) -> i32 {
     let _ = cgroup.remove();
     finish(dir, ExitState { code, signal, oom_killed, error: None, finished_ns: now_ns() })
 }
+
+/// The longest line the monitor holds (Docker's limit): a longer one is logged in pieces of this
+/// size, so a workload that never writes a newline cannot make the monitor grow without bound.
+pub const MAX_LOG_LINE: usize = 16 * 1024;
 
 /// Copies both pipes into `container.log` as JSON lines until both reach end of file.
 fn pump_logs(dir: &Path, out: OwnedFd, err: OwnedFd) {
@@ -136,6 +171,10 @@ fn pump_logs(dir: &Path, out: OwnedFd, err: OwnedFd) {
                 let line: Vec<u8> = stream.2.drain(..=pos).collect();
                 emit(&mut log, stream.1, &line[..line.len() - 1]);
             }
+            while stream.2.len() >= MAX_LOG_LINE {
+                let piece: Vec<u8> = stream.2.drain(..MAX_LOG_LINE).collect();
+                emit(&mut log, stream.1, &piece);
+            }
         }
     }
 }
@@ -153,14 +192,27 @@ fn emit(log: &mut fs::File, stream: &str, line: &[u8]) {
 /// (a fork whose parent exits at once, then a new session), so weftd can exit and restart freely,
 /// and runs the monitor for the container in DIR. Never returns.
 pub fn shim_main(args: &[String]) -> ! {
-    let [verb, dir] = args else {
-        eprintln!("usage: monitor <container-dir>");
-        std::process::exit(2);
+    // Nothing the caller held open (weftd's raft log, sockets) may reach a container.
+    // SAFETY: close_range with integer arguments, before anything here opens a descriptor.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    const USAGE: &str = "usage: monitor <container-dir> | exec <container-dir> <options-json>";
+    let dir = match args {
+        [verb, dir, options] if verb == "exec" => {
+            let options: ExecOptions = match serde_json::from_str(options) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("weft exec: bad options: {e}");
+                    std::process::exit(126);
+                }
+            };
+            std::process::exit(exec::run(Path::new(dir), &options));
+        }
+        [verb, dir] if verb == "monitor" => dir,
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
     };
-    if verb != "monitor" {
-        eprintln!("unknown verb {verb:?}; usage: monitor <container-dir>");
-        std::process::exit(2);
-    }
     // SAFETY: called at the start of main, single-threaded; the parent only exits.
     match unsafe { libc::fork() } {
         -1 => {

@@ -3,14 +3,15 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::confine::SECCOMP_FILE;
+use super::exec::ExecOptions;
 use super::monitor::write_json;
-use super::spec::{ContainerSpec, ExitState, LogLine, NetworkMode, RunState};
-use crate::cgroup::{Cgroup, Hierarchy, Limits, Stats, join_self};
+use super::spec::{ContainerSpec, ExitState, LogLine, NetworkMode, RunState, SeccompMode};
+use crate::cgroup::{Cgroup, Hierarchy, Limits, Stats};
 use crate::{Result, RuntimeError};
 
 /// Where a container stands.
@@ -58,9 +59,82 @@ fn valid_name(name: &str) -> bool {
         && name.len() <= 128
 }
 
-fn alive(pid: u32) -> bool {
+/// A process's start time in clock ticks after boot (/proc/PID/stat field 22), or None when it
+/// does not exist.
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is still the process that started at `start` (0: not recorded, pid only).
+fn alive(pid: u32, start: u64) -> bool {
+    if start != 0 {
+        return process_start(pid) == Some(start);
+    }
     // SAFETY: signal 0 only checks that the process exists.
     unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+/// Refuses a path inside the container that is relative or climbs with `..`.
+fn check_container_path(what: &'static str, path: &Path) -> Result<()> {
+    if !path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(RuntimeError::invalid(
+            what,
+            path.display().to_string(),
+            "the path inside the container must be absolute and must not contain '..'",
+        ));
+    }
+    Ok(())
+}
+
+/// The kernel's version as (major, minor), for seccomp rules that depend on it.
+fn kernel_version() -> (u32, u32) {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// Checks a spec's security options and compiles its seccomp program (None: unconfined).
+fn compile_security(spec: &ContainerSpec) -> Result<Option<Vec<u8>>> {
+    use crate::security::{caps, seccomp};
+    let sec = &spec.security;
+    let names = caps::effective(sec.privileged, &sec.cap_add, &sec.cap_drop)?;
+    for device in &sec.devices {
+        use std::os::unix::fs::FileTypeExt;
+        let meta = fs::metadata(&device.host).map_err(RuntimeError::io("--device", &device.host))?;
+        if !(meta.file_type().is_char_device() || meta.file_type().is_block_device()) {
+            return Err(RuntimeError::invalid(
+                "device",
+                device.host.display().to_string(),
+                "not a character or block device",
+            ));
+        }
+        check_container_path("device path", &device.container)?;
+        if device.access.is_empty() || !device.access.chars().all(|c| "rwm".contains(c)) {
+            return Err(RuntimeError::invalid(
+                "device permissions",
+                &device.access,
+                "expected any of r, w, m",
+            ));
+        }
+    }
+    for tmpfs in &sec.tmpfs {
+        check_container_path("tmpfs path", &tmpfs.target)?;
+    }
+    let profile = match (&sec.seccomp, sec.privileged) {
+        (_, true) | (SeccompMode::Unconfined, _) => return Ok(None),
+        (SeccompMode::Default, _) => seccomp::Profile::docker_default(),
+        (SeccompMode::Profile(text), _) => seccomp::Profile::from_json(text.as_bytes())
+            .map_err(|e| RuntimeError::invalid("seccomp profile", "", e.to_string()))?,
+    };
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let bpf = profile
+        .resolve(&names, kernel_version())
+        .and_then(|r| r.compile())
+        .map_err(|e| RuntimeError::invalid("seccomp profile", "", e.to_string()))?;
+    Ok(Some(bpf.to_bytes()))
 }
 
 impl Runtime {
@@ -69,6 +143,9 @@ impl Runtime {
     pub fn new(state_dir: &Path, shim: impl Into<PathBuf>) -> Result<Runtime> {
         let dir = state_dir.join("containers");
         fs::create_dir_all(&dir).map_err(RuntimeError::io("create", &dir))?;
+        // Containers' directories hold their logs, configs and root file systems: root only.
+        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(RuntimeError::io("set permissions of", &dir))?;
         Ok(Runtime { dir, shim: shim.into() })
     }
 
@@ -185,7 +262,9 @@ impl Runtime {
                     "both paths must be absolute and the host path must exist",
                 ));
             }
+            check_container_path("volume target", &m.target)?;
         }
+        let seccomp = compile_security(&spec)?;
         if let NetworkMode::Join(path) = &spec.network
             && !path.exists()
         {
@@ -219,6 +298,9 @@ impl Runtime {
                 spec.dns.iter().map(|d| format!("nameserver {d}\n")).collect()
             };
             fs::write(dir.join("resolv.conf"), resolv)?;
+            if let Some(bpf) = &seccomp {
+                fs::write(dir.join(SECCOMP_FILE), bpf)?;
+            }
             write_json(&dir.join("config.json"), &spec)
         })();
         if let Err(e) = made {
@@ -240,7 +322,9 @@ impl Runtime {
         }
         match read_json::<RunState>(&dir.join("state.json")) {
             // Still running, or just exited with the monitor about to record it.
-            Some(run) if alive(run.pid) || alive(run.monitor_pid) => Ok(ContainerStatus::Running(run)),
+            Some(run) if alive(run.pid, run.pid_start) || alive(run.monitor_pid, run.monitor_start) => {
+                Ok(ContainerStatus::Running(run))
+            }
             // The monitor would have written exit.json; its loss is reported, not hidden.
             Some(_) => Ok(ContainerStatus::Exited(ExitState {
                 code: -1,
@@ -394,34 +478,28 @@ impl Runtime {
         Ok((lines, pos))
     }
 
-    /// A command that runs `argv` inside the running container: every namespace of its init,
-    /// its cgroup, its root and working directory, its environment.
-    pub fn exec_command(&self, id: &str, argv: &[String]) -> Result<Command> {
+    /// A command that runs a program inside the running container: the shim's `exec` verb, which
+    /// joins every namespace of its init, its cgroup and root, and confines the program as the
+    /// workload is (capabilities, no_new_privs, seccomp, user), with the container's environment
+    /// under the options' additions.
+    pub fn exec_command(&self, id: &str, options: &ExecOptions) -> Result<Command> {
         let id = &self.resolve(id)?;
-        let ContainerStatus::Running(run) = self.status(id)? else {
+        let ContainerStatus::Running(_) = self.status(id)? else {
             return Err(RuntimeError::NotRunning(id.into()));
         };
-        if argv.is_empty() {
+        if options.argv.is_empty() {
             return Err(RuntimeError::invalid("command", "", "exec needs a command"));
         }
-        let spec = read_json::<ContainerSpec>(&self.container_dir(id).join("config.json"))
-            .ok_or_else(|| RuntimeError::NoSuchContainer(id.into()))?;
-        let cgroup =
-            Cgroup::create(&Hierarchy::detect(&spec.cgroup_root), &spec.cgroup_path, &Limits::default())?;
-        let paths = cgroup.join_paths();
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--target={}", run.pid));
-        cmd.args(["--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup", "--root", "--wd", "--"]);
-        cmd.args(argv);
-        cmd.env_clear();
-        cmd.env("PATH", super::setup::DEFAULT_PATH);
-        for pair in &spec.env {
-            if let Some((k, v)) = pair.split_once('=') {
-                cmd.env(k, v);
+        for pair in &options.env {
+            if pair.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
+                return Err(RuntimeError::invalid("environment variable", pair, "expected KEY=VALUE"));
             }
         }
-        // SAFETY: join_self only calls open, write and close.
-        unsafe { cmd.pre_exec(move || join_self(&paths)) };
+        let json = serde_json::to_string(options)
+            .map_err(|e| RuntimeError::invalid("exec options", "", e.to_string()))?;
+        let mut cmd = Command::new(&self.shim);
+        cmd.arg("exec").arg(self.container_dir(id)).arg(json);
+        cmd.env_clear();
         Ok(cmd)
     }
 

@@ -9,35 +9,17 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::RawFd;
-use std::path::{Path, PathBuf};
+use std::os::fd::{OwnedFd, RawFd};
+use std::path::Path;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
 
+use super::confine::{self, Confinement, Process};
+use super::inroot::{self, Create, fd_path, open_in_root};
 use super::spec::{ContainerSpec, NetworkMode};
 use crate::cgroup::{JoinPaths, join_self};
-
-/// Docker's default PATH.
-pub(super) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// Docker's default capability set (by number, see capability.h).
-const DEFAULT_CAPS: &[u32] = &[
-    0,  // CHOWN
-    1,  // DAC_OVERRIDE
-    3,  // FOWNER
-    4,  // FSETID
-    5,  // KILL
-    6,  // SETGID
-    7,  // SETUID
-    8,  // SETPCAP
-    10, // NET_BIND_SERVICE
-    13, // NET_RAW
-    18, // SYS_CHROOT
-    27, // MKNOD
-    29, // AUDIT_WRITE
-    31, // SETFCAP
-];
+use crate::security::paths;
 
 type Step<T> = Result<T, String>;
 
@@ -61,14 +43,16 @@ pub(crate) fn container_main(
     sync: RawFd,
     cgroup: &JoinPaths,
 ) -> ! {
-    if let Err(message) = prepare(spec, dir, cgroup) {
-        fail(sync, &message);
-    }
-    init(spec, stdio, sync)
+    let confinement = match prepare(spec, dir, cgroup) {
+        Ok(c) => c,
+        Err(message) => fail(sync, &message),
+    };
+    init(spec, &confinement, stdio, sync)
 }
 
-fn prepare(spec: &ContainerSpec, dir: &Path, cgroup: &JoinPaths) -> Step<()> {
+fn prepare(spec: &ContainerSpec, dir: &Path, cgroup: &JoinPaths) -> Step<Confinement> {
     ctx("join cgroup", join_self(cgroup))?;
+    let confinement = Confinement::load(spec, dir)?;
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
@@ -87,7 +71,7 @@ fn prepare(spec: &ContainerSpec, dir: &Path, cgroup: &JoinPaths) -> Step<()> {
     }
     build_rootfs(spec, dir)?;
     ctx("set hostname", nix::unistd::sethostname(&spec.hostname))?;
-    Ok(())
+    Ok(confinement)
 }
 
 fn loopback_up() -> Step<()> {
@@ -125,12 +109,59 @@ fn mount_at(
     mount(src, target, fstype, flags, data).map_err(|e| format!("mount {what} on {}: {e}", target.display()))
 }
 
-fn inside(root: &Path, path: impl AsRef<Path>) -> PathBuf {
-    root.join(path.as_ref().strip_prefix("/").unwrap_or(path.as_ref()))
+/// Mounts a new file system of `fstype` on `path` inside the root (made when missing).
+fn mount_fs(root: &OwnedFd, path: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Step<OwnedFd> {
+    let target = ctx(&format!("create {path}"), open_in_root(root, Path::new(path), Create::Dir))?;
+    mount_at(fstype, Some(Path::new(fstype)), &fd_path(&target), Some(fstype), flags, data)
+        .map_err(|e| e.replace(&fd_path(&target).display().to_string(), path))?;
+    Ok(target)
+}
+
+/// Covers Docker's masked paths: files with /dev/null, directories with an empty read-only tmpfs.
+fn mask(root: &OwnedFd, path: &str) -> Step<()> {
+    let target = match open_in_root(root, Path::new(path), Create::Nothing) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(format!("mask {path}: {e}")),
+    };
+    if Path::new(&fd_path(&target)).is_dir() {
+        mount_at(
+            "tmpfs",
+            Some(Path::new("tmpfs")),
+            &fd_path(&target),
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("size=0"),
+        )
+    } else {
+        ctx(&format!("mask {path}"), inroot::bind(Path::new("/dev/null"), &target, false, false))
+    }
+}
+
+/// Docker's `--tmpfs` options: flags (ro, noexec, ...) and data (size=, mode=, uid=, gid=).
+/// Docker's defaults are noexec, nosuid and nodev.
+fn tmpfs_options(options: &str) -> (MsFlags, String) {
+    let mut flags = MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let mut data = Vec::new();
+    for opt in options.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        match opt {
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" => flags.remove(MsFlags::MS_RDONLY),
+            "exec" => flags.remove(MsFlags::MS_NOEXEC),
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "suid" => flags.remove(MsFlags::MS_NOSUID),
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "dev" => flags.remove(MsFlags::MS_NODEV),
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            other => data.push(other.to_string()),
+        }
+    }
+    (flags, data.join(","))
 }
 
 fn build_rootfs(spec: &ContainerSpec, dir: &Path) -> Step<()> {
     mount_at("/ private", None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    let privileged = spec.security.privileged;
     let rootfs = dir.join("rootfs");
     let (upper, work, merged) = (rootfs.join("upper"), rootfs.join("work"), rootfs.join("merged"));
     let lower: Vec<String> = spec.layers.iter().rev().map(|p| p.display().to_string()).collect();
@@ -147,26 +178,40 @@ fn build_rootfs(spec: &ContainerSpec, dir: &Path) -> Step<()> {
         MsFlags::empty(),
         Some(&options),
     )?;
+    // Every path below is looked up inside the new root, never through the host's view of it.
+    let root = ctx("open the root file system", inroot::open_root(&merged))?;
 
     let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
-    let proc_dir = inside(&merged, "/proc");
-    ctx("create /proc", fs::create_dir_all(&proc_dir))?;
-    mount_at("proc", Some(Path::new("proc")), &proc_dir, Some("proc"), nosuid_noexec_nodev, None)?;
+    mount_fs(&root, "/proc", "proc", nosuid_noexec_nodev, None)?;
 
-    let dev = inside(&merged, "/dev");
-    ctx("create /dev", fs::create_dir_all(&dev))?;
-    mount_at(
+    let dev = mount_fs(
+        &root,
+        "/dev",
         "tmpfs",
-        Some(Path::new("tmpfs")),
-        &dev,
-        Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
+    let dev_path = fd_path(&dev);
     for node in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let target = dev.join(node);
-        ctx("create device file", fs::File::create(&target))?;
-        mount_at("device", Some(&Path::new("/dev").join(node)), &target, None, MsFlags::MS_BIND, None)?;
+        let target =
+            ctx("create device file", open_in_root(&root, &Path::new("/dev").join(node), Create::File))?;
+        ctx(
+            &format!("bind /dev/{node}"),
+            inroot::bind(&Path::new("/dev").join(node), &target, false, false),
+        )?;
+    }
+    if privileged {
+        populate_host_devices(&dev_path)?;
+    }
+    for device in &spec.security.devices {
+        let target = ctx(
+            &format!("create {}", device.container.display()),
+            open_in_root(&root, &device.container, Create::File),
+        )?;
+        ctx(
+            &format!("bind device {}", device.host.display()),
+            inroot::bind(&device.host, &target, false, false),
+        )?;
     }
     for (link, to) in [
         ("fd", "/proc/self/fd"),
@@ -175,88 +220,78 @@ fn build_rootfs(spec: &ContainerSpec, dir: &Path) -> Step<()> {
         ("stderr", "/proc/self/fd/2"),
         ("ptmx", "pts/ptmx"),
     ] {
-        ctx("create /dev link", std::os::unix::fs::symlink(to, dev.join(link)))?;
+        let _ = std::os::unix::fs::symlink(to, dev_path.join(link));
     }
-    let pts = dev.join("pts");
-    ctx("create /dev/pts", fs::create_dir_all(&pts))?;
-    mount_at(
+    mount_fs(
+        &root,
+        "/dev/pts",
         "devpts",
-        Some(Path::new("devpts")),
-        &pts,
-        Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )?;
-    let shm = dev.join("shm");
-    ctx("create /dev/shm", fs::create_dir_all(&shm))?;
+    let shm = ctx("create /dev/shm", open_in_root(&root, Path::new("/dev/shm"), Create::Dir))?;
     mount_at(
         "shm",
         Some(Path::new("shm")),
-        &shm,
+        &fd_path(&shm),
         Some("tmpfs"),
         nosuid_noexec_nodev,
         Some("mode=1777,size=65536k"),
     )?;
-    let mqueue = dev.join("mqueue");
-    ctx("create /dev/mqueue", fs::create_dir_all(&mqueue))?;
-    mount_at("mqueue", Some(Path::new("mqueue")), &mqueue, Some("mqueue"), nosuid_noexec_nodev, None)?;
+    mount_fs(&root, "/dev/mqueue", "mqueue", nosuid_noexec_nodev, None)?;
 
-    let sys = inside(&merged, "/sys");
-    ctx("create /sys", fs::create_dir_all(&sys))?;
-    if spec.network == NetworkMode::Host {
-        // sysfs belongs to the network namespace it is mounted in: bind the host's, read-only.
-        mount_at("/sys", Some(Path::new("/sys")), &sys, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-        mount_at(
-            "/sys read-only",
-            None,
-            &sys,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None,
-        )?;
-    } else {
-        mount_at(
-            "sysfs",
-            Some(Path::new("sysfs")),
-            &sys,
-            Some("sysfs"),
-            nosuid_noexec_nodev | MsFlags::MS_RDONLY,
-            None,
-        )?;
+    // A fresh sysfs even in the host's network namespace (it shows that namespace's devices):
+    // a bind of the host's /sys would bring its writable submounts (/sys/fs/cgroup) along.
+    let sys_flags = if privileged { nosuid_noexec_nodev } else { nosuid_noexec_nodev | MsFlags::MS_RDONLY };
+    mount_fs(&root, "/sys", "sysfs", sys_flags, None)?;
+
+    mount_cgroups(&root, spec, privileged)?;
+
+    if !privileged {
+        for path in paths::MASKED {
+            mask(&root, path)?;
+        }
+        for path in paths::READ_ONLY {
+            match inroot::freeze(&root, Path::new(path)) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                other => ctx(&format!("make {path} read-only"), other)?,
+            }
+        }
     }
 
     for file in ["hosts", "hostname", "resolv.conf"] {
-        let target = inside(&merged, Path::new("/etc").join(file));
-        ctx("create /etc", fs::create_dir_all(inside(&merged, "/etc")))?;
-        if fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
-            ctx("replace /etc link", fs::remove_file(&target))?;
-        }
-        if !target.exists() {
-            ctx("create /etc file", fs::File::create(&target))?;
-        }
-        mount_at(file, Some(&dir.join(file)), &target, None, MsFlags::MS_BIND, None)?;
+        ctx("replace /etc link", inroot::unlink_symlink(&root, Path::new("/etc"), file))?;
+        let target = ctx(
+            &format!("create /etc/{file}"),
+            open_in_root(&root, &Path::new("/etc").join(file), Create::File),
+        )?;
+        ctx(&format!("bind /etc/{file}"), inroot::bind(&dir.join(file), &target, false, false))?;
     }
     for bind in &spec.mounts {
-        let target = inside(&merged, &bind.target);
-        if bind.source.is_dir() {
-            ctx("create mount point", fs::create_dir_all(&target))?;
-        } else {
-            ctx("create mount point", fs::create_dir_all(target.parent().unwrap_or(&merged)))?;
-            if !target.exists() {
-                ctx("create mount point", fs::File::create(&target))?;
-            }
-        }
-        mount_at("volume", Some(&bind.source), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-        if bind.readonly {
-            mount_at(
-                "volume read-only",
-                None,
-                &target,
-                None,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                None,
-            )?;
-        }
+        let kind = if bind.source.is_dir() { Create::Dir } else { Create::File };
+        let target = ctx(
+            &format!("create mount point {}", bind.target.display()),
+            open_in_root(&root, &bind.target, kind),
+        )?;
+        ctx(
+            &format!("mount volume {}:{}", bind.source.display(), bind.target.display()),
+            inroot::bind(&bind.source, &target, true, bind.readonly),
+        )?;
+    }
+    for tmpfs in &spec.security.tmpfs {
+        let (flags, data) = tmpfs_options(&tmpfs.options);
+        let target = ctx(
+            &format!("create mount point {}", tmpfs.target.display()),
+            open_in_root(&root, &tmpfs.target, Create::Dir),
+        )?;
+        mount_at(
+            "tmpfs",
+            Some(Path::new("tmpfs")),
+            &fd_path(&target),
+            Some("tmpfs"),
+            flags,
+            (!data.is_empty()).then_some(data.as_str()),
+        )?;
     }
     if spec.readonly_rootfs {
         mount_at(
@@ -268,6 +303,7 @@ fn build_rootfs(spec: &ContainerSpec, dir: &Path) -> Step<()> {
             None,
         )?;
     }
+    drop((root, dev));
     ctx("chdir to new root", std::env::set_current_dir(&merged))?;
     ctx("pivot_root", nix::unistd::pivot_root(".", "."))?;
     ctx("detach old root", umount2(".", MntFlags::MNT_DETACH))?;
@@ -275,104 +311,98 @@ fn build_rootfs(spec: &ContainerSpec, dir: &Path) -> Step<()> {
     Ok(())
 }
 
-/// uid, gid from `user` (`name`, `uid`, `name:group`, `uid:gid`), looked up in the container's
-/// /etc/passwd and /etc/group.
-fn resolve_user(user: &str) -> Step<(u32, u32)> {
-    if user.is_empty() {
-        return Ok((0, 0));
+/// /sys/fs/cgroup as Docker gives it: the container's own groups (its cgroup namespace's root is
+/// its group), read-only unless privileged. cgroup v2: one cgroup2 mount. v1: a tmpfs holding
+/// one mount per hierarchy the container was put in (with the host's controller sets, so
+/// `cpu,cpuacct` stay joined), then made read-only.
+fn mount_cgroups(root: &OwnedFd, spec: &ContainerSpec, privileged: bool) -> Step<()> {
+    let ro = if privileged { MsFlags::empty() } else { MsFlags::MS_RDONLY };
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if spec.cgroup_root.join("cgroup.controllers").is_file() {
+        mount_fs(root, "/sys/fs/cgroup", "cgroup2", flags | ro, None)?;
+        return Ok(());
     }
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let find = |table: &str, name: &str, field: usize| -> Option<Vec<String>> {
-        table
-            .lines()
-            .map(|l| l.split(':').map(String::from).collect::<Vec<_>>())
-            .find(|f| f.len() > field && f[0] == name)
-    };
-    let (uid, default_gid) = match u.parse::<u32>() {
-        Ok(uid) => {
-            let gid = passwd
-                .lines()
-                .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.len() > 3 && f[2] == u)
-                .and_then(|f| f[3].parse().ok())
-                .unwrap_or(uid);
-            (uid, gid)
+    let base =
+        ctx("create /sys/fs/cgroup", open_in_root(root, Path::new("/sys/fs/cgroup"), Create::Nothing))?;
+    mount_at("tmpfs", Some(Path::new("tmpfs")), &fd_path(&base), Some("tmpfs"), flags, Some("mode=755"))?;
+    // The descriptor names the directory under the new tmpfs: look it up again to get the tmpfs.
+    let base = ctx("open /sys/fs/cgroup", open_in_root(root, Path::new("/sys/fs/cgroup"), Create::Nothing))?;
+    let joined: Vec<String> = crate::cgroup::Cgroup::create(
+        &crate::cgroup::Hierarchy::detect(&spec.cgroup_root),
+        &spec.cgroup_path,
+        &crate::cgroup::Limits::default(),
+    )
+    .map(|g| g.dirs())
+    .unwrap_or_default()
+    .iter()
+    .filter_map(|d| {
+        d.strip_prefix(&spec.cgroup_root).ok()?.iter().next().map(|c| c.to_string_lossy().into_owned())
+    })
+    .collect();
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    for line in mounts.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [_, target, "cgroup", options, ..] = fields.as_slice() else { continue };
+        let Ok(rel) = Path::new(target).strip_prefix(&spec.cgroup_root) else { continue };
+        let name = rel.to_string_lossy().into_owned();
+        let controllers: Vec<&str> = options
+            .split(',')
+            .filter(|o| !["rw", "ro", "relatime", "nosuid", "nodev", "noexec"].contains(o))
+            .collect();
+        if name.is_empty() || name.contains('/') || !controllers.iter().any(|c| joined.iter().any(|j| j == c))
+        {
+            continue;
         }
-        Err(_) => {
-            let f = find(&passwd, u, 3)
-                .ok_or_else(|| format!("unable to find user {u}: no matching entries in passwd file"))?;
-            (
-                f[2].parse().map_err(|_| format!("bad uid for {u}"))?,
-                f[3].parse().map_err(|_| format!("bad gid for {u}"))?,
-            )
-        }
-    };
-    let gid = match g {
-        None => default_gid,
-        Some(g) => match g.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => {
-                let group = fs::read_to_string("/etc/group").unwrap_or_default();
-                let f = find(&group, g, 2).ok_or_else(|| format!("unable to find group {g}"))?;
-                f[2].parse().map_err(|_| format!("bad gid for group {g}"))?
-            }
-        },
-    };
-    Ok((uid, gid))
-}
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-/// Drops every capability outside Docker's default set from the bounding set and the process.
-fn restrict_capabilities() -> Step<()> {
-    let last: u32 = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40);
-    for cap in 0..=last {
-        if !DEFAULT_CAPS.contains(&cap) {
-            // SAFETY: prctl with integer arguments.
-            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-        }
+        let dir = fd_path(&base).join(&name);
+        ctx(&format!("create /sys/fs/cgroup/{name}"), fs::create_dir_all(&dir))?;
+        mount_at(
+            "cgroup",
+            Some(Path::new("cgroup")),
+            &dir,
+            Some("cgroup"),
+            flags | ro,
+            Some(&controllers.join(",")),
+        )?;
     }
-    let mut data = [CapData::default(); 2];
-    for cap in DEFAULT_CAPS {
-        let (word, bit) = ((*cap / 32) as usize, cap % 32);
-        data[word].effective |= 1 << bit;
-        data[word].permitted |= 1 << bit;
-        data[word].inheritable |= 1 << bit;
-    }
-    let mut header = CapHeader { version: 0x2008_0522, pid: 0 };
-    // SAFETY: capset with a v3 header and two data words, as the kernel ABI requires.
-    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) };
-    if rc != 0 {
-        return Err(format!("capset: {}", std::io::Error::last_os_error()));
+    if !privileged {
+        mount_at(
+            "/sys/fs/cgroup read-only",
+            None,
+            &fd_path(&base),
+            None,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | flags,
+            None,
+        )?;
     }
     Ok(())
 }
 
-fn c(s: &str) -> Step<CString> {
-    CString::new(s).map_err(|_| format!("{s:?} contains NUL"))
+/// `--privileged`: every character and block device of the host's /dev, as Docker gives them.
+fn populate_host_devices(dev: &Path) -> Step<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(entries) = fs::read_dir("/dev") else { return Ok(()) };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        let kind = if meta.file_type().is_block_device() {
+            libc::S_IFBLK
+        } else if meta.file_type().is_char_device() {
+            libc::S_IFCHR
+        } else {
+            continue;
+        };
+        let target = dev.join(entry.file_name());
+        if target.exists() {
+            continue;
+        }
+        let Ok(path) = CString::new(target.as_os_str().as_encoded_bytes()) else { continue };
+        // SAFETY: mknod of a path we built inside the container's own /dev tmpfs.
+        unsafe { libc::mknod(path.as_ptr(), kind | (meta.mode() & 0o7777), meta.rdev()) };
+    }
+    Ok(())
 }
 
-/// The workload, between fork and exec.
-fn exec_workload(spec: &ContainerSpec, stdio: [RawFd; 2]) -> Step<()> {
+/// The workload, between fork and exec: stdio onto the log pipes, then confined and executed.
+fn exec_workload(spec: &ContainerSpec, confinement: &Confinement, stdio: [RawFd; 2]) -> confine::Failure {
     // SAFETY: single-threaded child: fd and signal-mask manipulation before exec.
     unsafe {
         let empty: libc::sigset_t = std::mem::zeroed();
@@ -381,49 +411,23 @@ fn exec_workload(spec: &ContainerSpec, stdio: [RawFd; 2]) -> Step<()> {
         libc::dup2(null, 0);
         libc::dup2(stdio[0], 1);
         libc::dup2(stdio[1], 2);
-    }
-    let (uid, gid) = resolve_user(&spec.user)?;
-    let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
-    if !Path::new(cwd).is_dir() {
-        ctx("create working directory", fs::create_dir_all(cwd))?;
-    }
-    ctx(&format!("chdir {cwd}"), std::env::set_current_dir(cwd))?;
-    restrict_capabilities()?;
-    ctx("setgroups", nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(gid)]))?;
-    ctx("setgid", nix::unistd::setgid(nix::unistd::Gid::from_raw(gid)))?;
-    ctx("setuid", nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)))?;
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-    // SAFETY: single-threaded; the environment is rebuilt right before exec.
-    unsafe {
-        libc::clearenv();
-        let mut has_path = false;
-        for pair in &spec.env {
-            if let Some((k, v)) = pair.split_once('=') {
-                has_path |= k == "PATH";
-                libc::setenv(c(k)?.as_ptr(), c(v)?.as_ptr(), 1);
-            }
-        }
-        if !has_path {
-            libc::setenv(c"PATH".as_ptr(), c(DEFAULT_PATH)?.as_ptr(), 1);
-        }
-        libc::setenv(c"HOSTNAME".as_ptr(), c(&spec.hostname)?.as_ptr(), 0);
-        if uid == 0 {
-            libc::setenv(c"HOME".as_ptr(), c"/root".as_ptr(), 0);
+        if null > 2 {
+            libc::close(null);
         }
     }
-    let argv: Vec<CString> = spec.argv.iter().map(|a| c(a)).collect::<Step<_>>()?;
-    let program =
-        argv.first().ok_or("no command given: the image has no Cmd or Entrypoint and none was given")?;
-    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    ptrs.push(std::ptr::null());
-    // SAFETY: NUL-terminated argv array of valid C strings.
-    unsafe { libc::execvp(program.as_ptr(), ptrs.as_ptr()) };
-    Err(format!("exec {}: {}", spec.argv[0], std::io::Error::last_os_error()))
+    let process = Process {
+        argv: &spec.argv,
+        env: spec.env.clone(),
+        cwd: &spec.cwd,
+        user: &spec.user,
+        hostname: &spec.hostname,
+    };
+    confine::exec(confinement, &process)
 }
 
-/// weft's init: PID 1 of the container.
-fn init(spec: &ContainerSpec, stdio: [RawFd; 2], sync: RawFd) -> ! {
+/// weft's init: PID 1 of the container. Once the workload is forked it keeps no capability: it
+/// only forwards signals and reaps, so a workload that reached it would gain nothing.
+fn init(spec: &ContainerSpec, confinement: &Confinement, stdio: [RawFd; 2], sync: RawFd) -> ! {
     // SAFETY: single-threaded process; classic fork / sigwait / waitpid init loop.
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
@@ -434,10 +438,8 @@ fn init(spec: &ContainerSpec, stdio: [RawFd; 2], sync: RawFd) -> ! {
             fail(sync, &format!("fork workload: {}", std::io::Error::last_os_error()));
         }
         if workload == 0 {
-            match exec_workload(spec, stdio) {
-                Ok(()) => fail(sync, "exec returned"),
-                Err(message) => fail(sync, &message),
-            }
+            let failure = exec_workload(spec, confinement, stdio);
+            fail(sync, &failure.message);
         }
         libc::close(sync);
         libc::close(stdio[0]);
@@ -446,6 +448,15 @@ fn init(spec: &ContainerSpec, stdio: [RawFd; 2], sync: RawFd) -> ! {
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
         for fd in 0..3 {
             libc::dup2(null, fd);
+        }
+        if null > 2 {
+            libc::close(null);
+        }
+        let _ = libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        if !spec.security.privileged {
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+            // CAP_KILL stays: the workload may run as another user and still gets its signals.
+            let _ = confine::set_capabilities(&[5]);
         }
         loop {
             let mut sig: libc::c_int = 0;

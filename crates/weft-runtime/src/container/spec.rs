@@ -67,6 +67,65 @@ pub struct ContainerSpec {
     pub cgroup_root: PathBuf,
     /// The container's cgroup below it (normally `weft-<id>`).
     pub cgroup_path: PathBuf,
+    /// How it is confined (Docker's security options).
+    #[serde(default)]
+    pub security: Security,
+}
+
+/// Which seccomp filter a container runs under.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeccompMode {
+    /// Docker's default profile.
+    #[default]
+    Default,
+    /// No filter (`--security-opt seccomp=unconfined`).
+    Unconfined,
+    /// A profile in Docker's JSON format (`--security-opt seccomp=PROFILE.json`), as text.
+    Profile(String),
+}
+
+/// A host device given to a container (`--device HOST[:CONTAINER[:rwm]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceMapping {
+    /// The device node on the host.
+    pub host: PathBuf,
+    /// Where it appears inside the container (under /dev).
+    pub container: PathBuf,
+    /// What the container may do with it: any of `r`, `w`, `m`.
+    pub access: String,
+}
+
+/// A tmpfs mounted in the container (`--tmpfs PATH[:OPTIONS]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsMount {
+    /// Where, inside the container.
+    pub target: PathBuf,
+    /// Mount options as Docker takes them (`size=64m,mode=1777,ro,exec`), empty for defaults.
+    pub options: String,
+}
+
+/// A container's confinement. The default is Docker's: its capability set, its seccomp profile,
+/// masked and read-only /proc and /sys paths, its device allow-list; weft adds no_new_privs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Security {
+    /// `--privileged`: every capability and device, no seccomp, no masked or read-only paths,
+    /// writable /sys and /proc/sys. Gives the host away.
+    pub privileged: bool,
+    /// `--cap-add`.
+    pub cap_add: Vec<String>,
+    /// `--cap-drop`.
+    pub cap_drop: Vec<String>,
+    /// The seccomp filter.
+    pub seccomp: SeccompMode,
+    /// `--security-opt no-new-privileges=false`: let setuid binaries and file capabilities gain
+    /// privileges (Docker's default; weft sets no_new_privs unless told so).
+    pub allow_new_privileges: bool,
+    /// `--device`.
+    pub devices: Vec<DeviceMapping>,
+    /// `--tmpfs`.
+    pub tmpfs: Vec<TmpfsMount>,
 }
 
 impl ContainerSpec {
@@ -92,6 +151,7 @@ impl ContainerSpec {
             dns: Vec::new(),
             cgroup_root: PathBuf::new(),
             cgroup_path: PathBuf::new(),
+            security: Security::default(),
         }
     }
 }
@@ -122,6 +182,13 @@ pub struct RunState {
     pub monitor_pid: u32,
     /// Start time, ns since the epoch.
     pub started_ns: u64,
+    /// The init's start time in clock ticks after boot (/proc/PID/stat field 22), so a pid the
+    /// kernel has reused for another process (after a reboot) is never taken for the container.
+    #[serde(default)]
+    pub pid_start: u64,
+    /// The same for the monitor.
+    #[serde(default)]
+    pub monitor_start: u64,
 }
 
 /// Written by the monitor when the container has exited.

@@ -128,6 +128,11 @@ impl ImageStore {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(RuntimeError::io("create", &path))?;
         }
+        // Layers keep their setuid binaries and device-free contents as the image has them: no
+        // other user of the host may reach them (the state dir is 0700 too).
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
+            .map_err(RuntimeError::io("set permissions of", &root))?;
         let tmp = root.join("tmp");
         if let Ok(entries) = fs::read_dir(&tmp) {
             for entry in entries.flatten() {

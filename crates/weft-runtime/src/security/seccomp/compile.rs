@@ -356,7 +356,7 @@ mod tests {
     #[test]
     fn default_filter_denies_in_a_real_child() {
         let kernel = host_kernel().unwrap();
-        let bpf = Profile::docker_default().resolve(&DOCKER_CAPS, kernel).unwrap().compile().unwrap();
+        let bpf = Profile::docker_default().resolve(DOCKER_CAPS, kernel).unwrap().compile().unwrap();
         assert!(bpf.len() > 100, "{bpf:?}");
         let [keyctl, unshare, mount, clone3, getpid, getcwd] = in_filtered_child(&bpf, default_probe);
         assert_ne!(keyctl, INSTALL_FAILED, "installing the filter failed");
@@ -384,7 +384,7 @@ mod tests {
 
     #[test]
     fn bpf_bytes_round_trip_and_bad_bytes_are_refused() {
-        let bpf = Profile::docker_default().resolve(&DOCKER_CAPS, (6, 1)).unwrap().compile().unwrap();
+        let bpf = Profile::docker_default().resolve(DOCKER_CAPS, (6, 1)).unwrap().compile().unwrap();
         let bytes = bpf.to_bytes();
         assert_eq!(bytes.len(), bpf.len() * 8);
         assert_eq!(Bpf::from_bytes(&bytes).unwrap(), bpf);

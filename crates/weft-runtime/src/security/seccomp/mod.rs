@@ -275,22 +275,7 @@ mod tests {
     use super::*;
 
     /// Docker's default capability set.
-    pub(super) const DOCKER_CAPS: [&str; 14] = [
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FOWNER",
-        "CAP_FSETID",
-        "CAP_KILL",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_NET_RAW",
-        "CAP_SYS_CHROOT",
-        "CAP_MKNOD",
-        "CAP_AUDIT_WRITE",
-        "CAP_SETFCAP",
-    ];
+    pub(super) const DOCKER_CAPS: &[&str] = crate::security::caps::DOCKER_DEFAULT;
 
     fn allowed(r: &Resolved, name: &str) -> bool {
         r.unconditional_action(name).0 == Action::Allow
@@ -314,7 +299,7 @@ mod tests {
     #[test]
     fn docker_caps_deny_the_dangerous_and_allow_the_ordinary() {
         let p = Profile::docker_default();
-        let new = p.resolve_for_arch(Arch::X86_64, &DOCKER_CAPS, (6, 1)).unwrap();
+        let new = p.resolve_for_arch(Arch::X86_64, DOCKER_CAPS, (6, 1)).unwrap();
         for name in [
             "keyctl",
             "add_key",
@@ -356,10 +341,10 @@ mod tests {
         assert_eq!(new.arches, vec![Arch::X86_64, Arch::X86, Arch::X32]);
 
         // Before 4.8 ptrace could bypass seccomp: denied.
-        let old = p.resolve_for_arch(Arch::X86_64, &DOCKER_CAPS, (4, 4)).unwrap();
+        let old = p.resolve_for_arch(Arch::X86_64, DOCKER_CAPS, (4, 4)).unwrap();
         assert_eq!(old.unconditional_action("ptrace").0, Action::Errno);
         assert_eq!(old.unconditional_action("process_vm_writev").0, Action::Errno);
-        assert!(allowed(&p.resolve_for_arch(Arch::X86_64, &DOCKER_CAPS, (4, 8)).unwrap(), "ptrace"));
+        assert!(allowed(&p.resolve_for_arch(Arch::X86_64, DOCKER_CAPS, (4, 8)).unwrap(), "ptrace"));
         assert!(allowed(&p.resolve_for_arch(Arch::X86_64, &["CAP_SYS_PTRACE"], (4, 4)).unwrap(), "ptrace"));
 
         // socket: every family but AF_VSOCK; personality: five values.
@@ -410,7 +395,7 @@ mod tests {
 
     #[test]
     fn native_resolution_and_oci_json() {
-        let r = Profile::docker_default().resolve(&DOCKER_CAPS, (6, 1)).unwrap();
+        let r = Profile::docker_default().resolve(DOCKER_CAPS, (6, 1)).unwrap();
         let oci = r.to_oci_json();
         assert_eq!(oci["defaultAction"], "SCMP_ACT_ERRNO");
         assert_eq!(oci["defaultErrnoRet"], 1);
