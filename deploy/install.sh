@@ -38,7 +38,10 @@ if [ "$(id -u)" -ne 0 ]; then echo "install.sh must run as root" >&2; exit 1; fi
 echo "== packages weftd uses"
 export DEBIAN_FRONTEND=noninteractive
 missing=()
-for p in nftables iproute2 util-linux; do
+# libseccomp2 runs weftd's seccomp filters; building from the checkout also needs its -dev package.
+need=(nftables iproute2 util-linux libseccomp2)
+[ -z "$bin_dir" ] && need+=(libseccomp-dev)
+for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; fi

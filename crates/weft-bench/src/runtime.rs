@@ -10,7 +10,8 @@
 //! under Docker's default seccomp profile and capability set: weft compiles its own, crun and runc
 //! get the same profile resolved by weft as the bundle's `linux.seccomp` (and compile it with
 //! their libseccomp each run). weft also runs unconfined (`seccomp=unconfined`) to show what the
-//! filter costs. 30 iterations each, interleaved, after 3 warm-up runs; medians reported.
+//! filter costs. 30 iterations each, interleaved in an order that rotates every iteration, after 3
+//! warm-up runs; medians reported.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -116,10 +117,17 @@ pub fn run() -> Result<Vec<Figure>> {
         let runc_bundle = bundle(&dir, &layers[0], "runc")?;
         let (mut weft, mut open, mut crun, mut runc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for n in 0..ITERATIONS + 3 {
-            let w = weft_run(&runtime, &layers, n, SeccompMode::Default)?;
-            let u = weft_run(&runtime, &layers, n, SeccompMode::Unconfined)?;
-            let c = oci_run("crun", &crun_bundle, n)?;
-            let r = oci_run("runc", &runc_bundle, n)?;
+            // The order changes every iteration, so no runtime always follows the same one.
+            let (mut w, mut u, mut c, mut r) =
+                (Duration::ZERO, Duration::ZERO, Duration::ZERO, Duration::ZERO);
+            for k in 0..4 {
+                match (k + n) % 4 {
+                    0 => w = weft_run(&runtime, &layers, n, SeccompMode::Default)?,
+                    1 => u = weft_run(&runtime, &layers, n, SeccompMode::Unconfined)?,
+                    2 => c = oci_run("crun", &crun_bundle, n)?,
+                    _ => r = oci_run("runc", &runc_bundle, n)?,
+                }
+            }
             if n >= 3 {
                 weft.push(w);
                 open.push(u);

@@ -46,6 +46,9 @@ impl Backoff {
 pub struct Runtime {
     dir: PathBuf,
     shim: PathBuf,
+    /// Compiled seccomp programs by what they were compiled from: libseccomp takes ~20 ms for
+    /// Docker's profile, which would otherwise be paid by every container.
+    seccomp_cache: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>>,
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
@@ -96,8 +99,12 @@ fn kernel_version() -> (u32, u32) {
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
-/// Checks a spec's security options and compiles its seccomp program (None: unconfined).
-fn compile_security(spec: &ContainerSpec) -> Result<Option<Vec<u8>>> {
+/// Checks a spec's security options and compiles its seccomp program (None: unconfined), or
+/// takes it from `cache` when the same profile, capabilities and kernel were compiled before.
+fn compile_security(
+    spec: &ContainerSpec,
+    cache: &std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
+) -> Result<Option<Vec<u8>>> {
     use crate::security::{caps, seccomp};
     let sec = &spec.security;
     let names = caps::effective(sec.privileged, &sec.cap_add, &sec.cap_drop)?;
@@ -129,12 +136,21 @@ fn compile_security(spec: &ContainerSpec) -> Result<Option<Vec<u8>>> {
         (SeccompMode::Profile(text), _) => seccomp::Profile::from_json(text.as_bytes())
             .map_err(|e| RuntimeError::invalid("seccomp profile", "", e.to_string()))?,
     };
+    let kernel = kernel_version();
+    let key = serde_json::json!([sec.seccomp, names, kernel]).to_string();
+    if let Some(bpf) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(Some(bpf));
+    }
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let bpf = profile
-        .resolve(&names, kernel_version())
+        .resolve(&names, kernel)
         .and_then(|r| r.compile())
-        .map_err(|e| RuntimeError::invalid("seccomp profile", "", e.to_string()))?;
-    Ok(Some(bpf.to_bytes()))
+        .map_err(|e| RuntimeError::invalid("seccomp profile", "", e.to_string()))?
+        .to_bytes();
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, bpf.clone());
+    }
+    Ok(Some(bpf))
 }
 
 impl Runtime {
@@ -146,7 +162,7 @@ impl Runtime {
         // Containers' directories hold their logs, configs and root file systems: root only.
         fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .map_err(RuntimeError::io("set permissions of", &dir))?;
-        Ok(Runtime { dir, shim: shim.into() })
+        Ok(Runtime { dir, shim: shim.into(), seccomp_cache: Default::default() })
     }
 
     fn container_dir(&self, id: &str) -> PathBuf {
@@ -264,7 +280,7 @@ impl Runtime {
             }
             check_container_path("volume target", &m.target)?;
         }
-        let seccomp = compile_security(&spec)?;
+        let seccomp = compile_security(&spec, &self.seccomp_cache)?;
         if let NetworkMode::Join(path) = &spec.network
             && !path.exists()
         {

@@ -217,6 +217,11 @@ impl Resolved {
     pub fn compile(&self) -> Result<Bpf, SeccompError> {
         let default = scmp_action(self.default_action, self.default_errno)?;
         let mut ctx = ScmpFilterContext::new(default).map_err(lib_err("create filter"))?;
+        // A binary tree over syscall numbers instead of a linear scan: every system call of the
+        // container, and the kernel's per-syscall cache built when the filter is attached, walk
+        // O(log n) instructions of Docker's ~370-name allow-list instead of all of them.
+        ctx.set_filter_attr(libseccomp::ScmpFilterAttr::CtlOptimize, 2)
+            .map_err(lib_err("optimize the filter as a binary tree"))?;
         for arch in &self.arches {
             ctx.add_arch(scmp_arch(*arch)).map_err(lib_err(format!("add architecture {arch}")))?;
         }
