@@ -96,8 +96,9 @@ impl<'a> WeftCluster<'a> {
         }
     }
 
-    /// weftd for host `i` with the flags every start shares.
-    fn weftd(&self, i: usize) -> std::process::Command {
+    /// weftd for host `i` with the flags every start shares (state dir, socket, listen and
+    /// advertise addresses, name), run inside the host's namespace.
+    pub fn weftd(&self, i: usize) -> std::process::Command {
         let host = self.bed.host(i);
         let mut cmd = host.command(bin("weftd").to_str().unwrap());
         cmd.arg("--state-dir")

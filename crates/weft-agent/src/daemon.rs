@@ -22,6 +22,7 @@ use crate::liveness::{Liveness, LivenessConfig};
 use crate::membership::{Members, next_change};
 use crate::peers::Peers;
 use crate::service::{ClusterService, Core, ManagerCore, RoleCore, Upstream, WorkerCore, now_ms};
+use crate::supervisor::Supervisor;
 use crate::tls::{self, ClusterCa, NodeCert, NodeTls, Token};
 use crate::transport::{GrpcTransport, RaftReceiver};
 
@@ -145,23 +146,36 @@ pub async fn run(
     let shutdown = shutdown_watch(shutdown);
     let shim = std::env::current_exe().context("find weftd's own executable (the container monitor)")?;
     let host = Host::new(node.id, dir.root(), shim)?;
-    let local = LocalServices::start(&config, host.clone(), node.id, shutdown.clone()).await?;
+    let supervisor = Supervisor::new();
+    let local = LocalServices::start(&config, host.clone(), node.id, shutdown.clone(), &supervisor).await?;
     let ready = || {
         if !local.ready.swap(true, std::sync::atomic::Ordering::SeqCst) {
             ready();
         }
     };
     loop {
-        let exit = if node.manager {
-            run_manager(&config, &dir, &node, &host, fresh_bootstrap, shutdown.clone(), &ready).await?
-        } else {
-            run_worker(&config, &dir, &node, &host, shutdown.clone(), &ready).await?
+        let agent = Agent { config: &config, dir: &dir, me: &node, host: &host, supervisor: &supervisor };
+        let role = async {
+            if node.manager {
+                run_manager(&agent, fresh_bootstrap, shutdown.clone(), &ready).await
+            } else {
+                run_worker(&agent, shutdown.clone(), &ready).await
+            }
+        };
+        // A background task that stops on its own takes weftd down (systemd restarts it): a
+        // weftd without its reconciler, DNS or raft driver must not look healthy.
+        let exit = tokio::select! {
+            exit = role => exit?,
+            failure = supervisor.failed() => bail!("{failure}"),
         };
         host.set_core(None);
         fresh_bootstrap = false;
         match exit {
             Exit::Shutdown => {
-                local.finish().await;
+                let late = supervisor.join(Duration::from_secs(5)).await;
+                if !late.is_empty() {
+                    tracing::warn!(tasks = ?late, "background tasks still running at exit");
+                }
                 return Ok(());
             }
             Exit::Demoted => {
@@ -279,32 +293,41 @@ fn serve_local(
     core: Arc<Core>,
     host: Arc<Host>,
     listener: tokio::net::UnixListener,
-    mut stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
+    stop: watch::Receiver<bool>,
+    supervisor: &Supervisor,
+) -> crate::supervisor::Supervised {
     let service = pb::cluster_server::ClusterServer::new(ClusterService::new(core, false));
     let agent = pb::agent_server::AgentServer::new(AgentService::new(host, false))
         .max_decoding_message_size(64 << 20);
-    tokio::spawn(async move {
+    let mut until = stop.clone();
+    supervisor.spawn("local API server", stop, async move {
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-        let _ = tonic::transport::Server::builder()
+        tonic::transport::Server::builder()
             .add_service(service)
             .add_service(agent)
             .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop.wait_for(|s| *s).await;
+                let _ = until.wait_for(|s| *s).await;
             })
-            .await;
+            .await
     })
 }
 
+/// What both roles run with: this agent's configuration, state dir, node, host and supervisor.
+struct Agent<'a> {
+    config: &'a Config,
+    dir: &'a StateDir,
+    me: &'a NodeFile,
+    host: &'a Arc<Host>,
+    supervisor: &'a Supervisor,
+}
+
 async fn run_manager(
-    config: &Config,
-    dir: &StateDir,
-    me: &NodeFile,
-    host: &Arc<Host>,
+    agent: &Agent<'_>,
     fresh_bootstrap: bool,
     shutdown: watch::Receiver<bool>,
     ready: &(impl Fn() + Send + Sync),
 ) -> Result<Exit> {
+    let Agent { config, dir, me, host, supervisor } = *agent;
     let node_tls = dir.tls()?;
     let keys = dir.manager_keys()?;
     let ca_fingerprint = keys.ca.fingerprint()?;
@@ -350,22 +373,21 @@ async fn run_manager(
                 pb::agent_server::AgentServer::new(AgentService::new(host.clone(), true))
                     .max_decoding_message_size(64 << 20),
             );
-        tokio::spawn(async move {
-            if let Err(e) = server
+        supervisor.spawn("cluster API server (TLS)", stop_rx.clone(), async move {
+            server
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
                 .await
-            {
-                tracing::error!(error = %e, "cluster API server failed");
-            }
         })
     };
-    let local = serve_local(core.clone(), host.clone(), bind_socket(&config.socket)?, stop_rx.clone());
+    supervisor.watch_thread("raft driver", stop_rx.clone(), node.ended());
+    let local =
+        serve_local(core.clone(), host.clone(), bind_socket(&config.socket)?, stop_rx.clone(), supervisor);
     host.set_core(Some(core.clone()));
     let feed = {
         let (host, mut states) = (host.clone(), node.watch_state());
-        tokio::spawn(async move {
+        supervisor.spawn("state feed", stop_rx.clone(), async move {
             loop {
                 let state = states.borrow_and_update().clone();
                 host.publish_state(state);
@@ -381,16 +403,17 @@ async fn run_manager(
     if fresh_bootstrap {
         register_self(&core, config, me).await?;
     }
-    let duties = tokio::spawn(leader_duties(core.clone(), me.id));
-    let beats = tokio::spawn(heartbeats(core.clone(), me.id, config.heartbeat));
+    let duties = supervisor.spawn("leader duties", stop_rx.clone(), leader_duties(core.clone(), me.id));
+    let beats =
+        supervisor.spawn("heartbeats", stop_rx.clone(), heartbeats(core.clone(), me.id, config.heartbeat));
     let exit = role_watch_manager(&node, me.id, dir, shutdown).await;
     let _ = stop_tx.send(true);
     feed.abort();
     duties.abort();
     beats.abort();
     node.stop();
-    let _ = tls_server.await;
-    let _ = local.await;
+    tls_server.finished().await;
+    local.finished().await;
     let _ = std::fs::remove_file(&config.socket);
     exit
 }
@@ -534,13 +557,11 @@ async fn heartbeats(core: Arc<Core>, me: u64, every: Duration) {
 }
 
 async fn run_worker(
-    config: &Config,
-    dir: &StateDir,
-    me: &NodeFile,
-    host: &Arc<Host>,
+    agent: &Agent<'_>,
     mut shutdown: watch::Receiver<bool>,
     ready: &(impl Fn() + Send + Sync),
 ) -> Result<Exit> {
+    let Agent { config, dir, me, host, supervisor } = *agent;
     let node_tls = dir.tls()?;
     let ca_fingerprint = tls::fingerprint(&tls::first_der(&node_tls.ca_pem)?);
     let peers = Arc::new(Peers::new(node_tls.client_config()));
@@ -551,7 +572,12 @@ async fn run_worker(
     }
     let upstream = Arc::new(Upstream::new(managers));
     let (mirror_tx, mirror_rx) = watch::channel(Arc::new(Mirror::default()));
-    let watcher = tokio::spawn(crate::watch::run_watch(peers.clone(), upstream.clone(), mirror_tx, |_| {}));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let watcher = supervisor.spawn(
+        "watch",
+        stop_rx.clone(),
+        crate::watch::run_watch(peers.clone(), upstream.clone(), mirror_tx, |_| {}),
+    );
     let core = Arc::new(Core {
         id: me.id,
         name: me.name.clone(),
@@ -560,12 +586,13 @@ async fn run_worker(
         peers: peers.clone(),
         role: RoleCore::Worker(WorkerCore { upstream: upstream.clone(), mirror: mirror_rx.clone() }),
     });
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let local = serve_local(core.clone(), host.clone(), bind_socket(&config.socket)?, stop_rx);
+    let local =
+        serve_local(core.clone(), host.clone(), bind_socket(&config.socket)?, stop_rx.clone(), supervisor);
     host.set_core(Some(core.clone()));
     tracing::info!(id = me.id, name = %me.name, "worker serving");
     ready();
-    let beats = tokio::spawn(heartbeats(core.clone(), me.id, config.heartbeat));
+    let beats =
+        supervisor.spawn("heartbeats", stop_rx.clone(), heartbeats(core.clone(), me.id, config.heartbeat));
     let mut mirror = mirror_rx.clone();
     let mut registered = false;
     let exit = loop {
@@ -604,7 +631,7 @@ async fn run_worker(
     let _ = stop_tx.send(true);
     beats.abort();
     watcher.abort();
-    let _ = local.await;
+    local.finished().await;
     let _ = std::fs::remove_file(&config.socket);
     exit
 }
@@ -616,22 +643,10 @@ async fn fetch_manager_kit(peers: &Peers, upstream: &Upstream) -> Result<pb::Joi
 }
 
 /// What runs for the whole life of the process, whatever the role: the overlay reconciler, the
-/// embedded DNS, the janitor and the metrics endpoint.
+/// embedded DNS, the janitor, the state persister and the metrics endpoint, all supervised.
 struct LocalServices {
     /// The ready callback has been called.
     ready: std::sync::atomic::AtomicBool,
-    /// The task keeping the last seen state on disk; awaited at shutdown for its final write.
-    persist: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl LocalServices {
-    /// Lets the state persister finish its last write (shutdown has been signalled).
-    async fn finish(&self) {
-        let task = self.persist.lock().unwrap().take();
-        if let Some(task) = task {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
-    }
 }
 
 impl LocalServices {
@@ -640,6 +655,7 @@ impl LocalServices {
         host: Arc<Host>,
         id: u64,
         shutdown: watch::Receiver<bool>,
+        supervisor: &Supervisor,
     ) -> Result<LocalServices> {
         let reconciler = weft_overlay::Reconciler::new(
             weft_net::Netlink::connect()?,
@@ -650,25 +666,33 @@ impl LocalServices {
         host.set_reconciled(reconciled.clone());
         let states = host.states();
         let stop = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = reconciler.run(states, stop).await {
-                tracing::error!(error = %e, "overlay reconciler stopped");
-            }
-        });
+        supervisor.spawn("overlay reconciler", shutdown.clone(), reconciler.run(states, stop));
         let (zones_tx, zones_rx) = watch::channel(Arc::new(weft_dns::Zones::default()));
-        tokio::spawn(follow_zones(id, reconciled, host.states(), zones_tx, shutdown.clone()));
+        supervisor.spawn(
+            "DNS zones",
+            shutdown.clone(),
+            follow_zones(id, reconciled, host.states(), zones_tx, shutdown.clone()),
+        );
         let upstreams =
             weft_dns::server::upstreams_of(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
-        tokio::spawn(weft_dns::run(zones_rx, upstreams, shutdown.clone()));
-        tokio::spawn(host.clone().janitor(shutdown.clone()));
-        let persist = std::sync::Mutex::new(Some(tokio::spawn(host.clone().persist_state(shutdown.clone()))));
+        supervisor.spawn(
+            "DNS server",
+            shutdown.clone(),
+            weft_dns::run(zones_rx, upstreams, shutdown.clone()),
+        );
+        supervisor.spawn("janitor", shutdown.clone(), host.clone().janitor(shutdown.clone()));
+        supervisor.spawn("state persister", shutdown.clone(), host.clone().persist_state(shutdown.clone()));
         if let Some(addr) = config.metrics {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("metrics: listen on {addr}"))?;
-            tokio::spawn(crate::metrics::serve(listener, host, overlay_metrics, shutdown));
+            supervisor.spawn(
+                "metrics endpoint",
+                shutdown.clone(),
+                crate::metrics::serve(listener, host, overlay_metrics, shutdown),
+            );
         }
-        Ok(LocalServices { ready: std::sync::atomic::AtomicBool::new(false), persist })
+        Ok(LocalServices { ready: std::sync::atomic::AtomicBool::new(false) })
     }
 }
 

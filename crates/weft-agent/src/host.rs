@@ -55,21 +55,50 @@ pub enum HostError {
     /// The cluster could not be reached or refused.
     #[error("{0}")]
     Cluster(Status),
+    /// The container's command could not be started: `code` is Docker's exit status for it
+    /// (127 not found, 126 cannot be invoked, 125 set-up).
+    #[error("{message}")]
+    CannotRun {
+        /// What failed.
+        message: String,
+        /// 125, 126 or 127.
+        code: i32,
+    },
     /// Something failed on this host.
     #[error("{0}")]
     Internal(String),
 }
 
+impl HostError {
+    /// The reason on the wire (for a cluster error, the one the cluster gave).
+    pub fn reason(&self) -> pb::Reason {
+        match self {
+            HostError::Invalid(_) => pb::Reason::Invalid,
+            HostError::NotFound(_) => pb::Reason::NotFound,
+            HostError::Conflict(_) => pb::Reason::Conflict,
+            HostError::Precondition(_) => pb::Reason::Precondition,
+            HostError::Cluster(s) => crate::reason::of(s),
+            HostError::CannotRun { code: 127, .. } => pb::Reason::CommandNotFound,
+            HostError::CannotRun { code: 126, .. } => pb::Reason::CannotExecute,
+            HostError::CannotRun { .. } | HostError::Internal(_) => pb::Reason::Internal,
+        }
+    }
+}
+
 impl From<HostError> for Status {
     fn from(e: HostError) -> Status {
-        match e {
-            HostError::Invalid(m) => Status::invalid_argument(m),
-            HostError::NotFound(m) => Status::not_found(m),
-            HostError::Conflict(m) => Status::already_exists(m),
-            HostError::Precondition(m) => Status::failed_precondition(m),
-            HostError::Cluster(s) => s,
-            HostError::Internal(m) => Status::internal(m),
-        }
+        use tonic::Code;
+        let reason = e.reason();
+        let code = match &e {
+            HostError::Invalid(_) => Code::InvalidArgument,
+            HostError::NotFound(_) => Code::NotFound,
+            HostError::Conflict(_) => Code::AlreadyExists,
+            HostError::Precondition(_) => Code::FailedPrecondition,
+            HostError::Cluster(s) => return s.clone(),
+            HostError::CannotRun { code: 126 | 127, .. } => Code::FailedPrecondition,
+            HostError::CannotRun { .. } | HostError::Internal(_) => Code::Internal,
+        };
+        crate::reason::status(code, reason, e.to_string())
     }
 }
 
@@ -81,6 +110,7 @@ impl From<RuntimeError> for HostError {
             RuntimeError::NameInUse(_) => HostError::Conflict(text),
             RuntimeError::Invalid { .. } => HostError::Invalid(text),
             RuntimeError::Running(_) | RuntimeError::NotRunning(_) => HostError::Precondition(text),
+            RuntimeError::StartFailed { code, .. } => HostError::CannotRun { message: text, code },
             _ => HostError::Internal(text),
         }
     }
@@ -434,7 +464,7 @@ impl Host {
             let command = cmd::create_network(name, Driver::Bridge, &[DEFAULT_BRIDGE_SUBNET], 0, 0);
             match self.apply(command).await {
                 Ok(_) => {}
-                Err(HostError::Cluster(s)) if s.message().contains("already exists") => {}
+                Err(e) if e.reason() == pb::Reason::NetworkExists => {}
                 Err(e) => return Err(e),
             }
             // Another host may have created it first: wait until this host sees it.
@@ -610,7 +640,7 @@ impl Host {
             }
             match self.apply(cmd::release_endpoint(a.endpoint)).await {
                 Ok(_) => {}
-                Err(HostError::Cluster(s)) if s.message().contains("unknown endpoint") => {}
+                Err(e) if e.reason() == pb::Reason::UnknownEndpoint => {}
                 Err(e) => {
                     tracing::warn!(endpoint = a.endpoint, error = %e, "releasing the endpoint failed; will retry");
                     kept.push(a.clone());

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 use weft_proto::v1 as pb;
 use weft_proto::v1::cluster_client::ClusterClient;
 use weft_raft::{NodeHandle, RaftError, WatchStart};
-use weft_state::{Mirror, Role, State, StateError, cmd};
+use weft_state::{Mirror, Role, State, cmd};
 
 use crate::identity::{ManagerKeys, Secrets};
 use crate::liveness::{Liveness, LivenessConfig};
@@ -41,19 +41,9 @@ pub fn require_cert<T>(request: &Request<T>) -> Result<(), Status> {
     }
 }
 
-/// Maps raft and state errors to gRPC statuses with the message intact.
+/// Maps raft and state errors to gRPC statuses with the message intact and the reason attached.
 pub fn status_of(e: RaftError) -> Status {
-    match e {
-        RaftError::NoLeader | RaftError::LeaderLost => Status::unavailable(e.to_string()),
-        RaftError::NotLeader(_) => Status::failed_precondition(e.to_string()),
-        RaftError::Rejected(StateError::Invalid(_)) => Status::invalid_argument(e.to_string()),
-        RaftError::Rejected(
-            StateError::UnknownNode(_) | StateError::UnknownNetwork(_) | StateError::UnknownEndpoint(_),
-        ) => Status::not_found(e.to_string()),
-        RaftError::Rejected(_) => Status::failed_precondition(e.to_string()),
-        RaftError::Stopped => Status::unavailable(e.to_string()),
-        _ => Status::internal(e.to_string()),
-    }
+    crate::reason::of_raft(e)
 }
 
 /// Wall clock in milliseconds (stamped into commands by their proposer).
@@ -272,9 +262,7 @@ impl Core {
     fn find_node<'s>(&self, state: &'s State, name: &str) -> Result<&'s weft_state::Node, Status> {
         state
             .nodes()
-            .find(|n| {
-                n.name.eq_ignore_ascii_case(name) || n.id.to_string() == name || format!("{:x}", n.id) == name
-            })
+            .find(|n| weft_state::names::node_matches(n.id, &n.name, name))
             .ok_or_else(|| Status::not_found(format!("no node {name:?} in the cluster (see `weft node ls`)")))
     }
 
@@ -424,7 +412,10 @@ impl pb::cluster_server::Cluster for ClusterService {
             let id = request.get_ref().node_id;
             let certs = request.peer_certs().unwrap_or_default();
             if !certs.first().is_some_and(|c| tls::cert_is_for_node(c, id)) {
-                return Err(Status::permission_denied(format!("this certificate is not node {id:x}'s")));
+                return Err(Status::permission_denied(format!(
+                    "this certificate is not node {}'s",
+                    weft_state::names::node_id_text(id)
+                )));
             }
         }
         let req = request.into_inner();

@@ -8,7 +8,6 @@ use weft_cli::client::{self, DEFAULT_SOCKET, Host, TlsFiles};
 use weft_proto::v1 as pb;
 
 /// Exit status for weft's own errors (Docker uses 125 too).
-const EXIT_ERROR: u8 = 125;
 
 #[derive(Debug, Parser)]
 #[command(name = "weft", version, about = "weft: one flat network for containers on many hosts")]
@@ -29,7 +28,10 @@ struct Cli {
     command: Command,
 }
 
+mod failure;
 mod verbs;
+
+use failure::{EXIT_ERROR, Failure};
 
 /// Output format of ls and inspect verbs.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -173,7 +175,7 @@ fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-async fn run(cli: Cli) -> Result<u8, String> {
+async fn run(cli: Cli) -> Result<u8, Failure> {
     if let Command::Completion { shell } = cli.command {
         clap_complete::generate(shell, &mut Cli::command(), "weft", &mut std::io::stdout());
         return Ok(0);
@@ -186,7 +188,7 @@ async fn run(cli: Cli) -> Result<u8, String> {
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20);
     let mut api = pb::cluster_client::ClusterClient::new(channel).max_decoding_message_size(256 << 20);
-    let err = |s: tonic::Status| s.message().to_string();
+    let err = Failure::from;
     match cli.command {
         Command::Completion { .. } => unreachable!("handled above"),
         Command::Network(c) => return verbs::network(&mut agent, c).await,
@@ -225,10 +227,10 @@ async fn run(cli: Cli) -> Result<u8, String> {
                 .nodes
                 .iter()
                 .find(|r| {
+                    // The server's rule (weft_state::names::node_matches): name, or the id in hex.
                     r.node.as_ref().is_some_and(|n| {
                         n.name.eq_ignore_ascii_case(&node)
-                            || format!("{:016x}", n.id) == node
-                            || n.id.to_string() == node
+                            || (node.len() <= 16 && u64::from_str_radix(&node, 16).is_ok_and(|v| v == n.id))
                     })
                 })
                 .ok_or_else(|| format!("no node {node:?} in the cluster (see `weft node ls`)"))?;
@@ -303,9 +305,9 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
-        Err(message) => {
-            eprintln!("weft: {message}");
-            ExitCode::from(EXIT_ERROR)
+        Err(failure) => {
+            eprintln!("weft: {}", failure.message);
+            ExitCode::from(failure.code)
         }
     }
 }

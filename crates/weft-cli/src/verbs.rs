@@ -9,12 +9,13 @@ use tonic::transport::Channel;
 use weft_proto::v1 as pb;
 use weft_proto::v1::agent_client::AgentClient;
 
+use crate::failure::Failure;
 use crate::{Format, print_table};
 
 type Api = AgentClient<Channel>;
 
-fn err(s: tonic::Status) -> String {
-    s.message().to_string()
+fn err(s: tonic::Status) -> Failure {
+    Failure::from(s)
 }
 
 fn json<T: serde::Serialize>(value: &T) {
@@ -348,13 +349,13 @@ fn short(id: &str) -> String {
 }
 
 /// Runs a `network` verb.
-pub(crate) async fn network(api: &mut Api, command: NetworkCommand) -> Result<u8, String> {
+pub(crate) async fn network(api: &mut Api, command: NetworkCommand) -> Result<u8, Failure> {
     match command {
         NetworkCommand::Create { driver, subnet, gateway, internal, label, name } => {
             if let Some(g) = gateway {
                 return Err(format!(
                     "--gateway {g}: weft routes per host, so each host's gateway is the first address of its own block of the subnet (`weft network inspect` lists them); drop --gateway"
-                ));
+                ).into());
             }
             let mut labels = Vec::new();
             for l in label {
@@ -425,7 +426,7 @@ pub(crate) async fn network(api: &mut Api, command: NetworkCommand) -> Result<u8
 }
 
 /// Runs an `image` verb.
-pub(crate) async fn image(api: &mut Api, command: ImageCommand) -> Result<u8, String> {
+pub(crate) async fn image(api: &mut Api, command: ImageCommand) -> Result<u8, Failure> {
     match command {
         ImageCommand::Import { tag, file } => {
             let mut reader: Box<dyn Read + Send> = if file == "-" {
@@ -531,7 +532,7 @@ pub(crate) async fn image(api: &mut Api, command: ImageCommand) -> Result<u8, St
         }
         ImageCommand::Build { tags, file, build_args, target, no_cache, context } => {
             if !context.is_dir() {
-                return Err(format!("build context {} is not a directory", context.display()));
+                return Err(format!("build context {} is not a directory", context.display()).into());
             }
             // The context travels as a tar, streamed in 1 MiB chunks; the first carries the options.
             let mut archive = tar::Builder::new(Vec::new());
@@ -567,7 +568,7 @@ pub(crate) async fn image(api: &mut Api, command: ImageCommand) -> Result<u8, St
     Ok(0)
 }
 
-async fn follow_logs(api: &mut Api, reference: &str, follow: bool) -> Result<(), String> {
+async fn follow_logs(api: &mut Api, reference: &str, follow: bool) -> Result<(), Failure> {
     let mut stream =
         api.logs(pb::LogsRequest { reference: reference.into(), follow }).await.map_err(err)?.into_inner();
     while let Some(line) = stream.next().await {
@@ -596,7 +597,7 @@ fn security_opt(option: &str) -> Result<String, String> {
 }
 
 /// `weft run`.
-pub(crate) async fn run(api: &mut Api, args: RunArgs) -> Result<u8, String> {
+pub(crate) async fn run(api: &mut Api, args: RunArgs) -> Result<u8, Failure> {
     let memory = args.memory.as_deref().map(parse_size).transpose()?.unwrap_or(0);
     let (has_entrypoint, entrypoint) = match &args.entrypoint {
         Some(e) if e.is_empty() => (true, vec![]),
@@ -758,7 +759,7 @@ fn age(ns: u64) -> String {
 }
 
 /// Runs a container verb.
-pub(crate) async fn container(api: &mut Api, command: ContainerCommand) -> Result<u8, String> {
+pub(crate) async fn container(api: &mut Api, command: ContainerCommand) -> Result<u8, Failure> {
     match command {
         ContainerCommand::Ps { all, format } => {
             let list =
@@ -952,7 +953,7 @@ async fn exec(
     container: String,
     command: Vec<String>,
     flags: ExecFlags,
-) -> Result<u8, String> {
+) -> Result<u8, Failure> {
     let ExecFlags { interactive, tty, detach, user, workdir, env } = flags;
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::ExecInput>(8);
     let (rows, cols) = if tty { window_size() } else { (0, 0) };

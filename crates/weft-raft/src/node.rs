@@ -86,9 +86,17 @@ pub struct NodeHandle {
     status: watch::Receiver<NodeStatus>,
     state: watch::Receiver<Arc<State>>,
     history: Arc<History>,
+    ended: watch::Receiver<Option<String>>,
 }
 
 impl NodeHandle {
+    /// Turns `Some` once the driver thread has ended, with how: after [`NodeHandle::stop`], or
+    /// because it panicked (raft-rs treats some inconsistencies as fatal). A node whose driver is
+    /// gone serves nothing but stale state, so its owner must not go on as if it ran.
+    pub fn ended(&self) -> watch::Receiver<Option<String>> {
+        self.ended.clone()
+    }
+
     /// Proposes an encoded `weft_state` command and waits for its result once applied.
     pub async fn propose(&self, command: Vec<u8>) -> Result<Applied, RaftError> {
         let (reply, rx) = oneshot::channel();
@@ -284,11 +292,33 @@ pub fn start(
         .enable_time()
         .build()
         .map_err(|e| RaftError::Config(format!("raft driver runtime: {e}")))?;
+    let (ended_tx, ended) = watch::channel(None);
     std::thread::Builder::new()
         .name(format!("raft-{id:x}"))
-        .spawn(move || runtime.block_on(driver.run(requests, inbound)))
+        .spawn(move || {
+            let run = std::panic::AssertUnwindSafe(|| runtime.block_on(driver.run(requests, inbound)));
+            let how = match std::panic::catch_unwind(run) {
+                Ok(()) => "the raft driver stopped".to_string(),
+                Err(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    format!("the raft driver panicked: {message}")
+                }
+            };
+            let _ = ended_tx.send(Some(how));
+        })
         .map_err(|e| RaftError::Config(format!("raft driver thread: {e}")))?;
-    Ok(NodeHandle { requests: requests_tx, inbound: inbound_tx, status: status_rx, state: state_rx, history })
+    Ok(NodeHandle {
+        requests: requests_tx,
+        inbound: inbound_tx,
+        status: status_rx,
+        state: state_rx,
+        history,
+        ended,
+    })
 }
 
 impl Driver {

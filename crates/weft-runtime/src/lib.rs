@@ -71,6 +71,9 @@ pub enum RuntimeError {
         id: String,
         /// What the monitor or init reported.
         reason: String,
+        /// The exit status Docker reports for it: 127 the command does not exist, 126 it cannot
+        /// be invoked, 125 anything else (set-up).
+        code: i32,
     },
     /// Waiting for the container timed out.
     #[error("timed out waiting for container {0}")]

@@ -58,3 +58,36 @@ mod tests {
         assert!(container_id("a b").is_err());
     }
 }
+
+/// A node id as every tool prints it: 16 hexadecimal digits (`00f3a1...`), the form `weft node
+/// ls` shows and the node's certificate carries.
+pub fn node_id_text(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+/// Whether `reference` (what a user typed: a node's name in any case, or its id in hexadecimal,
+/// with or without leading zeros) names node `id` called `name`. The id is compared as a
+/// number, so `00f3...` and `f3...` are the same node.
+pub fn node_matches(id: u64, name: &str, reference: &str) -> bool {
+    name.eq_ignore_ascii_case(reference)
+        || (!reference.is_empty()
+            && reference.len() <= 16
+            && u64::from_str_radix(reference, 16).is_ok_and(|r| r == id))
+}
+
+#[cfg(test)]
+mod node_ref_tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_printed_and_matched_in_one_form() {
+        let id = 0x0abc_def0_1234_5678;
+        assert_eq!(node_id_text(id), "0abcdef012345678", "leading zero kept");
+        assert!(node_matches(id, "h1", &node_id_text(id)), "the printed form matches");
+        assert!(node_matches(id, "h1", "abcdef012345678"), "without the leading zero too");
+        assert!(node_matches(id, "h1", "H1"));
+        assert!(!node_matches(id, "h1", "h2"));
+        assert!(!node_matches(id, "h1", ""));
+        assert!(!node_matches(1, "h1", "00000000000000001"), "17 digits is no id");
+    }
+}

@@ -57,7 +57,7 @@ fn finish(dir: &Path, state: ExitState) -> i32 {
 /// (the shim binary) has already detached it from weftd.
 pub fn run(dir: &Path) -> i32 {
     let failed = |error: String| ExitState {
-        code: 127,
+        code: 125,
         signal: None,
         oom_killed: false,
         error: Some(error),
@@ -104,7 +104,14 @@ pub fn run(dir: &Path) -> i32 {
         // SAFETY: waiting for our own child.
         unsafe { libc::waitpid(child, &mut status, 0) };
         let _ = cgroup.remove();
-        return finish(dir, failed(String::from_utf8_lossy(&error).into_owned()));
+        let text = String::from_utf8_lossy(&error).into_owned();
+        let (code, message) = match text.split_once('\n') {
+            Some((code, message)) if code.parse::<i32>().is_ok() => {
+                (code.parse().unwrap_or(125), message.to_string())
+            }
+            _ => (125, text),
+        };
+        return finish(dir, ExitState { code, ..failed(message) });
     }
     let monitor_pid = std::process::id();
     let state = RunState {

@@ -374,6 +374,7 @@ impl Runtime {
             return Err(RuntimeError::StartFailed {
                 id: id.into(),
                 reason: format!("monitor exited with {status}"),
+                code: 125,
             });
         }
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -381,11 +382,15 @@ impl Runtime {
         loop {
             if let Some(exit) = read_json::<ExitState>(&dir.join("exit.json")) {
                 if let Some(reason) = exit.error {
-                    return Err(RuntimeError::StartFailed { id: id.into(), reason });
+                    return Err(RuntimeError::StartFailed { id: id.into(), reason, code: exit.code });
                 }
                 // It ran and already finished: report its run anyway.
                 return read_json::<RunState>(&dir.join("state.json")).ok_or_else(|| {
-                    RuntimeError::StartFailed { id: id.into(), reason: "exited before it ran".into() }
+                    RuntimeError::StartFailed {
+                        id: id.into(),
+                        reason: "exited before it ran".into(),
+                        code: 125,
+                    }
                 });
             }
             if let Some(run) = read_json::<RunState>(&dir.join("state.json")) {

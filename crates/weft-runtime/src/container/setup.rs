@@ -23,11 +23,18 @@ use crate::security::paths;
 
 type Step<T> = Result<T, String>;
 
-fn fail(sync: RawFd, message: &str) -> ! {
+/// Exit status of a container whose set-up failed before its command ran (weft's own error, as
+/// Docker's 125).
+pub(crate) const SETUP_FAILED: i32 = 125;
+
+/// Reports a failure to the monitor through the sync pipe as `CODE\nMESSAGE` (the exit status
+/// Docker would report: 125 set-up, 126 cannot execute, 127 not found) and ends the child.
+fn fail(sync: RawFd, code: i32, message: &str) -> ! {
+    let text = format!("{code}\n{message}");
     // SAFETY: writing a byte buffer to an fd we own, then ending the process without unwinding.
     unsafe {
-        libc::write(sync, message.as_ptr().cast(), message.len());
-        libc::_exit(127)
+        libc::write(sync, text.as_ptr().cast(), text.len());
+        libc::_exit(code)
     }
 }
 
@@ -45,7 +52,7 @@ pub(crate) fn container_main(
 ) -> ! {
     let confinement = match prepare(spec, dir, cgroup) {
         Ok(c) => c,
-        Err(message) => fail(sync, &message),
+        Err(message) => fail(sync, SETUP_FAILED, &message),
     };
     init(spec, &confinement, stdio, sync)
 }
@@ -435,11 +442,11 @@ fn init(spec: &ContainerSpec, confinement: &Confinement, stdio: [RawFd; 2], sync
         libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
         let workload = libc::fork();
         if workload < 0 {
-            fail(sync, &format!("fork workload: {}", std::io::Error::last_os_error()));
+            fail(sync, SETUP_FAILED, &format!("fork workload: {}", std::io::Error::last_os_error()));
         }
         if workload == 0 {
             let failure = exec_workload(spec, confinement, stdio);
-            fail(sync, &failure.message);
+            fail(sync, failure.code, &failure.message);
         }
         libc::close(sync);
         libc::close(stdio[0]);
