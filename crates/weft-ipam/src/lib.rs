@@ -3,13 +3,23 @@
 //!
 //! It must never do I/O (no sockets, files, clocks or randomness): the same calls in the same order
 //! give the same answers on every host, so Raft only has to replicate the calls.
+//!
+//! Parsing and containment come from the `ipnetwork` crate ([`Cidr`] is a thin newtype over
+//! [`ipnetwork::IpNetwork`]); the pools, blocks, allocations and address counts are weft's own.
 
 mod alloc;
 mod cidr;
+mod count;
 mod pool;
 
 pub use alloc::IndexAllocator;
 pub use cidr::{Cidr, Family, from_u128, to_u128};
+pub use count::{
+    SubnetAddresses, network_usable_addresses, reserved_per_block, saturating_u64, subnet_addresses,
+    usable_addresses,
+};
+/// The CIDR crate [`Cidr`] wraps, re-exported so callers convert without naming a version.
+pub use ipnetwork;
 pub use pool::{AddressRole, Block, BlockPool, default_block_len, max_block_len};
 
 use core::net::IpAddr;

@@ -103,6 +103,12 @@ impl BlockPool {
         self.blocks.capacity()
     }
 
+    /// How many addresses containers can get from the whole pool, saturating
+    /// ([`crate::usable_addresses`] of its subnet and block length).
+    pub fn usable_addresses(&self) -> u128 {
+        crate::usable_addresses(self.subnet, self.block_len)
+    }
+
     /// How many blocks are leased.
     pub fn leased(&self) -> u128 {
         self.blocks.allocated()
