@@ -39,6 +39,18 @@ impl AgentService {
     }
 }
 
+/// The address counts of each subnet of `network`, in its subnet order, every subnet paired with
+/// its own block length; an address is used when an endpoint of the network holds it.
+pub fn network_addresses(state: &State, network: &weft_state::Network) -> Vec<weft_ipam::SubnetAddresses> {
+    let subnets = network.subnets.iter().enumerate().map(|(i, subnet)| {
+        // A network carries one block length per subnet; a missing one means the subnet is its
+        // own single block.
+        (*subnet, network.block_lens.get(i).copied().unwrap_or(subnet.prefix_len()))
+    });
+    let assigned = state.network_endpoints(network.id).flat_map(|e| e.ips.iter().copied());
+    weft_ipam::subnet_addresses(subnets, assigned)
+}
+
 /// `network inspect`'s view of a network from the replicated state.
 pub fn network_info(state: &State, network: &weft_state::Network) -> pb::NetworkInfo {
     let gateways = state
@@ -56,25 +68,27 @@ pub fn network_info(state: &State, network: &weft_state::Network) -> pb::Network
             node_name: state.node(e.node).map(|n| n.name.clone()).unwrap_or_default(),
         })
         .collect();
-    let used = endpoints.len() as u64;
-    let total: u64 = network
-        .subnets
+    let counts = network_addresses(state, network);
+    let used = counts.iter().fold(0u128, |sum, c| sum.saturating_add(c.used));
+    let free = counts.iter().fold(0u128, |sum, c| sum.saturating_add(c.free()));
+    let addresses = counts
         .iter()
-        .map(|s| {
-            let max: u8 = if s.addr().is_ipv4() { 32 } else { 128 };
-            let host_bits = u32::from(max - s.prefix_len()).min(63);
-            // Every block loses its network address, gateway and (IPv4) broadcast.
-            let block_len = network.block_lens.first().copied().unwrap_or(s.prefix_len());
-            let blocks = 1u64 << u32::from(block_len - s.prefix_len()).min(63);
-            (1u64 << host_bits).saturating_sub(blocks * 3)
+        .map(|c| pb::SubnetAddresses {
+            subnet: c.subnet.to_string(),
+            family: c.family().name().into(),
+            block_len: c.block_len.into(),
+            usable: weft_ipam::saturating_u64(c.usable),
+            used: weft_ipam::saturating_u64(c.used),
+            free: weft_ipam::saturating_u64(c.free()),
         })
-        .sum();
+        .collect();
     pb::NetworkInfo {
         network: Some(network.to_proto()),
         gateways,
         endpoints,
-        used,
-        free: total.saturating_sub(used),
+        used: weft_ipam::saturating_u64(used),
+        free: weft_ipam::saturating_u64(free),
+        addresses,
     }
 }
 

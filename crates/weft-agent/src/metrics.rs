@@ -1,7 +1,7 @@
 //! Prometheus metrics on `--metrics ADDR`: `GET /metrics` in the text exposition format. Raft
 //! (term, leader, commit and applied index, proposal latency), the worker's watch lag, the
 //! overlay reconciler (runs, actions, drift repaired, duration), containers by state and
-//! addresses used and free per network.
+//! addresses used and free per network and per subnet.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -158,15 +158,31 @@ pub fn render(host: &Host, overlay: &weft_overlay::Metrics) -> String {
     for (label, n) in [("created", created), ("running", running), ("exited", exited)] {
         let _ = writeln!(out, "weft_containers{{state=\"{label}\"}} {n}");
     }
+    let counts: Vec<_> =
+        state.networks().map(|n| (n, crate::agent_api::network_addresses(&state, n))).collect();
     let _ = writeln!(
         out,
-        "# HELP weft_network_addresses Addresses of each network, used or free.\n# TYPE weft_network_addresses gauge"
+        "# HELP weft_network_addresses Addresses of each network over all its subnets, used or free.\n# TYPE weft_network_addresses gauge"
     );
-    for network in state.networks() {
-        let info = crate::agent_api::network_info(&state, network);
+    for (network, subnets) in &counts {
         let name = escape(&network.name);
-        let _ = writeln!(out, "weft_network_addresses{{network=\"{name}\",kind=\"used\"}} {}", info.used);
-        let _ = writeln!(out, "weft_network_addresses{{network=\"{name}\",kind=\"free\"}} {}", info.free);
+        let used = subnets.iter().fold(0u128, |sum, c| sum.saturating_add(c.used));
+        let free = subnets.iter().fold(0u128, |sum, c| sum.saturating_add(c.free()));
+        let _ = writeln!(out, "weft_network_addresses{{network=\"{name}\",kind=\"used\"}} {used}");
+        let _ = writeln!(out, "weft_network_addresses{{network=\"{name}\",kind=\"free\"}} {free}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP weft_subnet_addresses Addresses of each subnet of each network: usable, used or free.\n# TYPE weft_subnet_addresses gauge"
+    );
+    for (network, subnets) in &counts {
+        let name = escape(&network.name);
+        for c in subnets {
+            let labels = format!("network=\"{name}\",subnet=\"{}\",family=\"{}\"", c.subnet, c.family());
+            for (kind, n) in [("usable", c.usable), ("used", c.used), ("free", c.free())] {
+                let _ = writeln!(out, "weft_subnet_addresses{{{labels},kind=\"{kind}\"}} {n}");
+            }
+        }
     }
     out
 }

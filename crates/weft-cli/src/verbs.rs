@@ -315,6 +315,10 @@ fn network_json(info: &pb::NetworkInfo) -> serde_json::Value {
         "vni": n.vni, "internal": n.internal,
         "labels": n.labels.iter().map(|l| (l.key.clone(), serde_json::Value::from(l.value.clone()))).collect::<serde_json::Map<_, _>>(),
         "gateways": info.gateways, "addresses_used": info.used, "addresses_free": info.free,
+        "addresses": info.addresses.iter().map(|a| serde_json::json!({
+            "subnet": a.subnet, "family": a.family, "block_len": a.block_len,
+            "usable": a.usable, "used": a.used, "free": a.free,
+        })).collect::<Vec<_>>(),
         "endpoints": endpoints,
     })
 }

@@ -1,0 +1,106 @@
+//! A dual-stack overlay network (one IPv4 and one IPv6 subnet, each with its own block length)
+//! end to end: a container gets one address of each family, and `network ls`, `network inspect`
+//! and the metrics page count both families' addresses, each with its own block length.
+
+use weft_tests::VirtualHosts;
+use weft_tests::cluster::{WeftCluster, stdout};
+
+const NET: &str = "ds";
+const V4: &str = "10.90.0.0/16";
+const V6: &str = "fd00:90::/64";
+/// 10.90.0.0/16 in /24 blocks: 256 blocks of 256 less network, gateway and broadcast.
+const V4_USABLE: u64 = 256 * 253;
+/// fd00:90::/64 in /112 blocks: 2^48 blocks of 65 536 less network and gateway. More than
+/// `u32::MAX` per host pair, still under `u64::MAX`.
+const V6_USABLE: u64 = (1 << 48) * 65_534;
+
+/// Checks one network's JSON (an element of `network ls --format json` or `network inspect`)
+/// against `used` addresses in each family.
+fn check_counts(net: &serde_json::Value, used: u64) {
+    assert_eq!(net["name"], NET, "{net}");
+    assert_eq!(net["subnets"], serde_json::json!([V4, V6]), "{net}");
+    assert_eq!(net["addresses_used"], 2 * used, "{net}");
+    assert_eq!(net["addresses_free"], V4_USABLE + V6_USABLE - 2 * used, "{net}");
+    let per_subnet = net["addresses"].as_array().unwrap_or_else(|| panic!("no per-subnet counts: {net}"));
+    assert_eq!(per_subnet.len(), 2, "{net}");
+    let want = [(V4, "ipv4", 24, V4_USABLE), (V6, "ipv6", 112, V6_USABLE)];
+    for (got, (subnet, family, block_len, usable)) in per_subnet.iter().zip(want) {
+        assert_eq!(got["subnet"], subnet, "{got}");
+        assert_eq!(got["family"], family, "{got}");
+        assert_eq!(got["block_len"], block_len, "{got}");
+        assert_eq!(got["usable"], usable, "{got}");
+        assert_eq!(got["used"], used, "{got}");
+        assert_eq!(got["free"], usable - used, "{got}");
+    }
+}
+
+fn network_ls_json(cluster: &WeftCluster<'_>) -> serde_json::Value {
+    let list: serde_json::Value =
+        serde_json::from_str(&cluster.weft_ok(0, &["network", "ls", "--format", "json"])).unwrap();
+    let found = list.as_array().unwrap().iter().find(|n| n["name"] == NET).cloned();
+    found.unwrap_or_else(|| panic!("{NET} missing from network ls: {list}"))
+}
+
+fn network_inspect(cluster: &WeftCluster<'_>) -> serde_json::Value {
+    let inspect: serde_json::Value =
+        serde_json::from_str(&cluster.weft_ok(0, &["network", "inspect", NET])).unwrap();
+    inspect[0].clone()
+}
+
+#[test]
+fn dual_stack_network_counts_both_families() {
+    let bed = VirtualHosts::new(1);
+    let mut cluster = WeftCluster::new(&bed);
+    cluster.flags.extend(["--metrics".to_string(), "127.0.0.1:9947".to_string()]);
+    cluster.form(1, 0);
+    cluster.import_busybox(&[0]);
+
+    let created = cluster
+        .weft_ok(0, &["network", "create", "--driver", "overlay", "--subnet", V4, "--subnet", V6, NET]);
+    assert!(created.contains(&format!("{NET} overlay {V4},{V6}")), "{created}");
+    check_counts(&network_ls_json(&cluster), 0);
+
+    cluster.weft_ok(0, &["run", "-d", "--name", "c", "--network", NET, "busybox", "sleep", "60"]);
+    let inspect: serde_json::Value = serde_json::from_str(&cluster.weft_ok(0, &["inspect", "c"])).unwrap();
+    let ips = &inspect[0]["networks"][0]["ips"];
+    assert!(
+        ips[0].as_str().is_some_and(|ip| ip.starts_with("10.90."))
+            && ips[1].as_str().is_some_and(|ip| ip.starts_with("fd00:90::")),
+        "one address of each family: {inspect}"
+    );
+
+    // Every verb that counts, more than once: the count used to underflow on the IPv6 subnet.
+    for _ in 0..2 {
+        let table = cluster.weft_ok(0, &["network", "ls"]);
+        let row = table.lines().find(|l| l.starts_with(&format!("{NET} "))).unwrap_or("");
+        assert!(row.contains(&format!("{V4},{V6}")), "{table}");
+        check_counts(&network_ls_json(&cluster), 1);
+        check_counts(&network_inspect(&cluster), 1);
+    }
+
+    let metrics = stdout(&bed.host(0).output("curl", &["-sf", "http://127.0.0.1:9947/metrics"]));
+    let label = |subnet: &str, family: &str, kind: &str| {
+        format!(
+            "weft_subnet_addresses{{network=\"{NET}\",subnet=\"{subnet}\",family=\"{family}\",kind=\"{kind}\"}} "
+        )
+    };
+    for (want, value) in [
+        (format!("weft_network_addresses{{network=\"{NET}\",kind=\"used\"}} "), 2),
+        (format!("weft_network_addresses{{network=\"{NET}\",kind=\"free\"}} "), V4_USABLE + V6_USABLE - 2),
+        (label(V4, "ipv4", "usable"), V4_USABLE),
+        (label(V4, "ipv4", "used"), 1),
+        (label(V4, "ipv4", "free"), V4_USABLE - 1),
+        (label(V6, "ipv6", "usable"), V6_USABLE),
+        (label(V6, "ipv6", "used"), 1),
+        (label(V6, "ipv6", "free"), V6_USABLE - 1),
+    ] {
+        let line = metrics.lines().find_map(|l| l.strip_prefix(want.as_str()));
+        assert_eq!(line, Some(value.to_string().as_str()), "metrics lack {want:?}{value}:\n{metrics}");
+    }
+
+    // Removing the container gives both addresses back; weftd is still serving.
+    cluster.weft_ok(0, &["rm", "-f", "c"]);
+    check_counts(&network_inspect(&cluster), 0);
+    check_counts(&network_ls_json(&cluster), 0);
+    assert!(cluster.weft_ok(0, &["node", "ls"]).contains("Ready"));
+}
