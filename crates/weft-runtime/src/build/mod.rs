@@ -1,4 +1,5 @@
 //! Dockerfile builds: the parser, and the builder that turns stages into image layers.
 
 pub mod builder;
+mod context;
 pub mod dockerfile;
