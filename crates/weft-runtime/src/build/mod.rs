@@ -3,3 +3,4 @@
 pub mod builder;
 mod context;
 pub mod dockerfile;
+mod layer;
