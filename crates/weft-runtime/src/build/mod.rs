@@ -1,6 +1,7 @@
 //! Dockerfile builds: the parser, and the builder that turns stages into image layers.
 
 pub mod builder;
+mod cache;
 mod context;
 pub mod dockerfile;
 mod layer;
