@@ -2,6 +2,7 @@
 
 pub mod builder;
 mod cache;
+mod config;
 mod context;
 pub mod dockerfile;
 mod layer;

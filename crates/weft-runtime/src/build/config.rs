@@ -1,0 +1,358 @@
+//! The image config a build writes, typed with `oci-spec`'s image types.
+//!
+//! While a stage is built its runtime config is a [`RunConfig`]: OCI's [`Config`] (User,
+//! ExposedPorts, Env, Entrypoint, Cmd, Volumes, WorkingDir, Labels, StopSignal) plus the two
+//! Docker extensions Dockerfile instructions set and OCI lacks (Shell, Healthcheck), and, passed
+//! through untouched, whatever else a base image's config held. Metadata instructions are applied
+//! to it; at the end it becomes an [`ImageConfiguration`], serialized into the bytes
+//! [`ImageStore::add_image`](crate::image::ImageStore::add_image) takes. Serialization goes
+//! through a sorted JSON map so the same build always gives the same bytes (and image id).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use oci_spec::image::{Arch, Config, History, ImageConfiguration, Os, RootFs};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::dockerfile::{Command, Instruction};
+use crate::image::Digest;
+use crate::{Result, RuntimeError};
+
+/// Docker's `Healthcheck` (durations in nanoseconds, as Docker writes them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Healthcheck {
+    /// The test: `["NONE"]`, `["CMD", args...]` or `["CMD-SHELL", command]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) test: Option<Vec<String>>,
+    /// Time between checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) interval: Option<i64>,
+    /// Time a check may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) timeout: Option<i64>,
+    /// Grace period after start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) start_period: Option<i64>,
+    /// Time between checks during the start period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) start_interval: Option<i64>,
+    /// Failures before unhealthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) retries: Option<i64>,
+}
+
+/// The runtime config (the `config` object of an image config) of a stage being built.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RunConfig {
+    /// The fields OCI defines.
+    #[serde(flatten)]
+    pub(crate) oci: Config,
+    /// Docker's `Shell`: the shell for shell-form commands.
+    #[serde(rename = "Shell", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) shell: Option<Vec<String>>,
+    /// Docker's `Healthcheck`.
+    #[serde(rename = "Healthcheck", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) healthcheck: Option<Healthcheck>,
+    /// Anything else the base image's config held (`OnBuild`, `ArgsEscaped`, ...), kept as is.
+    #[serde(flatten)]
+    pub(crate) other: BTreeMap<String, Value>,
+}
+
+fn bad_image(what: &str, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::BadImage(format!("{what}: {e}"))
+}
+
+/// Adds `item` to an optional list unless it is there already.
+fn add_unique(list: &Option<Vec<String>>, item: String) -> Option<Vec<String>> {
+    let mut list = list.clone().unwrap_or_default();
+    if !list.contains(&item) {
+        list.push(item);
+    }
+    Some(list)
+}
+
+impl RunConfig {
+    /// The runtime config of a base image (its image config's `config` object; anything that is
+    /// not an object, such as a missing one, is an empty config).
+    pub(crate) fn from_image(runtime_config: &Value) -> Result<RunConfig> {
+        if !runtime_config.is_object() {
+            return Ok(RunConfig::default());
+        }
+        serde_json::from_value(runtime_config.clone()).map_err(|e| bad_image("image runtime config", e))
+    }
+
+    /// `Env`, `KEY=value` entries.
+    pub(crate) fn env(&self) -> &[String] {
+        self.oci.env().as_deref().unwrap_or(&[])
+    }
+
+    /// `WorkingDir`, `/` when unset.
+    pub(crate) fn working_dir(&self) -> &str {
+        self.oci.working_dir().as_deref().unwrap_or("/")
+    }
+
+    /// `User`, empty when unset.
+    pub(crate) fn user(&self) -> &str {
+        self.oci.user().as_deref().unwrap_or("")
+    }
+
+    /// The argv of `cmd`: exec form as is, shell form through the stage's `Shell`
+    /// (`/bin/sh -c` by default).
+    pub(crate) fn argv(&self, cmd: &Command) -> Vec<String> {
+        match cmd {
+            Command::Exec(list) => list.clone(),
+            Command::Shell(text) => {
+                let mut argv = self.shell.clone().unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+                argv.push(text.clone());
+                argv
+            }
+        }
+    }
+
+    /// Sets `key=value` in `Env`, replacing an earlier value of `key`.
+    pub(crate) fn set_env(&mut self, key: &str, value: &str) {
+        let mut env: Vec<String> =
+            self.env().iter().filter(|e| e.split('=').next() != Some(key)).cloned().collect();
+        env.push(format!("{key}={value}"));
+        self.oci.set_env(Some(env));
+    }
+
+    /// Applies a metadata instruction (ENV, WORKDIR, CMD, ENTRYPOINT, EXPOSE, USER, LABEL,
+    /// VOLUME, SHELL, STOPSIGNAL, HEALTHCHECK). ARG and the instructions that make layers do not
+    /// change the config and are ignored.
+    pub(crate) fn apply(&mut self, instruction: &Instruction) {
+        match instruction {
+            Instruction::Env(pairs) => {
+                for (k, v) in pairs {
+                    self.set_env(k, v);
+                }
+            }
+            Instruction::Workdir(dir) => {
+                let dir = if dir.starts_with('/') {
+                    dir.clone()
+                } else {
+                    Path::new(self.working_dir()).join(dir).display().to_string()
+                };
+                self.oci.set_working_dir(Some(dir));
+            }
+            Instruction::Cmd(cmd) => {
+                self.oci.set_cmd(Some(self.argv(cmd)));
+            }
+            Instruction::Entrypoint(cmd) => {
+                self.oci.set_entrypoint(Some(self.argv(cmd)));
+                self.oci.set_cmd(None);
+            }
+            Instruction::Expose(ports) => {
+                for p in ports {
+                    let port = if p.contains('/') { p.clone() } else { format!("{p}/tcp") };
+                    self.oci.set_exposed_ports(add_unique(self.oci.exposed_ports(), port));
+                }
+            }
+            Instruction::User(user) => {
+                self.oci.set_user(Some(user.clone()));
+            }
+            Instruction::Label(pairs) => {
+                let labels = self.oci.labels_mut().get_or_insert_with(HashMap::new);
+                for (k, v) in pairs {
+                    labels.insert(k.clone(), v.clone());
+                }
+            }
+            Instruction::Volume(list) => {
+                for v in list {
+                    self.oci.set_volumes(add_unique(self.oci.volumes(), v.clone()));
+                }
+            }
+            Instruction::Shell(list) => self.shell = Some(list.clone()),
+            Instruction::StopSignal(sig) => {
+                self.oci.set_stop_signal(Some(sig.clone()));
+            }
+            Instruction::Healthcheck(words) => {
+                self.healthcheck = Some(Healthcheck { test: Some(words.clone()), ..Healthcheck::default() });
+            }
+            Instruction::Arg(..)
+            | Instruction::Run(_)
+            | Instruction::Copy { .. }
+            | Instruction::Add { .. } => {}
+        }
+    }
+}
+
+/// The history of a base image (its image config's `history`; none when missing).
+pub(crate) fn base_history(image_config: &Value) -> Result<Vec<History>> {
+    match &image_config["history"] {
+        Value::Null => Ok(Vec::new()),
+        history => serde_json::from_value(history.clone()).map_err(|e| bad_image("image history", e)),
+    }
+}
+
+/// The history entry of a build step.
+pub(crate) fn step_history(text: &str, made_layer: bool) -> History {
+    let mut entry = History::default();
+    entry.set_created_by(Some(text.to_string()));
+    entry.set_empty_layer(Some(!made_layer));
+    entry
+}
+
+/// What a finished build's image config is made of.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ImageParts<'a> {
+    /// The runtime config.
+    pub(crate) config: &'a RunConfig,
+    /// The layers, bottom first.
+    pub(crate) diff_ids: &'a [Digest],
+    /// One entry per step of every stage the image's layers came through.
+    pub(crate) history: &'a [History],
+}
+
+impl ImageParts<'_> {
+    /// The OCI image config (linux/amd64). Its `config` holds only what OCI defines; see
+    /// [`ImageParts::to_json`] for the config the store gets.
+    pub(crate) fn configuration(self) -> ImageConfiguration {
+        let mut rootfs = RootFs::default();
+        rootfs.set_diff_ids(self.diff_ids.iter().map(Digest::to_string).collect());
+        let mut image = ImageConfiguration::default();
+        image
+            .set_architecture(Arch::Amd64)
+            .set_os(Os::Linux)
+            .set_config(Some(self.config.oci.clone()))
+            .set_rootfs(rootfs)
+            .set_history(Some(self.history.to_vec()));
+        image
+    }
+
+    /// The image config as the store takes it: JSON with sorted keys, its `config` holding the
+    /// Docker extensions and the base image's other keys beside OCI's.
+    pub(crate) fn to_json(self) -> Result<Vec<u8>> {
+        let mut value =
+            serde_json::to_value(self.configuration()).map_err(|e| bad_image("image config", e))?;
+        value["config"] = serde_json::to_value(self.config).map_err(|e| bad_image("image config", e))?;
+        serde_json::to_vec(&value).map_err(|e| bad_image("image config", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn applied(instructions: &[Instruction]) -> RunConfig {
+        let mut config = RunConfig::default();
+        for i in instructions {
+            config.apply(i);
+        }
+        config
+    }
+
+    #[test]
+    fn metadata_instructions_land_under_dockers_keys() {
+        let config = applied(&[
+            Instruction::Env(vec![("PATH".into(), "/bin".into()), ("MODE".into(), "dev".into())]),
+            Instruction::Env(vec![("MODE".into(), "prod".into())]),
+            Instruction::Workdir("/srv".into()),
+            Instruction::Workdir("app".into()),
+            Instruction::User("1000:1000".into()),
+            Instruction::Expose(vec!["8080".into(), "53/udp".into(), "8080".into()]),
+            Instruction::Label(vec![("b".into(), "2".into()), ("a".into(), "1".into())]),
+            Instruction::Volume(vec!["/data".into(), "/data".into(), "/logs".into()]),
+            Instruction::Entrypoint(Command::Exec(vec!["/bin/app".into()])),
+            Instruction::Cmd(Command::Shell("serve --port 8080".into())),
+            Instruction::StopSignal("SIGINT".into()),
+            Instruction::Arg("IGNORED".into(), Some("x".into())),
+        ]);
+        assert_eq!(config.working_dir(), "/srv/app");
+        assert_eq!(config.user(), "1000:1000");
+        let value = serde_json::to_value(&config).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "Env": ["PATH=/bin", "MODE=prod"],
+                "WorkingDir": "/srv/app",
+                "User": "1000:1000",
+                "ExposedPorts": { "8080/tcp": {}, "53/udp": {} },
+                "Labels": { "a": "1", "b": "2" },
+                "Volumes": { "/data": {}, "/logs": {} },
+                "Entrypoint": ["/bin/app"],
+                "Cmd": ["/bin/sh", "-c", "serve --port 8080"],
+                "StopSignal": "SIGINT",
+            })
+        );
+    }
+
+    #[test]
+    fn shell_healthcheck_and_entrypoint_reset() {
+        let mut config = RunConfig::from_image(&json!({ "Cmd": ["sh"], "Entrypoint": null })).unwrap();
+        config.apply(&Instruction::Shell(vec!["/bin/bash".into(), "-ec".into()]));
+        config.apply(&Instruction::Entrypoint(Command::Shell("exec app".into())));
+        config.apply(&Instruction::Healthcheck(vec!["CMD".into(), "true".into()]));
+        assert_eq!(config.argv(&Command::Shell("x".into())), ["/bin/bash", "-ec", "x"]);
+        assert_eq!(config.argv(&Command::Exec(vec!["a".into()])), ["a"]);
+        let value = serde_json::to_value(&config).unwrap();
+        assert_eq!(value["Entrypoint"], json!(["/bin/bash", "-ec", "exec app"]));
+        assert_eq!(value["Cmd"], Value::Null, "ENTRYPOINT clears the base image's Cmd");
+        assert_eq!(value["Shell"], json!(["/bin/bash", "-ec"]));
+        assert_eq!(value["Healthcheck"], json!({ "Test": ["CMD", "true"] }));
+        assert_eq!(RunConfig::default().argv(&Command::Shell("y".into())), ["/bin/sh", "-c", "y"]);
+    }
+
+    #[test]
+    fn a_base_config_round_trips_with_keys_oci_does_not_know() {
+        let base = json!({
+            "Env": ["PATH=/usr/bin"],
+            "Cmd": ["sh"],
+            "WorkingDir": "",
+            "ArgsEscaped": true,
+            "OnBuild": null,
+            "Healthcheck": { "Test": ["NONE"], "Interval": 30_000_000_000_i64, "Retries": 3 },
+            "ExposedPorts": { "80/tcp": {} },
+        });
+        let config = RunConfig::from_image(&base).unwrap();
+        assert_eq!(config.env(), ["PATH=/usr/bin"]);
+        assert_eq!(config.working_dir(), "", "an empty WorkingDir stays empty");
+        assert_eq!(config.other["ArgsEscaped"], json!(true));
+        assert_eq!(serde_json::to_value(&config).unwrap(), base);
+        assert_eq!(RunConfig::from_image(&Value::Null).unwrap(), RunConfig::default());
+        assert!(RunConfig::from_image(&json!({ "Env": "not a list" })).is_err());
+    }
+
+    #[test]
+    fn the_image_config_for_the_store() {
+        let mut config = RunConfig::default();
+        config.apply(&Instruction::Cmd(Command::Exec(vec!["/hello".into()])));
+        config.apply(&Instruction::Shell(vec!["/bin/ash".into(), "-c".into()]));
+        let base = json!({ "history": [{ "created": "2024-01-01T00:00:00Z", "created_by": "base" }] });
+        let mut history = base_history(&base).unwrap();
+        history.push(step_history("CMD [\"/hello\"]", false));
+        history.push(step_history("COPY hello /hello", true));
+        let diff: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        let parts = ImageParts { config: &config, diff_ids: std::slice::from_ref(&diff), history: &history };
+
+        let typed = parts.configuration();
+        assert_eq!(typed.rootfs().diff_ids(), &[diff.to_string()]);
+        assert_eq!(typed.config().as_ref().and_then(|c| c.cmd().clone()), Some(vec!["/hello".to_string()]));
+
+        let bytes = parts.to_json().unwrap();
+        assert_eq!(bytes, parts.to_json().unwrap(), "stable bytes, stable image id");
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.starts_with(
+                r#"{"architecture":"amd64","config":{"Cmd":["/hello"],"Shell":["/bin/ash","-c"]},"history":["#
+            ),
+            "{text}"
+        );
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["os"], "linux");
+        assert_eq!(value["rootfs"], json!({ "type": "layers", "diff_ids": [diff.to_string()] }));
+        assert_eq!(
+            value["history"],
+            json!([
+                { "created": "2024-01-01T00:00:00Z", "created_by": "base" },
+                { "created_by": "CMD [\"/hello\"]", "empty_layer": true },
+                { "created_by": "COPY hello /hello", "empty_layer": false },
+            ])
+        );
+        assert_eq!(base_history(&json!({})).unwrap(), []);
+    }
+}
