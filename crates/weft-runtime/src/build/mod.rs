@@ -1,4 +1,9 @@
 //! Dockerfile builds: the parser, and the builder that turns stages into image layers.
+//!
+//! [`builder`] is the entry point. Behind it: `context` (the build context, `.dockerignore`,
+//! COPY/ADD sources), `stage` (the stage loop and instruction execution), `layer` (directory
+//! diffs written as layer tars), `cache` (layer cache keys, lookup and store) and `config` (the
+//! image config, typed with `oci-spec`).
 
 pub mod builder;
 mod cache;
@@ -6,3 +11,4 @@ mod config;
 mod context;
 pub mod dockerfile;
 mod layer;
+mod stage;

@@ -1,0 +1,504 @@
+//! The stage loop: each stage starts from its base (scratch, an image, or an earlier stage) and
+//! runs its instructions in order. RUN executes in a build container on the stage's layers and
+//! its writable layer becomes a layer; COPY and ADD write a layer from the context, another stage
+//! or an image; everything else changes only the config. The layer cache is used until the first
+//! miss of a stage.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oci_spec::image::History;
+
+use super::builder::{BuildOptions, StepReport};
+use super::cache::{CacheKey, ContentHasher, LayerCache};
+use super::config::{RunConfig, base_history, step_history};
+use super::context::{Ignore, SourceRoot};
+use super::dockerfile::{Command, Dockerfile, Instruction};
+use super::layer::{Layer, LayerWriter, Owner, TreeOptions, is_archive, normal_components};
+use crate::container::{ContainerSpec, NetworkMode, Runtime};
+use crate::image::{Digest, ImageStore, ScratchDir};
+use crate::{Result, RuntimeError};
+
+/// A build error at Dockerfile `line`.
+pub(crate) fn build_err(line: usize, message: impl Into<String>) -> RuntimeError {
+    RuntimeError::Build { line, message: message.into() }
+}
+
+/// A stage while it is built, and once it is.
+#[derive(Debug, Clone)]
+pub(crate) struct StageState {
+    /// Its layers, bottom first.
+    pub(crate) diff_ids: Vec<Digest>,
+    /// Its runtime config.
+    pub(crate) config: RunConfig,
+    /// The history of its layers and steps.
+    pub(crate) history: Vec<History>,
+    /// The cache key of its last step.
+    pub(crate) key: CacheKey,
+    /// ARG values in scope, passed to RUN as environment.
+    args: BTreeMap<String, String>,
+}
+
+/// What every stage of one build reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Build<'a> {
+    /// The image store (bases, layers, the cache).
+    pub(crate) store: &'a ImageStore,
+    /// Runs RUN's build containers.
+    pub(crate) runtime: &'a Runtime,
+    /// The parsed Dockerfile.
+    pub(crate) dockerfile: &'a Dockerfile,
+    /// The build's options.
+    pub(crate) options: &'a BuildOptions,
+    /// The context's `.dockerignore`.
+    pub(crate) ignore: &'a Ignore,
+}
+
+/// What a build has done so far.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// Every step that ran, in order.
+    pub(crate) steps: Vec<StepReport>,
+    /// RUN instructions executed (not taken from the cache).
+    pub(crate) runs: usize,
+}
+
+/// A COPY or ADD instruction.
+#[derive(Debug, Clone, Copy)]
+struct CopyStep<'a> {
+    /// `--from` (COPY only).
+    from: Option<&'a str>,
+    /// `--chown`.
+    chown: Option<&'a str>,
+    sources: &'a [String],
+    dest: &'a str,
+    /// ADD: local archives are extracted.
+    extract: bool,
+    /// The instruction's text (part of its cache key).
+    text: &'a str,
+    line: usize,
+}
+
+/// The result of a layer-making step.
+#[derive(Debug)]
+struct StepLayer {
+    diff: Digest,
+    key: CacheKey,
+    cached: bool,
+}
+
+/// A mounted read-only view of some layers (for COPY --from), unmounted on drop.
+struct LayerView {
+    root: PathBuf,
+    mounted: bool,
+    _scratch: Option<ScratchDir>,
+}
+
+impl Drop for LayerView {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = nix::mount::umount2(&self.root, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// The stages `target` depends on. Refuses a `FROM` image that is not in the store and a
+/// `COPY --from` of an unknown or later stage or image before anything runs.
+pub(crate) fn stages_needed(store: &ImageStore, df: &Dockerfile, target: usize) -> Result<BTreeSet<usize>> {
+    let mut needed = BTreeSet::new();
+    let mut queue = vec![target];
+    while let Some(i) = queue.pop() {
+        if !needed.insert(i) {
+            continue;
+        }
+        let stage = &df.stages[i];
+        if let Some(base) =
+            df.stage_index(&stage.base).filter(|b| *b < i && stage.base.parse::<usize>().is_err())
+        {
+            queue.push(base);
+        } else if stage.base != "scratch" && store.get(&stage.base).is_err() {
+            return Err(build_err(
+                stage.line,
+                format!("FROM {}: no such image in the local store (import or build it first)", stage.base),
+            ));
+        }
+        for step in &stage.steps {
+            if let Instruction::Copy { from: Some(from), .. } = &step.instruction {
+                match df.stage_index(from) {
+                    Some(j) if j < i => queue.push(j),
+                    Some(_) => {
+                        return Err(build_err(
+                            step.line,
+                            format!("COPY --from={from}: a stage can only copy from earlier stages"),
+                        ));
+                    }
+                    None if store.get(from).is_ok() => {}
+                    None => {
+                        return Err(build_err(
+                            step.line,
+                            format!("COPY --from={from}: no stage or image of that name"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(needed)
+}
+
+fn parse_diffs(diff_ids: &[String]) -> Result<Vec<Digest>> {
+    diff_ids.iter().map(|d| d.parse()).collect()
+}
+
+impl Build<'_> {
+    fn cache(&self) -> LayerCache<'_> {
+        LayerCache::new(self.store)
+    }
+
+    fn layer_dirs(&self, diff_ids: &[Digest]) -> Vec<PathBuf> {
+        diff_ids.iter().map(|d| self.store.layer_dir(d)).collect()
+    }
+
+    /// Stores a finished layer tar, checking the store saw the digest the writer computed.
+    fn store_layer(&self, layer: &Layer) -> Result<Digest> {
+        let diff = self.store.add_layer_tar(&layer.path)?;
+        if diff != layer.diff_id {
+            return Err(RuntimeError::DigestMismatch {
+                what: format!("layer {}", layer.path.display()),
+                expected: layer.diff_id.to_string(),
+                actual: diff.to_string(),
+            });
+        }
+        Ok(diff)
+    }
+
+    /// Where stage `index` starts.
+    fn start(&self, index: usize, done: &BTreeMap<usize, StageState>) -> Result<StageState> {
+        let df = self.dockerfile;
+        let stage = &df.stages[index];
+        if let Some(base) = df.stage_index(&stage.base).filter(|b| *b < index).and_then(|b| done.get(&b)) {
+            return Ok(StageState { args: BTreeMap::new(), ..base.clone() });
+        }
+        if stage.base == "scratch" {
+            return Ok(StageState {
+                diff_ids: vec![],
+                config: RunConfig::default(),
+                history: vec![],
+                key: CacheKey::scratch(),
+                args: BTreeMap::new(),
+            });
+        }
+        let image = self.store.get(&stage.base).map_err(|e| build_err(stage.line, e.to_string()))?;
+        Ok(StageState {
+            diff_ids: parse_diffs(&image.diff_ids)?,
+            config: RunConfig::from_image(image.runtime_config())?,
+            history: base_history(&image.config)?,
+            key: CacheKey::image(&image.id),
+            args: BTreeMap::new(),
+        })
+    }
+
+    /// Builds stage `index`; `done` holds the stages built before it.
+    pub(crate) fn stage(
+        &self,
+        index: usize,
+        done: &BTreeMap<usize, StageState>,
+        progress: &mut Progress,
+    ) -> Result<StageState> {
+        let mut state = self.start(index, done)?;
+        let cache = self.cache();
+        let mut missed = self.options.no_cache;
+        for step in &self.dockerfile.stages[index].steps {
+            let line = step.line;
+            let layer = match &step.instruction {
+                Instruction::Run(cmd) => {
+                    let key = state.key.run(&step.text, state.config.env(), &state.args);
+                    let hit = if missed { None } else { cache.lookup(&key) };
+                    let cached = hit.is_some();
+                    let diff = match hit {
+                        Some(diff) => diff,
+                        None => {
+                            missed = true;
+                            progress.runs += 1;
+                            let diff = self.run(&state, cmd, line)?;
+                            cache.store(&key, &diff)?;
+                            diff
+                        }
+                    };
+                    Some(StepLayer { diff, key, cached })
+                }
+                Instruction::Copy { from, chown, sources, dest } => {
+                    let copy = CopyStep {
+                        from: from.as_deref(),
+                        chown: chown.as_deref(),
+                        sources,
+                        dest,
+                        extract: false,
+                        text: &step.text,
+                        line,
+                    };
+                    Some(self.copy(&state, done, copy, missed)?)
+                }
+                Instruction::Add { chown, sources, dest } => {
+                    let copy = CopyStep {
+                        from: None,
+                        chown: chown.as_deref(),
+                        sources,
+                        dest,
+                        extract: true,
+                        text: &step.text,
+                        line,
+                    };
+                    Some(self.copy(&state, done, copy, missed)?)
+                }
+                other => {
+                    if let Instruction::Arg(name, Some(value)) = other {
+                        state.args.insert(name.clone(), value.clone());
+                    }
+                    state.config.apply(other);
+                    state.key = state.key.metadata(&step.text);
+                    None
+                }
+            };
+            let (made_layer, cached) = match layer {
+                Some(StepLayer { diff, key, cached }) => {
+                    missed |= !cached;
+                    state.diff_ids.push(diff);
+                    state.key = key;
+                    (true, cached)
+                }
+                None => (false, false),
+            };
+            state.history.push(step_history(&step.text, made_layer));
+            progress.steps.push(StepReport {
+                stage: index,
+                line,
+                text: step.text.clone(),
+                cached,
+                layer: made_layer,
+            });
+        }
+        Ok(state)
+    }
+
+    /// Executes a RUN in a build container and stores its writable layer.
+    fn run(&self, state: &StageState, cmd: &Command, line: usize) -> Result<Digest> {
+        if state.diff_ids.is_empty() {
+            return Err(build_err(
+                line,
+                "RUN needs a base image with a shell (this stage starts FROM scratch)",
+            ));
+        }
+        let mut env = state.config.env().to_vec();
+        env.extend(state.args.iter().map(|(k, v)| format!("{k}={v}")));
+        let spec = ContainerSpec {
+            env,
+            cwd: state.config.working_dir().to_string(),
+            user: state.config.user().to_string(),
+            network: if self.options.network_host { NetworkMode::Host } else { NetworkMode::None },
+            ..ContainerSpec::new(self.layer_dirs(&state.diff_ids), state.config.argv(cmd))
+        };
+        let spec = self.runtime.create(spec).map_err(|e| build_err(line, e.to_string()))?;
+        let result = (|| -> Result<Digest> {
+            self.runtime.start(&spec.id).map_err(|e| build_err(line, e.to_string()))?;
+            let exit = self.runtime.wait(&spec.id, Some(Duration::from_secs(3600)))?;
+            if exit.code != 0 {
+                let (logs, _) = self.runtime.logs(&spec.id, 0)?;
+                let tail: Vec<String> = logs.iter().rev().take(5).rev().map(|l| l.line.clone()).collect();
+                return Err(build_err(
+                    line,
+                    format!("RUN exited with code {}: {}", exit.code, tail.join(" | ")),
+                ));
+            }
+            let upper = self.runtime.upper_dir(&spec.id)?;
+            let scratch = self.store.scratch_dir()?;
+            let mut writer = LayerWriter::create(scratch.path().join("layer.tar"))?;
+            writer.add_upper_dir(&upper)?;
+            self.store_layer(&writer.finish()?)
+        })();
+        let _ = self.runtime.remove(&spec.id, true);
+        result
+    }
+
+    /// A COPY or ADD: its layer from the cache, or written.
+    fn copy(
+        &self,
+        state: &StageState,
+        done: &BTreeMap<usize, StageState>,
+        step: CopyStep<'_>,
+        missed: bool,
+    ) -> Result<StepLayer> {
+        let line = step.line;
+        if step.extract && step.sources.iter().any(|s| s.contains("://")) {
+            return Err(build_err(
+                line,
+                "ADD from a URL is not supported: download it into the context first",
+            ));
+        }
+        // Where the sources come from: the context, or a mounted view of a stage or image.
+        let (view, origin) = match step.from {
+            None => (None, String::from("context")),
+            Some(name) => {
+                let (diffs, origin) = match self.dockerfile.stage_index(name).and_then(|i| done.get(&i)) {
+                    Some(s) => (s.diff_ids.clone(), s.key.as_str().to_string()),
+                    None => {
+                        let image = self.store.get(name).map_err(|e| build_err(line, e.to_string()))?;
+                        (parse_diffs(&image.diff_ids)?, image.id.clone())
+                    }
+                };
+                (Some(self.view(&diffs)?), origin)
+            }
+        };
+        let root = match &view {
+            Some(v) => SourceRoot::other(&v.root),
+            None => SourceRoot::context(&self.options.context, self.ignore),
+        };
+        let mut resolved = Vec::new();
+        for src in step.sources {
+            resolved.extend(root.resolve(src).map_err(|e| e.at(line))?);
+        }
+        let skip = |rel: &Path| root.skips(rel);
+        let mut content = ContentHasher::new(&origin);
+        for source in &resolved {
+            content.add(&source.path, &source.rel, &skip)?;
+        }
+        let key = state.key.copy(step.text, &content.finish(), step.chown);
+        if !missed && let Some(diff) = self.cache().lookup(&key) {
+            return Ok(StepLayer { diff, key, cached: true });
+        }
+        let owner = match step.chown {
+            None => None,
+            Some(spec) => Some(self.resolve_owner(state, spec, line)?),
+        };
+        let dest = step.dest;
+        let workdir = state.config.working_dir();
+        let dest_abs =
+            if dest.starts_with('/') { PathBuf::from(dest) } else { Path::new(workdir).join(dest) };
+        let dest_rel = normal_components(&dest_abs);
+        let into_dir = dest.ends_with('/') || resolved.len() > 1;
+        let scratch = self.store.scratch_dir()?;
+        let mut writer = LayerWriter::create(scratch.path().join("layer.tar"))?;
+        let options = TreeOptions { owner, skip: &skip };
+        for source in &resolved {
+            let path = &source.path;
+            let meta = fs::symlink_metadata(path).map_err(RuntimeError::io("read", path))?;
+            let name = source.rel.file_name().map(PathBuf::from).unwrap_or_default();
+            if meta.is_dir() {
+                // A directory's contents are copied, not the directory itself.
+                writer.add_dir_contents(path, &dest_rel, &source.rel, options)?;
+            } else if step.extract && is_archive(path) {
+                writer.extract_archive(path, &dest_rel).map_err(|e| match e {
+                    RuntimeError::UnsafeEntry { entry, .. } => build_err(
+                        line,
+                        format!("ADD {}: entry {entry} escapes the destination", path.display()),
+                    ),
+                    other => other,
+                })?;
+            } else {
+                let target = if into_dir { dest_rel.join(&name) } else { dest_rel.clone() };
+                if target.as_os_str().is_empty() {
+                    return Err(build_err(
+                        line,
+                        format!("cannot copy a file onto / (use {dest}{})", name.display()),
+                    ));
+                }
+                writer.add(path, &target, owner)?;
+            }
+        }
+        let layer = writer.finish()?;
+        drop(view);
+        let diff = self.store_layer(&layer)?;
+        self.cache().store(&key, &diff)?;
+        Ok(StepLayer { diff, key, cached: false })
+    }
+
+    /// `user[:group]` as numbers, names looked up in the stage's /etc/passwd and /etc/group.
+    fn resolve_owner(&self, state: &StageState, spec: &str, line: usize) -> Result<Owner> {
+        let (user, group) = spec.split_once(':').map(|(u, g)| (u, Some(g))).unwrap_or((spec, None));
+        let lookup = |file: &str, name: &str| -> Option<u64> {
+            for diff in state.diff_ids.iter().rev() {
+                if let Ok(text) = fs::read_to_string(self.store.layer_dir(diff).join(file)) {
+                    return text
+                        .lines()
+                        .map(|l| l.split(':').collect::<Vec<_>>())
+                        .find(|f| f.len() > 2 && f[0] == name)
+                        .and_then(|f| f[2].parse().ok());
+                }
+            }
+            None
+        };
+        let uid = user
+            .parse()
+            .ok()
+            .or_else(|| lookup("etc/passwd", user))
+            .ok_or_else(|| build_err(line, format!("--chown: unknown user {user}")))?;
+        let gid = match group {
+            None => uid,
+            Some(g) => g
+                .parse()
+                .ok()
+                .or_else(|| lookup("etc/group", g))
+                .ok_or_else(|| build_err(line, format!("--chown: unknown group {g}")))?,
+        };
+        Ok(Owner { uid, gid })
+    }
+
+    /// The file system of `diff_ids` stacked: the layer itself for one, an overlay mount of them
+    /// for more, an empty directory for none.
+    fn view(&self, diff_ids: &[Digest]) -> Result<LayerView> {
+        let dirs = self.layer_dirs(diff_ids);
+        if let [only] = dirs.as_slice() {
+            return Ok(LayerView { root: only.clone(), mounted: false, _scratch: None });
+        }
+        let scratch = self.store.scratch_dir()?;
+        let root = scratch.path().join("view");
+        fs::create_dir_all(&root).map_err(RuntimeError::io("create", &root))?;
+        if dirs.is_empty() {
+            return Ok(LayerView { root, mounted: false, _scratch: Some(scratch) });
+        }
+        let lower: Vec<String> = dirs.iter().rev().map(|d| d.display().to_string()).collect();
+        nix::mount::mount(
+            Some("overlay"),
+            &root,
+            Some("overlay"),
+            nix::mount::MsFlags::MS_RDONLY,
+            Some(format!("lowerdir={}", lower.join(":")).as_str()),
+        )
+        .map_err(|e| RuntimeError::io("mount layers", &root)(std::io::Error::from_raw_os_error(e as i32)))?;
+        Ok(LayerView { root, mounted: true, _scratch: Some(scratch) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::dockerfile::parse;
+
+    #[test]
+    fn references_are_checked_before_anything_runs() {
+        let dir = std::env::temp_dir().join(format!("weft-stage-refs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let store = ImageStore::open(dir.join("images")).unwrap();
+        let df = |text: &str| parse(text, &BTreeMap::new()).unwrap();
+        let needed = |text: &str| {
+            let df = df(text);
+            stages_needed(&store, &df, df.stages.len() - 1)
+        };
+        let line_of = |r: Result<BTreeSet<usize>>| match r {
+            Err(RuntimeError::Build { line, .. }) => line,
+            other => panic!("expected a build error, got {other:?}"),
+        };
+
+        let multi =
+            "FROM scratch AS a\nCOPY x /x\nFROM scratch AS unused\nFROM scratch\nCOPY --from=a /x /x\n";
+        assert_eq!(needed(multi).unwrap(), BTreeSet::from([0, 2]));
+        assert_eq!(needed("FROM scratch AS a\nFROM a\n").unwrap(), BTreeSet::from([0, 1]));
+        assert_eq!(line_of(needed("FROM nosuchimage\n")), 1);
+        assert_eq!(line_of(needed("FROM scratch\nCOPY --from=nope /x /x\n")), 2);
+        let later = df("FROM scratch AS a\nCOPY --from=b /x /x\nFROM scratch AS b\n");
+        assert_eq!(line_of(stages_needed(&store, &later, 0)), 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
