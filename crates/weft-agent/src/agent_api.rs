@@ -16,7 +16,8 @@ use weft_runtime::container::{ContainerSpec, ContainerStatus, NetworkMode};
 use weft_runtime::image::ImageRecord;
 use weft_state::{Driver, State, cmd};
 
-use crate::host::{Host, HostError, blocking};
+use crate::error::HostError;
+use crate::host::{Host, blocking};
 use crate::service::require_cert;
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -39,18 +40,6 @@ impl AgentService {
     }
 }
 
-/// The address counts of each subnet of `network`, in its subnet order, every subnet paired with
-/// its own block length; an address is used when an endpoint of the network holds it.
-pub fn network_addresses(state: &State, network: &weft_state::Network) -> Vec<weft_ipam::SubnetAddresses> {
-    let subnets = network.subnets.iter().enumerate().map(|(i, subnet)| {
-        // A network carries one block length per subnet; a missing one means the subnet is its
-        // own single block.
-        (*subnet, network.block_lens.get(i).copied().unwrap_or(subnet.prefix_len()))
-    });
-    let assigned = state.network_endpoints(network.id).flat_map(|e| e.ips.iter().copied());
-    weft_ipam::subnet_addresses(subnets, assigned)
-}
-
 /// `network inspect`'s view of a network from the replicated state.
 pub fn network_info(state: &State, network: &weft_state::Network) -> pb::NetworkInfo {
     let gateways = state
@@ -68,7 +57,7 @@ pub fn network_info(state: &State, network: &weft_state::Network) -> pb::Network
             node_name: state.node(e.node).map(|n| n.name.clone()).unwrap_or_default(),
         })
         .collect();
-    let counts = network_addresses(state, network);
+    let counts = state.network_addresses(network);
     let used = counts.iter().fold(0u128, |sum, c| sum.saturating_add(c.used));
     let free = counts.iter().fold(0u128, |sum, c| sum.saturating_add(c.free()));
     let addresses = counts

@@ -23,6 +23,7 @@ use crate::membership::{Members, next_change};
 use crate::peers::Peers;
 use crate::service::{ClusterService, Core, ManagerCore, RoleCore, Upstream, WorkerCore, now_ms};
 use crate::supervisor::Supervisor;
+use crate::telemetry::Telemetry;
 use crate::tls::{self, ClusterCa, NodeCert, NodeTls, Token};
 use crate::transport::{GrpcTransport, RaftReceiver};
 
@@ -147,14 +148,30 @@ pub async fn run(
     let shim = std::env::current_exe().context("find weftd's own executable (the container monitor)")?;
     let host = Host::new(node.id, dir.root(), shim)?;
     let supervisor = Supervisor::new();
-    let local = LocalServices::start(&config, host.clone(), node.id, shutdown.clone(), &supervisor).await?;
+    let telemetry = Arc::new(Telemetry::default());
+    let local = LocalServices::start(
+        &config,
+        host.clone(),
+        node.id,
+        shutdown.clone(),
+        &supervisor,
+        telemetry.clone(),
+    )
+    .await?;
     let ready = || {
         if !local.ready.swap(true, std::sync::atomic::Ordering::SeqCst) {
             ready();
         }
     };
     loop {
-        let agent = Agent { config: &config, dir: &dir, me: &node, host: &host, supervisor: &supervisor };
+        let agent = Agent {
+            config: &config,
+            dir: &dir,
+            me: &node,
+            host: &host,
+            supervisor: &supervisor,
+            telemetry: &telemetry,
+        };
         let role = async {
             if node.manager {
                 run_manager(&agent, fresh_bootstrap, shutdown.clone(), &ready).await
@@ -319,6 +336,7 @@ struct Agent<'a> {
     me: &'a NodeFile,
     host: &'a Arc<Host>,
     supervisor: &'a Supervisor,
+    telemetry: &'a Arc<Telemetry>,
 }
 
 async fn run_manager(
@@ -327,7 +345,7 @@ async fn run_manager(
     shutdown: watch::Receiver<bool>,
     ready: &(impl Fn() + Send + Sync),
 ) -> Result<Exit> {
-    let Agent { config, dir, me, host, supervisor } = *agent;
+    let Agent { config, dir, me, host, supervisor, telemetry } = *agent;
     let node_tls = dir.tls()?;
     let keys = dir.manager_keys()?;
     let ca_fingerprint = keys.ca.fingerprint()?;
@@ -347,6 +365,7 @@ async fn run_manager(
         api_addr: config.api_addr()?,
         ca_fingerprint,
         peers: peers.clone(),
+        telemetry: telemetry.clone(),
         role: RoleCore::Manager(ManagerCore {
             node: node.clone(),
             keys,
@@ -549,7 +568,9 @@ async fn heartbeats(core: Arc<Core>, me: u64, every: Duration) {
             RoleCore::Worker(w) => w.mirror.borrow().revision(),
         };
         match core.heartbeat(me, revision).await {
-            Ok(answer) => crate::metrics::WATCH_LAG
+            Ok(answer) => core
+                .telemetry
+                .watch_lag
                 .store(answer.revision.saturating_sub(revision), std::sync::atomic::Ordering::Relaxed),
             Err(e) => tracing::debug!(error = %e.message(), "heartbeat failed"),
         }
@@ -561,7 +582,7 @@ async fn run_worker(
     mut shutdown: watch::Receiver<bool>,
     ready: &(impl Fn() + Send + Sync),
 ) -> Result<Exit> {
-    let Agent { config, dir, me, host, supervisor } = *agent;
+    let Agent { config, dir, me, host, supervisor, telemetry } = *agent;
     let node_tls = dir.tls()?;
     let ca_fingerprint = tls::fingerprint(&tls::first_der(&node_tls.ca_pem)?);
     let peers = Arc::new(Peers::new(node_tls.client_config()));
@@ -585,6 +606,7 @@ async fn run_worker(
         ca_fingerprint,
         peers: peers.clone(),
         role: RoleCore::Worker(WorkerCore { upstream: upstream.clone(), mirror: mirror_rx.clone() }),
+        telemetry: telemetry.clone(),
     });
     let local =
         serve_local(core.clone(), host.clone(), bind_socket(&config.socket)?, stop_rx.clone(), supervisor);
@@ -656,6 +678,7 @@ impl LocalServices {
         id: u64,
         shutdown: watch::Receiver<bool>,
         supervisor: &Supervisor,
+        telemetry: Arc<Telemetry>,
     ) -> Result<LocalServices> {
         let reconciler = weft_overlay::Reconciler::new(
             weft_net::Netlink::connect()?,
@@ -689,7 +712,7 @@ impl LocalServices {
             supervisor.spawn(
                 "metrics endpoint",
                 shutdown.clone(),
-                crate::metrics::serve(listener, host, overlay_metrics, shutdown),
+                crate::metrics::serve(listener, host, overlay_metrics, telemetry, shutdown),
             );
         }
         Ok(LocalServices { ready: std::sync::atomic::AtomicBool::new(false) })

@@ -4,6 +4,7 @@
 pub mod agent_api;
 pub mod daemon;
 pub mod dns;
+pub mod error;
 pub mod host;
 pub mod identity;
 pub mod liveness;
@@ -15,6 +16,7 @@ pub mod reason;
 pub mod service;
 pub mod spec;
 pub mod supervisor;
+pub mod telemetry;
 pub mod tls;
 pub mod transport;
 pub mod tty;

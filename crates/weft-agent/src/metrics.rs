@@ -15,56 +15,7 @@ use weft_runtime::container::ContainerStatus;
 
 use crate::host::Host;
 use crate::service::RoleCore;
-
-/// Upper bounds of the proposal latency buckets, in seconds.
-const BUCKETS: [f64; 11] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
-
-/// A latency histogram with fixed buckets, lock-free.
-#[derive(Debug)]
-pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_us: AtomicU64,
-}
-
-impl Histogram {
-    const fn new() -> Histogram {
-        Histogram {
-            buckets: [const { AtomicU64::new(0) }; BUCKETS.len()],
-            count: AtomicU64::new(0),
-            sum_us: AtomicU64::new(0),
-        }
-    }
-
-    /// Records one observation.
-    pub fn observe(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            if secs <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    fn render(&self, name: &str, help: &str, out: &mut String) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", bucket.load(Ordering::Relaxed));
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {count}");
-    }
-}
-
-/// Latency of the proposals this manager made, from submission to the applied outcome.
-pub static PROPOSALS: Histogram = Histogram::new();
-
-/// Revisions this node's copy of the state was behind the leader at its last heartbeat.
-pub static WATCH_LAG: AtomicU64 = AtomicU64::new(0);
+use crate::telemetry::Telemetry;
 
 fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
@@ -83,7 +34,7 @@ fn escape(label: &str) -> String {
 }
 
 /// The metrics page.
-pub fn render(host: &Host, overlay: &weft_overlay::Metrics) -> String {
+pub fn render(host: &Host, overlay: &weft_overlay::Metrics, telemetry: &Telemetry) -> String {
     let mut out = String::new();
     let state = host.state();
     gauge(
@@ -111,7 +62,7 @@ pub fn render(host: &Host, overlay: &weft_overlay::Metrics) -> String {
             RoleCore::Worker(_) => {}
         }
     }
-    PROPOSALS.render(
+    telemetry.proposals.render(
         "weft_raft_proposal_duration_seconds",
         "Time from proposing a command to its applied outcome.",
         &mut out,
@@ -120,7 +71,7 @@ pub fn render(host: &Host, overlay: &weft_overlay::Metrics) -> String {
         &mut out,
         "weft_watch_lag_revisions",
         "Revisions this node's state was behind the leader at the last heartbeat.",
-        WATCH_LAG.load(Ordering::Relaxed),
+        telemetry.watch_lag.load(Ordering::Relaxed),
     );
     counter(&mut out, "weft_reconcile_runs_total", "Overlay reconcile runs.", &overlay.runs);
     counter(&mut out, "weft_reconcile_errors_total", "Reconcile runs that failed in part.", &overlay.errors);
@@ -158,8 +109,7 @@ pub fn render(host: &Host, overlay: &weft_overlay::Metrics) -> String {
     for (label, n) in [("created", created), ("running", running), ("exited", exited)] {
         let _ = writeln!(out, "weft_containers{{state=\"{label}\"}} {n}");
     }
-    let counts: Vec<_> =
-        state.networks().map(|n| (n, crate::agent_api::network_addresses(&state, n))).collect();
+    let counts: Vec<_> = state.networks().map(|n| (n, state.network_addresses(n))).collect();
     let _ = writeln!(
         out,
         "# HELP weft_network_addresses Addresses of each network over all its subnets, used or free.\n# TYPE weft_network_addresses gauge"
@@ -192,6 +142,7 @@ pub async fn serve(
     listener: TcpListener,
     host: Arc<Host>,
     overlay: Arc<weft_overlay::Metrics>,
+    telemetry: Arc<Telemetry>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -202,7 +153,7 @@ pub async fn serve(
                 Err(_) => continue,
             },
         };
-        let (host, overlay) = (host.clone(), overlay.clone());
+        let (host, overlay, telemetry) = (host.clone(), overlay.clone(), telemetry.clone());
         tokio::spawn(async move {
             let mut request = Vec::new();
             let mut buf = [0u8; 1024];
@@ -217,8 +168,9 @@ pub async fn serve(
             let (status, kind, body) =
                 if line.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
                     let h = host.clone();
-                    let body =
-                        tokio::task::spawn_blocking(move || render(&h, &overlay)).await.unwrap_or_default();
+                    let body = tokio::task::spawn_blocking(move || render(&h, &overlay, &telemetry))
+                        .await
+                        .unwrap_or_default();
                     ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
                 } else {
                     ("404 Not Found", "text/plain", "only /metrics is served here\n".to_string())

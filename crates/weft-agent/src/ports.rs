@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::{HostError, Result};
+use crate::error::{HostError, Result};
 
 /// The name of weft's port table (family ip).
 pub const TABLE: &str = "ip weft_ports";

@@ -136,6 +136,8 @@ pub struct Core {
     pub peers: Arc<Peers>,
     /// Manager or worker.
     pub role: RoleCore,
+    /// Where this node's measurements go.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl Core {
@@ -204,7 +206,7 @@ impl Core {
         };
         match tokio::time::timeout(WRITE_TIMEOUT, attempt).await {
             Ok(result) => {
-                crate::metrics::PROPOSALS.observe(started.elapsed());
+                self.telemetry.proposals.observe(started.elapsed());
                 result.map_err(status_of)
             }
             Err(_) if m.node.status().leader == 0 => Err(status_of(RaftError::NoLeader)),

@@ -11,7 +11,7 @@ use weft_runtime::container::{
 };
 use weft_runtime::image::ImageRecord;
 
-use crate::host::{HostError, Result};
+use crate::error::{HostError, Result};
 
 fn strings(value: &Value) -> Vec<String> {
     value

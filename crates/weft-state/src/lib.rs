@@ -176,6 +176,18 @@ impl State {
             .filter_map(|id| self.endpoints.get(id))
     }
 
+    /// The address counts of each subnet of `network`, in its subnet order, every subnet paired
+    /// with its own block length (a missing one: the subnet is its own single block); an address
+    /// is used when an endpoint of the network holds it.
+    pub fn network_addresses(&self, network: &Network) -> Vec<weft_ipam::SubnetAddresses> {
+        let subnets =
+            network.subnets.iter().enumerate().map(|(i, subnet)| {
+                (*subnet, network.block_lens.get(i).copied().unwrap_or(subnet.prefix_len()))
+            });
+        let assigned = self.network_endpoints(network.id).flat_map(|e| e.ips.iter().copied());
+        weft_ipam::subnet_addresses(subnets, assigned)
+    }
+
     /// The endpoint answering to `name` (a name or alias, any case) on a network.
     pub fn resolve(&self, network: NetworkId, name: &str) -> Option<&Endpoint> {
         let id = self.networks.get(&network)?.names.get(&names::key(name))?;

@@ -10,60 +10,16 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
 
 use super::config::ImageParts;
 use super::context::Ignore;
 use super::dockerfile::parse;
 use super::stage::{Build, Progress, StageState, build_err, stages_needed};
 use crate::container::Runtime;
-use crate::image::{ImageRecord, ImageStore};
+use crate::image::ImageStore;
 use crate::{Result, RuntimeError};
 
-/// What to build.
-#[derive(Debug, Clone, Default)]
-pub struct BuildOptions {
-    /// The build context directory.
-    pub context: PathBuf,
-    /// The Dockerfile (`-f`); `context/Dockerfile` when `None`.
-    pub dockerfile: Option<PathBuf>,
-    /// Names for the result.
-    pub tags: Vec<String>,
-    /// `--build-arg` values.
-    pub build_args: BTreeMap<String, String>,
-    /// Stop at this stage (`--target`).
-    pub target: Option<String>,
-    /// Ignore the layer cache.
-    pub no_cache: bool,
-    /// Give RUN the host's network (else only loopback).
-    pub network_host: bool,
-}
-
-/// What happened to one step.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StepReport {
-    /// Stage index.
-    pub stage: usize,
-    /// Dockerfile line.
-    pub line: usize,
-    /// The instruction.
-    pub text: String,
-    /// Whether its layer came from the cache (always false for metadata-only steps).
-    pub cached: bool,
-    /// Whether it made a layer.
-    pub layer: bool,
-}
-
-/// The result of a build.
-#[derive(Debug, Clone)]
-pub struct BuildReport {
-    /// The image.
-    pub image: ImageRecord,
-    /// Every step that ran, in order.
-    pub steps: Vec<StepReport>,
-    /// How many RUN instructions were executed (not taken from the cache).
-    pub runs_executed: usize,
-}
+pub use super::options::{BuildOptions, BuildReport, StepReport};
 
 /// Builds images from Dockerfiles.
 #[derive(Debug)]

@@ -11,4 +11,5 @@ mod config;
 mod context;
 pub mod dockerfile;
 mod layer;
+mod options;
 mod stage;

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use oci_spec::image::History;
 
-use super::builder::{BuildOptions, StepReport};
 use super::cache::{CacheKey, ContentHasher, LayerCache};
 use super::config::{RunConfig, base_history, step_history};
 use super::context::{Ignore, SourceRoot};
 use super::dockerfile::{Command, Dockerfile, Instruction};
 use super::layer::{Layer, LayerWriter, Owner, TreeOptions, is_archive, normal_components};
+use super::options::{BuildOptions, StepReport};
 use crate::container::{ContainerSpec, NetworkMode, Runtime};
 use crate::image::{Digest, ImageStore, ScratchDir};
 use crate::{Result, RuntimeError};

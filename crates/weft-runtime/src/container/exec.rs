@@ -13,7 +13,7 @@ use nix::sched::{CloneFlags, setns};
 use serde::{Deserialize, Serialize};
 
 use super::confine::{self, Confinement, Process};
-use super::runtime::process_start;
+use super::procfs::process_start;
 use super::spec::{ContainerSpec, RunState};
 use crate::cgroup::{Cgroup, Hierarchy, Limits, join_self};
 

@@ -5,6 +5,7 @@ mod confine;
 mod exec;
 mod inroot;
 pub mod monitor;
+mod procfs;
 mod runtime;
 mod setup;
 pub mod spec;

@@ -13,7 +13,7 @@ use nix::fcntl::OFlag;
 use nix::sched::{CloneFlags, unshare};
 
 use super::exec::{self, ExecOptions};
-use super::runtime::process_start;
+use super::procfs::process_start;
 use super::setup::container_main;
 use super::spec::{ContainerSpec, ExitState, LogLine, RunState, Security};
 use crate::cgroup::{Cgroup, Hierarchy};

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::confine::SECCOMP_FILE;
 use super::exec::ExecOptions;
 use super::monitor::write_json;
+use super::procfs::process_start;
 use super::spec::{ContainerSpec, ExitState, LogLine, NetworkMode, RunState, SeccompMode};
 use crate::cgroup::{Cgroup, Hierarchy, Limits, Stats};
 use crate::{Result, RuntimeError};
@@ -60,15 +61,6 @@ fn valid_name(name: &str) -> bool {
     bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
         && bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
         && name.len() <= 128
-}
-
-/// A process's start time in clock ticks after boot (/proc/PID/stat field 22), or None when it
-/// does not exist.
-pub(crate) fn process_start(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Whether `pid` is still the process that started at `start` (0: not recorded, pid only).
