@@ -37,6 +37,8 @@ pub struct WeftCluster<'a> {
     procs: Mutex<HashMap<usize, Child>>,
     /// Extra flags for every weftd.
     pub flags: Vec<String>,
+    /// Extra environment variables for every weftd (failpoints).
+    pub env: Vec<(String, String)>,
 }
 
 impl<'a> WeftCluster<'a> {
@@ -49,6 +51,7 @@ impl<'a> WeftCluster<'a> {
             dir,
             procs: Mutex::new(HashMap::new()),
             flags: vec!["--down-after".into(), "2s".into()],
+            env: Vec::new(),
         }
     }
 
@@ -119,6 +122,7 @@ impl<'a> WeftCluster<'a> {
         let mut cmd = self.weftd(i);
         cmd.args(&self.flags)
             .args(extra)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("WEFT_LOG", "info,weft_agent=debug,weft_overlay=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -46,6 +46,18 @@ pub fn status_of(e: RaftError) -> Status {
     crate::reason::of_raft(e)
 }
 
+/// Fault injection for tests: `WEFTD_FAILPOINT_JOIN_ID=HEX[,HEX...]` gives the next node that
+/// joins through this manager the first of these ids no node has yet, so a test can have nodes
+/// whose ids start with zeros. Nothing else reads it.
+pub const JOIN_ID_FAILPOINT: &str = "WEFTD_FAILPOINT_JOIN_ID";
+
+fn state_has_no_node(core: &Core, id: u64) -> bool {
+    match &core.role {
+        RoleCore::Manager(m) => m.node.state().node(id).is_none(),
+        RoleCore::Worker(_) => false,
+    }
+}
+
 /// Wall clock in milliseconds (stamped into commands by their proposer).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -392,7 +404,15 @@ impl pb::cluster_server::Cluster for ClusterService {
             ));
         }
         let role = if wants_manager { Role::Manager } else { Role::Worker };
-        let id = tls::random_id().map_err(|e| Status::internal(e.to_string()))?;
+        let forced = std::env::var(JOIN_ID_FAILPOINT).ok().and_then(|ids| {
+            ids.split(',')
+                .filter_map(|id| u64::from_str_radix(id.trim(), 16).ok())
+                .find(|id| state_has_no_node(&core, *id))
+        });
+        let id = match forced {
+            Some(id) => id,
+            None => tls::random_id().map_err(|e| Status::internal(e.to_string()))?,
+        };
         let command =
             cmd::register_node_with_api(id, &req.name, &req.underlay_addr, &req.api_addr, role, now_ms());
         core.propose(&command).await?;
