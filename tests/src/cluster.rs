@@ -178,7 +178,7 @@ impl<'a> WeftCluster<'a> {
     /// Imports the busybox test image (`busybox:latest`) through `weft image import` on each of
     /// `hosts`.
     pub fn import_busybox(&self, hosts: &[usize]) {
-        let tar = crate::images::busybox_save_tar(&self.scratch());
+        let tar = weft_test_images::busybox_save_tar(&self.scratch());
         for &i in hosts {
             let out = self.weft_ok(i, &["image", "import", tar.to_str().unwrap()]);
             assert!(out.contains("busybox:latest"), "{out}");

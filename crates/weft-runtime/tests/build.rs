@@ -31,7 +31,7 @@ impl Env {
         ));
         fs::create_dir_all(&dir).unwrap();
         let store = ImageStore::open(dir.join("images")).unwrap();
-        store.import(&weft_tests::images::busybox_save_dir(&dir), None).unwrap();
+        store.import(&weft_test_images::busybox_save_dir(&dir), None).unwrap();
         let runtime = Runtime::new(&dir, env!("CARGO_BIN_EXE_weft-shim")).unwrap();
         Env { dir, store, runtime }
     }

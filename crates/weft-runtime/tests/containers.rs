@@ -30,7 +30,7 @@ impl Host {
         ));
         fs::create_dir_all(&dir).unwrap();
         let store = ImageStore::open(dir.join("images")).unwrap();
-        let image = store.import(&weft_tests::images::busybox_save_dir(&dir), None).unwrap().remove(0);
+        let image = store.import(&weft_test_images::busybox_save_dir(&dir), None).unwrap().remove(0);
         let layers = store.layer_dirs(&image).unwrap();
         let runtime = Runtime::new(&dir, env!("CARGO_BIN_EXE_weft-shim")).unwrap();
         Host { dir, runtime, layers }
