@@ -407,7 +407,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         let forced = std::env::var(JOIN_ID_FAILPOINT).ok().and_then(|ids| {
             ids.split(',')
                 .filter_map(|id| u64::from_str_radix(id.trim(), 16).ok())
-                .find(|id| state_has_no_node(&core, *id))
+                .find(|id| state_has_no_node(core, *id))
         });
         let id = match forced {
             Some(id) => id,
