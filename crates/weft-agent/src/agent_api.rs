@@ -93,7 +93,7 @@ fn image_info(image: &ImageRecord) -> pb::ImageInfo {
 }
 
 fn container_info(host: &Host, spec: &ContainerSpec, status: &ContainerStatus) -> pb::ContainerInfo {
-    let conf = host.netconf(&spec.id);
+    let conf = host.netconf_for_display(&spec.id);
     let mut info = pb::ContainerInfo {
         id: spec.id.clone(),
         name: spec.name.clone(),

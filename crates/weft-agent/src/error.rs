@@ -84,6 +84,12 @@ impl From<RuntimeError> for HostError {
     }
 }
 
+impl From<weft_fs::FileError> for HostError {
+    fn from(e: weft_fs::FileError) -> HostError {
+        HostError::Internal(e.to_string())
+    }
+}
+
 impl From<weft_net::NetError> for HostError {
     fn from(e: weft_net::NetError) -> HostError {
         HostError::Internal(e.to_string())

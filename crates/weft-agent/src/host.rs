@@ -136,10 +136,6 @@ pub struct Host {
     missing_since: std::sync::Mutex<std::collections::HashMap<u64, std::time::Instant>>,
 }
 
-fn io_internal(what: &str) -> impl FnOnce(std::io::Error) -> HostError + '_ {
-    move |e| HostError::Internal(format!("{what}: {e}"))
-}
-
 /// Runs blocking runtime work off the async threads.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| HostError::Internal(format!("task failed: {e}")))?
@@ -235,10 +231,13 @@ impl Host {
             let state = states.borrow_and_update().clone();
             if state.revision() != saved {
                 let path = self.dir.join(LAST_STATE);
-                let tmp = path.with_extension("tmp");
-                let written = tokio::fs::write(&tmp, state.snapshot_bytes())
-                    .await
-                    .and(tokio::fs::rename(&tmp, &path).await);
+                let bytes = state.snapshot_bytes();
+                let written = tokio::task::spawn_blocking(move || {
+                    weft_fs::write(&path, &bytes, 0o600, weft_fs::Durability::Durable)
+                })
+                .await
+                .map_err(|e| HostError::Internal(format!("saving the last seen state: {e}")))
+                .and_then(|r| Ok(r?));
                 match written {
                     Ok(()) => saved = state.revision(),
                     Err(e) => tracing::warn!(error = %e, "saving the last seen state failed"),
@@ -297,19 +296,33 @@ impl Host {
     }
 
     /// What weft wired for container `id` (default for containers it did not wire).
-    pub fn netconf(&self, id: &str) -> NetConf {
-        std::fs::read(self.netconf_path(id))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+    pub fn netconf(&self, id: &str) -> Result<NetConf> {
+        Ok(weft_fs::read_json(&self.netconf_path(id))?.unwrap_or_default())
     }
 
+    /// [`Host::netconf`] for what only shows it (inspect, ps, stop's grace): an unreadable file
+    /// is logged with its name and shown as nothing wired.
+    pub fn netconf_for_display(&self, id: &str) -> NetConf {
+        self.netconf(id).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "network config unreadable");
+            NetConf::default()
+        })
+    }
+
+    /// Writes a container's network config durably (it says what to undo), off the async threads.
     fn save_netconf(&self, id: &str, conf: &NetConf) -> Result<()> {
         let path = self.netconf_path(id);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(conf).expect("serialisable"))
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(io_internal("save network config"))
+        let write = || weft_fs::write_json(&path, conf, 0o600, weft_fs::Durability::Durable);
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        Ok(if multi_thread { tokio::task::block_in_place(write) } else { write() }?)
+    }
+
+    /// [`Host::save_netconf`] where the caller goes on either way: a failure is logged.
+    fn save_netconf_or_warn(&self, id: &str, conf: &NetConf) {
+        if let Err(e) = self.save_netconf(id, conf) {
+            tracing::warn!(container = id, error = %e, "saving the network config failed");
+        }
     }
 
     /// Creates, wires and starts a container as `request` says. On any failure everything done so
@@ -415,7 +428,7 @@ impl Host {
                     )));
                 };
                 spec.network = NetworkMode::Join(PathBuf::from(format!("/proc/{}/ns/net", run.pid)));
-                let target_conf = self.netconf(&target_spec.id);
+                let target_conf = self.netconf(&target_spec.id)?;
                 spec.dns =
                     target_conf.attachments.iter().filter_map(|a| a.gateway).map(|g| g.to_string()).collect();
             }
@@ -531,7 +544,7 @@ impl Host {
         let mut left = conf.clone();
         if !conf.ports.is_empty() {
             left.ports.clear();
-            let _ = self.save_netconf(id, &left);
+            self.save_netconf_or_warn(id, &left);
             if let Err(e) = self.sync_ports().await {
                 tracing::warn!(error = %e, "removing published ports failed");
             }
@@ -564,7 +577,7 @@ impl Host {
         if left.attachments.is_empty() {
             let _ = std::fs::remove_file(self.netconf_path(id));
         } else {
-            let _ = self.save_netconf(id, &left);
+            self.save_netconf_or_warn(id, &left);
         }
     }
 
@@ -578,7 +591,7 @@ impl Host {
                 spec.name
             )));
         }
-        let conf = self.netconf(&spec.id);
+        let conf = self.netconf(&spec.id)?;
         self.undo(&spec.id, &conf).await;
         Ok(())
     }
@@ -587,7 +600,7 @@ impl Host {
     /// withdraws its published ports.
     pub async fn stop(&self, reference: &str, grace: Option<Duration>) -> Result<ContainerSpec> {
         let spec = self.runtime.find(reference)?;
-        let grace = grace.unwrap_or_else(|| match self.netconf(&spec.id).stop_grace {
+        let grace = grace.unwrap_or_else(|| match self.netconf_for_display(&spec.id).stop_grace {
             0 => Duration::from_secs(10),
             s => Duration::from_secs(s.into()),
         });
@@ -618,7 +631,13 @@ impl Host {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let Some(id) = name.strip_suffix(".json") else { continue };
                 let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
-                netconfs.insert(id.to_string(), (self.netconf(id), age));
+                match self.netconf(id) {
+                    Ok(conf) => {
+                        netconfs.insert(id.to_string(), (conf, age));
+                    }
+                    // Never cleaned up on a guess: the file stays until it reads again.
+                    Err(e) => tracing::warn!(error = %e, "network config unreadable; left alone"),
+                }
             }
         }
         Some(Survey { containers, netconfs })
@@ -649,7 +668,7 @@ impl Host {
         let ContainerStatus::Running(run) = self.runtime.status(&spec.id)? else {
             return Err(HostError::Precondition(format!("container {} is not running", spec.name)));
         };
-        let mut conf = self.netconf(&spec.id);
+        let mut conf = self.netconf(&spec.id)?;
         if conf.netns.is_none() {
             return Err(HostError::Invalid(format!(
                 "container {} uses --network {}: it has no network of its own to extend",
@@ -678,7 +697,7 @@ impl Host {
                     let _ = weft_overlay::attach::detach(&self.nl, &added.host_ifname).await;
                     let _ = self.apply(cmd::release_endpoint(added.endpoint)).await;
                 }
-                let _ = self.save_netconf(&spec.id, &before);
+                self.save_netconf_or_warn(&spec.id, &before);
                 Err(e)
             }
         }
@@ -688,7 +707,7 @@ impl Host {
     pub async fn disconnect(&self, request: &pb::ConnectRequest) -> Result<ContainerSpec> {
         let _serial = self.serial.lock().await;
         let spec = self.runtime.find(&request.container)?;
-        let mut conf = self.netconf(&spec.id);
+        let mut conf = self.netconf(&spec.id)?;
         let Some(position) = conf.attachments.iter().position(|a| a.network == request.network) else {
             return Err(HostError::NotFound(format!(
                 "container {} is not connected to network {}",
@@ -716,7 +735,9 @@ impl Host {
             // `--rm` containers that exited go first (removal takes the lock below itself).
             let Ok(list) = self.runtime.list() else { continue };
             for (spec, status) in &list {
-                if matches!(status, ContainerStatus::Exited(_)) && self.netconf(&spec.id).auto_remove {
+                if matches!(status, ContainerStatus::Exited(_))
+                    && self.netconf_for_display(&spec.id).auto_remove
+                {
                     let _ = self.remove(&spec.id, true).await;
                 }
             }
@@ -773,17 +794,17 @@ impl Host {
         }
         conf.attachments.retain(|a| !lost.contains(a));
         conf.revoked.extend(lost);
-        let _ = self.save_netconf(id, &conf);
+        self.save_netconf_or_warn(id, &conf);
     }
 
     /// The attachments of a container, for inspect and ps.
     pub fn networks_of(&self, id: &str) -> Vec<pb::ContainerNetwork> {
-        Self::describe(&self.netconf(id).attachments)
+        Self::describe(&self.netconf_for_display(id).attachments)
     }
 
     /// The attachments of a container whose addresses the cluster took back.
     pub fn revoked_of(&self, id: &str) -> Vec<pb::ContainerNetwork> {
-        Self::describe(&self.netconf(id).revoked)
+        Self::describe(&self.netconf_for_display(id).revoked)
     }
 
     fn describe(attachments: &[Attachment]) -> Vec<pb::ContainerNetwork> {

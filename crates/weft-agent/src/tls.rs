@@ -352,25 +352,20 @@ pub fn read(path: &Path) -> Result<String, TlsError> {
     std::fs::read_to_string(path).map_err(|source| TlsError::Io { path: path.display().to_string(), source })
 }
 
-/// Writes a file atomically with `mode`.
+/// Writes a state file (identity, keys, secrets, seeds) atomically and durably with `mode`,
+/// making its directory first.
 pub fn write(path: &Path, text: &str, mode: u32) -> Result<(), TlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| TlsError::Io { path: path.display().to_string(), source };
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(err)?;
+        std::fs::create_dir_all(parent)
+            .map_err(|source| TlsError::Io { path: parent.display().to_string(), source })?;
     }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    weft_fs::write(path, text.as_bytes(), mode, weft_fs::Durability::Durable).map_err(|e| match e {
+        weft_fs::FileError::Io { source, .. } => TlsError::Io { path: path.display().to_string(), source },
+        other => TlsError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })
 }
 
 #[cfg(test)]

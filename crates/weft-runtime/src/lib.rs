@@ -107,6 +107,9 @@ pub enum RuntimeError {
         /// The verifier's log when a load was refused (empty otherwise).
         log: String,
     },
+    /// A state file could not be written or read back.
+    #[error(transparent)]
+    File(#[from] weft_fs::FileError),
     /// A file-system operation failed.
     #[error("{op} {path}: {source}")]
     Io {

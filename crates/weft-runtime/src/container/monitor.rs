@@ -24,11 +24,14 @@ pub fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
-/// Writes `value` as JSON to `path` atomically (temp file, then rename).
-pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
-    fs::rename(tmp, path)
+/// Writes a container's record as JSON to `path` atomically. Its config is durable; its run and
+/// exit state only atomic (they describe processes that do not outlive a reboot).
+pub(crate) fn write_json<T: serde::Serialize>(
+    path: &Path,
+    value: &T,
+    durability: weft_fs::Durability,
+) -> Result<(), weft_fs::FileError> {
+    weft_fs::write_json(path, value, 0o600, durability)
 }
 
 /// What the container's cgroup lets it open: everything when privileged, otherwise Docker's
@@ -49,7 +52,9 @@ fn device_rules(security: &Security) -> crate::Result<Vec<DeviceRule>> {
 }
 
 fn finish(dir: &Path, state: ExitState) -> i32 {
-    let _ = write_json(&dir.join("exit.json"), &state);
+    if let Err(e) = write_json(&dir.join("exit.json"), &state, weft_fs::Durability::Volatile) {
+        eprintln!("weft monitor: {e}");
+    }
     0
 }
 
@@ -121,7 +126,9 @@ pub fn run(dir: &Path) -> i32 {
         pid_start: process_start(child as u32).unwrap_or(0),
         monitor_start: process_start(monitor_pid).unwrap_or(0),
     };
-    let _ = write_json(&dir.join("state.json"), &state);
+    if let Err(e) = write_json(&dir.join("state.json"), &state, weft_fs::Durability::Volatile) {
+        eprintln!("weft monitor: {e}");
+    }
     pump_logs(dir, out_r, err_r);
     let mut status = 0;
     // SAFETY: waiting for our own child.
@@ -174,14 +181,26 @@ fn pump_logs(dir: &Path, out: OwnedFd, err: OwnedFd) {
                 continue;
             }
             stream.2.extend_from_slice(&buf[..got as usize]);
-            while let Some(pos) = stream.2.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = stream.2.drain(..=pos).collect();
-                emit(&mut log, stream.1, &line[..line.len() - 1]);
-            }
-            while stream.2.len() >= MAX_LOG_LINE {
-                let piece: Vec<u8> = stream.2.drain(..MAX_LOG_LINE).collect();
-                emit(&mut log, stream.1, &piece);
-            }
+            let name = stream.1;
+            split_lines(&mut stream.2, |line| emit(&mut log, name, line));
+        }
+    }
+}
+
+/// Takes every complete line off `buf` (without its newline) and hands it to `out`; a line
+/// longer than [`MAX_LOG_LINE`] goes out in pieces of that size, however the reads cut it, so
+/// `buf` never holds a full piece after this returns.
+fn split_lines(buf: &mut Vec<u8>, mut out: impl FnMut(&[u8])) {
+    loop {
+        let newline = buf.iter().take(MAX_LOG_LINE + 1).position(|b| *b == b'\n');
+        if let Some(pos) = newline {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            out(&line[..line.len() - 1]);
+        } else if buf.len() >= MAX_LOG_LINE {
+            let piece: Vec<u8> = buf.drain(..MAX_LOG_LINE).collect();
+            out(&piece);
+        } else {
+            return;
         }
     }
 }
@@ -232,5 +251,32 @@ pub fn shim_main(args: &[String]) -> ! {
             std::process::exit(run(Path::new(dir)));
         }
         _ => std::process::exit(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_cut_at_16k_whatever_the_reads() {
+        // One 40000-byte line, a newline, a short line: fed in chunks of several sizes.
+        let mut input = vec![b'x'; 40_000];
+        input.extend_from_slice(b"\nshort\n");
+        for chunk in [1, 7, 4096, 16_384, 30_000, input.len()] {
+            let (mut buf, mut lens) = (Vec::new(), Vec::new());
+            for part in input.chunks(chunk) {
+                buf.extend_from_slice(part);
+                split_lines(&mut buf, |l| lens.push(l.len()));
+                assert!(buf.len() < MAX_LOG_LINE, "never holds a full piece");
+            }
+            assert_eq!(lens, [16_384, 16_384, 7_232, 5], "chunks of {chunk}");
+        }
+        // A line of exactly 16 KiB stays one line.
+        let mut buf = vec![b'y'; MAX_LOG_LINE];
+        buf.push(b'\n');
+        let mut lens = Vec::new();
+        split_lines(&mut buf, |l| lens.push(l.len()));
+        assert_eq!(lens, [MAX_LOG_LINE]);
     }
 }

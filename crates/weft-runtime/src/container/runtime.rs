@@ -309,7 +309,8 @@ impl Runtime {
             if let Some(bpf) = &seccomp {
                 fs::write(dir.join(SECCOMP_FILE), bpf)?;
             }
-            write_json(&dir.join("config.json"), &spec)
+            write_json(&dir.join("config.json"), &spec, weft_fs::Durability::Durable)
+                .map_err(std::io::Error::other)
         })();
         if let Err(e) = made {
             let _ = fs::remove_dir_all(&dir);

@@ -201,10 +201,7 @@ impl ImageStore {
     fn save_record(&self, record: &ImageRecord) -> Result<()> {
         let id: Digest = record.id.parse()?;
         let path = self.root.join("configs").join(format!("{}.json", id.hex()));
-        let tmp = path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
-        fs::write(&tmp, bytes).map_err(RuntimeError::io("write", &tmp))?;
-        fs::rename(&tmp, &path).map_err(RuntimeError::io("rename", &path))
+        Ok(weft_fs::write_json(&path, record, 0o600, weft_fs::Durability::Durable)?)
     }
 
     /// Points `name` at image `id`, taking it from any image that had it.
@@ -237,9 +234,7 @@ impl ImageStore {
         }
         let path = self.root.join("blobs/sha256").join(expected.hex());
         if !path.exists() {
-            let tmp = self.root.join("tmp").join(format!("blob-{}", expected.hex()));
-            fs::write(&tmp, bytes).map_err(RuntimeError::io("write", &tmp))?;
-            fs::rename(&tmp, &path).map_err(RuntimeError::io("rename", &path))?;
+            weft_fs::write(&path, bytes, 0o600, weft_fs::Durability::Durable)?;
         }
         Ok(path)
     }
