@@ -538,25 +538,36 @@ impl Host {
     /// the container record if there is one. Best effort: what fails is logged, and an endpoint
     /// that could not be released stays in the netconf file for the janitor.
     async fn undo(&self, id: &str, conf: &NetConf) {
+        // Every step is tried whatever failed before it; every failure is reported (netavark's
+        // teardown), none is dropped.
+        let mut failures: Vec<String> = Vec::new();
         let runtime = self.runtime.clone();
         let owned = id.to_string();
-        let _ = blocking(move || Ok(runtime.remove(&owned, true)?)).await;
+        if let Err(e) = blocking(move || Ok(runtime.remove(&owned, true)?)).await
+            && !matches!(e, HostError::NotFound(_))
+        {
+            failures.push(format!("remove the container: {e}"));
+        }
         let mut left = conf.clone();
         if !conf.ports.is_empty() {
             left.ports.clear();
-            self.save_netconf_or_warn(id, &left);
+            if let Err(e) = self.save_netconf(id, &left) {
+                failures.push(format!("save the network config: {e}"));
+            }
             if let Err(e) = self.sync_ports().await {
-                tracing::warn!(error = %e, "removing published ports failed");
+                failures.push(format!("withdraw published ports: {e}"));
             }
         }
         for a in &conf.attachments {
-            let _ = weft_overlay::attach::detach(&self.nl, &a.host_ifname).await;
+            if let Err(e) = weft_overlay::attach::detach(&self.nl, &a.host_ifname).await {
+                failures.push(format!("detach {}: {e}", a.host_ifname));
+            }
         }
         if let Some(path) = &conf.netns
             && path.exists()
             && let Err(e) = NetNs::delete_at(path, id)
         {
-            tracing::warn!(error = %e, "removing the container's namespace failed");
+            failures.push(format!("remove the network namespace {}: {e}", path.display()));
         }
         left.netns = None;
         let mut kept = Vec::new();
@@ -568,16 +579,24 @@ impl Host {
                 Ok(_) => {}
                 Err(e) if e.reason() == pb::Reason::UnknownEndpoint => {}
                 Err(e) => {
-                    tracing::warn!(endpoint = a.endpoint, error = %e, "releasing the endpoint failed; will retry");
+                    failures.push(format!("release endpoint {} (will retry): {e}", a.endpoint));
                     kept.push(a.clone());
                 }
             }
         }
         left.attachments = kept;
         if left.attachments.is_empty() {
-            let _ = std::fs::remove_file(self.netconf_path(id));
-        } else {
-            self.save_netconf_or_warn(id, &left);
+            match std::fs::remove_file(self.netconf_path(id)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    failures.push(format!("remove the network config: {e}"))
+                }
+                _ => {}
+            }
+        } else if let Err(e) = self.save_netconf(id, &left) {
+            failures.push(format!("save the network config: {e}"));
+        }
+        if !failures.is_empty() {
+            tracing::warn!(container = id, failures = %failures.join("; "), "teardown incomplete");
         }
     }
 
