@@ -29,16 +29,11 @@ struct Cli {
 }
 
 mod failure;
+mod output;
 mod verbs;
 
 use failure::{EXIT_ERROR, Failure};
-
-/// Output format of ls and inspect verbs.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Format {
-    Table,
-    Json,
-}
+use output::{Format, print_table};
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -155,24 +150,6 @@ fn node_json(row: &pb::NodeInfo) -> serde_json::Value {
         "last_seen_ms": row.last_seen_ms,
         "status_since_ms": n.status_since_ms,
     })
-}
-
-/// Prints rows under a header, columns padded to their widest cell.
-fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let text: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", text.join("   ").trim_end());
-    };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        line(row);
-    }
 }
 
 async fn run(cli: Cli) -> Result<u8, Failure> {

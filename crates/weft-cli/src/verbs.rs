@@ -10,16 +10,12 @@ use weft_proto::v1 as pb;
 use weft_proto::v1::agent_client::AgentClient;
 
 use crate::failure::Failure;
-use crate::{Format, print_table};
+use crate::output::{Format, json, print_table, short};
 
 type Api = AgentClient<Channel>;
 
 fn err(s: tonic::Status) -> Failure {
     Failure::from(s)
-}
-
-fn json<T: serde::Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -346,10 +342,6 @@ fn container_json(c: &pb::ContainerInfo) -> serde_json::Value {
             "host_ip": p.host_ip, "host_port": p.host_port, "container_port": p.container_port, "protocol": p.protocol,
         })).collect::<Vec<_>>(),
     })
-}
-
-fn short(id: &str) -> String {
-    id.trim_start_matches("sha256:").chars().take(12).collect()
 }
 
 /// Runs a `network` verb.
