@@ -30,6 +30,7 @@ struct Cli {
 
 mod failure;
 mod output;
+mod parse;
 mod verbs;
 
 use failure::{EXIT_ERROR, Failure};
