@@ -28,10 +28,15 @@ struct Cli {
     command: Command,
 }
 
+mod container;
+mod exec;
 mod failure;
+mod image;
+mod network;
 mod output;
 mod parse;
-mod verbs;
+mod rpc;
+mod terminal;
 
 use failure::{EXIT_ERROR, Failure};
 use output::{Format, print_table};
@@ -46,14 +51,14 @@ enum Command {
     Cluster(ClusterCommand),
     /// Networks: create, ls, inspect, rm, connect, disconnect.
     #[command(subcommand)]
-    Network(verbs::NetworkCommand),
+    Network(network::NetworkCommand),
     /// Images: import, build, export, ls, inspect, rm, tag.
     #[command(subcommand)]
-    Image(verbs::ImageCommand),
+    Image(image::ImageCommand),
     /// Creates and starts a container.
-    Run(verbs::RunArgs),
+    Run(container::RunArgs),
     #[command(flatten)]
-    Container(verbs::ContainerCommand),
+    Container(container::ContainerCommand),
     /// Prints a shell completion script.
     Completion {
         /// bash, zsh or fish.
@@ -169,10 +174,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     let err = Failure::from;
     match cli.command {
         Command::Completion { .. } => unreachable!("handled above"),
-        Command::Network(c) => return verbs::network(&mut agent, c).await,
-        Command::Image(c) => return verbs::image(&mut agent, c).await,
-        Command::Run(args) => return verbs::run(&mut agent, args).await,
-        Command::Container(c) => return verbs::container(&mut agent, c).await,
+        Command::Network(c) => return network::network(&mut agent, c).await,
+        Command::Image(c) => return image::image(&mut agent, c).await,
+        Command::Run(args) => return container::run(&mut agent, args).await,
+        Command::Container(c) => return container::container(&mut agent, c).await,
         Command::Node(NodeCommand::Ls { format }) => {
             let nodes = api.nodes(pb::NodesRequest {}).await.map_err(err)?.into_inner();
             if format == Format::Json {

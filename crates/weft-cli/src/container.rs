@@ -1,0 +1,425 @@
+//! `weft run` and the container verbs beside it: ps, logs, stop, kill, rm, inspect, stats, wait
+//! (`exec` is parsed here and run by [`crate::exec`]).
+
+use clap::{Args, Subcommand};
+use tokio_stream::StreamExt;
+use weft_proto::v1 as pb;
+
+use crate::exec::{ExecFlags, exec};
+use crate::failure::Failure;
+use crate::output::{Format, json, print_table, short};
+use crate::parse::{parse_signal, parse_size, security_opt};
+use crate::rpc::{Api, err};
+
+/// `weft run`'s flags.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Run in the background and print the container's id.
+    #[arg(short, long)]
+    detach: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Container name.
+    #[arg(long)]
+    name: Option<String>,
+    /// bridge (default), host, none, container:NAME, or a network's name.
+    #[arg(long, alias = "net")]
+    network: Option<String>,
+    /// Another name on the network.
+    #[arg(long = "network-alias")]
+    network_alias: Vec<String>,
+    /// A fixed address on the network.
+    #[arg(long)]
+    ip: Option<String>,
+    /// Publish a port: [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp].
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// Environment variable KEY=VALUE.
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Bind mount HOST_PATH:CONTAINER_PATH[:ro].
+    #[arg(short = 'v', long = "volume")]
+    volume: Vec<String>,
+    /// Memory limit (e.g. 64m, 1g, or bytes).
+    #[arg(short = 'm', long)]
+    memory: Option<String>,
+    /// CPUs (e.g. 0.5).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Maximum number of tasks.
+    #[arg(long)]
+    pids_limit: Option<u64>,
+    /// Host name inside the container.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// User (uid[:gid] or name[:group]).
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Replaces the image's entrypoint ("" clears it).
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Seconds `weft stop` waits after SIGTERM before SIGKILL, unless told otherwise.
+    #[arg(long, default_value_t = 10)]
+    init_grace: u32,
+    /// Every capability and device, no seccomp, no masked paths: gives the host away.
+    #[arg(long)]
+    privileged: bool,
+    /// Add a capability to Docker's default set (e.g. NET_ADMIN; ALL for every one).
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    /// Drop a capability from the set (ALL for every one).
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    /// seccomp=unconfined, seccomp=PROFILE.json (Docker's format), no-new-privileges[=false].
+    #[arg(long = "security-opt")]
+    security_opt: Vec<String>,
+    /// Mount the container's root file system read-only.
+    #[arg(long = "read-only")]
+    read_only: bool,
+    /// Give a host device: HOST[:CONTAINER][:PERMISSIONS] (permissions: any of r, w, m).
+    #[arg(long)]
+    device: Vec<String>,
+    /// Mount a tmpfs: PATH[:OPTIONS] (e.g. /run:size=64m,mode=1777).
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    /// The image.
+    image: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+fn container_json(c: &pb::ContainerInfo) -> serde_json::Value {
+    serde_json::json!({
+        "id": c.id, "name": c.name, "image": c.image, "image_id": c.image_id, "command": c.command, "state": c.state,
+        "exit_code": c.exit_code, "pid": c.pid, "started_ns": c.started_ns, "finished_ns": c.finished_ns,
+        "oom_killed": c.oom_killed, "error": c.error, "hostname": c.hostname,
+        "network_mode": c.network_mode, "auto_remove": c.auto_remove,
+        "networks": c.networks.iter().map(|n| serde_json::json!({
+            "network": n.network, "ips": n.ips, "mac": n.mac, "gateway": n.gateway, "endpoint": n.endpoint_id,
+        })).collect::<Vec<_>>(),
+        "revoked_networks": c.revoked_networks.iter().map(|n| serde_json::json!({
+            "network": n.network, "ips": n.ips,
+        })).collect::<Vec<_>>(),
+        "ports": c.ports.iter().map(|p| serde_json::json!({
+            "host_ip": p.host_ip, "host_port": p.host_port, "container_port": p.container_port, "protocol": p.protocol,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn follow_logs(api: &mut Api, reference: &str, follow: bool) -> Result<(), Failure> {
+    let mut stream =
+        api.logs(pb::LogsRequest { reference: reference.into(), follow }).await.map_err(err)?.into_inner();
+    while let Some(line) = stream.next().await {
+        let line = line.map_err(err)?;
+        if line.stream == "stderr" {
+            eprintln!("{}", line.line);
+        } else {
+            println!("{}", line.line);
+        }
+    }
+    Ok(())
+}
+
+/// `weft run`.
+pub(crate) async fn run(api: &mut Api, args: RunArgs) -> Result<u8, Failure> {
+    let memory = args.memory.as_deref().map(parse_size).transpose()?.unwrap_or(0);
+    let (has_entrypoint, entrypoint) = match &args.entrypoint {
+        Some(e) if e.is_empty() => (true, vec![]),
+        Some(e) => (true, vec![e.clone()]),
+        None => (false, vec![]),
+    };
+    let request = pb::RunRequest {
+        image: args.image,
+        name: args.name.unwrap_or_default(),
+        network: args.network.unwrap_or_default(),
+        ip: args.ip.unwrap_or_default(),
+        publish: args.publish,
+        env: args.env,
+        volumes: args.volume,
+        memory,
+        cpus: args.cpus.unwrap_or(0.0),
+        pids_limit: args.pids_limit.unwrap_or(0),
+        hostname: args.hostname.unwrap_or_default(),
+        workdir: args.workdir.unwrap_or_default(),
+        user: args.user.unwrap_or_default(),
+        has_entrypoint,
+        entrypoint,
+        command: args.command,
+        // Attached runs remove the container themselves once they have its exit status.
+        auto_remove: args.rm && args.detach,
+        aliases: args.network_alias,
+        stop_grace: args.init_grace,
+        privileged: args.privileged,
+        cap_add: args.cap_add,
+        cap_drop: args.cap_drop,
+        security_opt: args.security_opt.iter().map(|o| security_opt(o)).collect::<Result<_, _>>()?,
+        read_only: args.read_only,
+        devices: args.device,
+        tmpfs: args.tmpfs,
+    };
+    let info = api.run(request).await.map_err(err)?.into_inner();
+    if args.detach {
+        println!("{}", info.id);
+        return Ok(0);
+    }
+    follow_logs(api, &info.id, true).await?;
+    let code =
+        api.wait(pb::ContainerRef { reference: info.id.clone() }).await.map_err(err)?.into_inner().exit_code;
+    if args.rm {
+        api.remove_container(pb::RemoveContainerRequest { reference: info.id, force: true })
+            .await
+            .map_err(err)?;
+    }
+    Ok(code.clamp(0, 255) as u8)
+}
+
+/// The container verbs beside `run`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ContainerCommand {
+    /// Lists containers (running ones; -a for all).
+    Ps {
+        /// Show all containers, also stopped ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Prints a container's output.
+    Logs {
+        /// Keep following the output until the container exits.
+        #[arg(short, long)]
+        follow: bool,
+        /// The container.
+        container: String,
+    },
+    /// Runs a command inside a running container.
+    Exec {
+        /// Run in the background.
+        #[arg(short, long)]
+        detach: bool,
+        /// Pass stdin to the command.
+        #[arg(short, long)]
+        interactive: bool,
+        /// Run the command on a terminal (with -i: an interactive shell).
+        #[arg(short, long)]
+        tty: bool,
+        /// Run as this user (uid[:gid] or name[:group]) instead of the container's.
+        #[arg(short, long)]
+        user: Option<String>,
+        /// Working directory inside the container instead of the container's.
+        #[arg(short, long)]
+        workdir: Option<String>,
+        /// Environment variable KEY=VALUE, over the container's.
+        #[arg(short = 'e', long = "env")]
+        env: Vec<String>,
+        /// The container.
+        container: String,
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Stops containers: SIGTERM, then SIGKILL after the grace period.
+    Stop {
+        /// Seconds to wait before SIGKILL (default: the container's --init-grace, 10).
+        #[arg(short, long)]
+        time: Option<u32>,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Sends a signal to containers.
+    Kill {
+        /// The signal (name or number).
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Removes containers.
+    Rm {
+        /// Kill running containers first.
+        #[arg(short, long)]
+        force: bool,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Shows containers (JSON).
+    Inspect {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Resource usage of running containers.
+    Stats {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Containers (default: every running one).
+        containers: Vec<String>,
+    },
+    /// Waits for containers to exit and prints their exit codes.
+    Wait {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+}
+
+fn age(ns: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let secs = now.saturating_sub(ns) / 1_000_000_000;
+    match secs {
+        0..=59 => format!("{secs} seconds"),
+        60..=3599 => format!("{} minutes", secs / 60),
+        3600..=86399 => format!("{} hours", secs / 3600),
+        _ => format!("{} days", secs / 86400),
+    }
+}
+
+/// Runs a container verb.
+pub(crate) async fn container(api: &mut Api, command: ContainerCommand) -> Result<u8, Failure> {
+    match command {
+        ContainerCommand::Ps { all, format } => {
+            let list =
+                api.list_containers(pb::ListContainersRequest { all }).await.map_err(err)?.into_inner();
+            if format == Format::Json {
+                json(&list.containers.iter().map(container_json).collect::<Vec<_>>());
+                return Ok(0);
+            }
+            let rows = list
+                .containers
+                .iter()
+                .map(|c| {
+                    let status = match c.state.as_str() {
+                        "running" => format!("Up {}", age(c.started_ns)),
+                        "exited" => format!("Exited ({}) {} ago", c.exit_code, age(c.finished_ns)),
+                        other => other.to_string(),
+                    };
+                    let ips: Vec<String> = c.networks.iter().flat_map(|n| n.ips.clone()).collect();
+                    let ports: Vec<String> = c
+                        .ports
+                        .iter()
+                        .map(|p| {
+                            let ip =
+                                if p.host_ip.is_empty() { String::new() } else { format!("{}:", p.host_ip) };
+                            format!("{ip}{}->{}/{}", p.host_port, p.container_port, p.protocol)
+                        })
+                        .collect();
+                    vec![
+                        short(&c.id),
+                        c.name.clone(),
+                        c.image.clone(),
+                        c.command.join(" ").chars().take(30).collect(),
+                        status,
+                        c.network_mode.clone(),
+                        ips.join(","),
+                        ports.join(","),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["CONTAINER ID", "NAME", "IMAGE", "COMMAND", "STATUS", "NETWORK", "IP", "PORTS"],
+                rows,
+            );
+        }
+        ContainerCommand::Logs { follow, container } => follow_logs(api, &container, follow).await?,
+        ContainerCommand::Exec { detach, interactive, tty, user, workdir, env, container, command } => {
+            let options = ExecFlags { interactive, tty, detach, user, workdir, env };
+            return exec(api, container, command, options).await;
+        }
+        ContainerCommand::Stop { time, containers } => {
+            for reference in containers {
+                api.stop(pb::StopRequest { reference: reference.clone(), grace_seconds: time })
+                    .await
+                    .map_err(err)?;
+                println!("{reference}");
+            }
+        }
+        ContainerCommand::Kill { signal, containers } => {
+            let signal = parse_signal(&signal)?;
+            for reference in containers {
+                api.kill(pb::KillRequest { reference: reference.clone(), signal }).await.map_err(err)?;
+                println!("{reference}");
+            }
+        }
+        ContainerCommand::Rm { force, containers } => {
+            for reference in containers {
+                api.remove_container(pb::RemoveContainerRequest { reference: reference.clone(), force })
+                    .await
+                    .map_err(err)?;
+                println!("{reference}");
+            }
+        }
+        ContainerCommand::Inspect { containers } => {
+            let mut out = Vec::new();
+            for reference in containers {
+                let c =
+                    api.inspect_container(pb::ContainerRef { reference }).await.map_err(err)?.into_inner();
+                out.push(container_json(&c));
+            }
+            json(&out);
+        }
+        ContainerCommand::Stats { format, containers } => {
+            let references = if containers.is_empty() {
+                let list =
+                    api.list_containers(pb::ListContainersRequest { all: false }).await.map_err(err)?;
+                list.into_inner().containers.into_iter().map(|c| c.id).collect()
+            } else {
+                containers
+            };
+            let mut stats = Vec::new();
+            for reference in references {
+                stats.push(api.stats(pb::ContainerRef { reference }).await.map_err(err)?.into_inner());
+            }
+            if format == Format::Json {
+                json(&stats
+                    .iter()
+                    .map(|s| serde_json::json!({
+                        "id": s.id, "name": s.name, "memory_bytes": s.memory_bytes,
+                        "memory_limit": s.memory_limit, "cpu_usage_ns": s.cpu_usage_ns, "pids": s.pids,
+                    }))
+                    .collect::<Vec<_>>());
+                return Ok(0);
+            }
+            let rows = stats
+                .iter()
+                .map(|s| {
+                    let limit = if s.memory_limit == 0 {
+                        "-".into()
+                    } else {
+                        format!("{:.1}MiB", s.memory_limit as f64 / 1048576.0)
+                    };
+                    vec![
+                        short(&s.id),
+                        s.name.clone(),
+                        format!("{:.1}MiB", s.memory_bytes as f64 / 1048576.0),
+                        limit,
+                        format!("{:.2}s", s.cpu_usage_ns as f64 / 1e9),
+                        s.pids.to_string(),
+                    ]
+                })
+                .collect();
+            print_table(&["CONTAINER ID", "NAME", "MEM USAGE", "MEM LIMIT", "CPU TIME", "PIDS"], rows);
+        }
+        ContainerCommand::Wait { containers } => {
+            let mut last = 0;
+            for reference in containers {
+                last = api.wait(pb::ContainerRef { reference }).await.map_err(err)?.into_inner().exit_code;
+                println!("{last}");
+            }
+            return Ok(last.clamp(0, 255) as u8);
+        }
+    }
+    Ok(0)
+}

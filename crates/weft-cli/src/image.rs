@@ -1,0 +1,232 @@
+//! `weft image`: import, build (the context streamed as a tar), export, ls, inspect, rm, tag.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use tokio_stream::StreamExt;
+use weft_proto::v1 as pb;
+
+use crate::failure::Failure;
+use crate::output::{Format, json, print_table, short};
+use crate::rpc::{Api, err};
+
+/// `weft image ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImageCommand {
+    /// Imports an OCI image layout or docker-save archive (a tar file, or - for stdin).
+    Import {
+        /// Name to give the image (NAME[:TAG]).
+        #[arg(short = 't', long)]
+        tag: Option<String>,
+        /// The archive, or - for stdin.
+        file: String,
+    },
+    /// Writes an image as a tar archive (docker-save or OCI layout).
+    Export {
+        /// docker or oci.
+        #[arg(long, default_value = "docker")]
+        format: String,
+        /// Output file (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The image.
+        image: String,
+    },
+    /// Lists images.
+    #[command(alias = "list")]
+    Ls {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Shows images (JSON).
+    Inspect {
+        /// Image names or ids.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Removes images (refused while containers use them).
+    Rm {
+        /// Image names or ids.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Builds an image from a Dockerfile and a context directory.
+    Build {
+        /// Name for the image (NAME[:TAG]); may be given more than once.
+        #[arg(short = 't', long = "tag")]
+        tags: Vec<String>,
+        /// The Dockerfile, relative to the context (default: Dockerfile).
+        #[arg(short = 'f', long = "file")]
+        file: Option<String>,
+        /// Build argument KEY=VALUE.
+        #[arg(long = "build-arg")]
+        build_args: Vec<String>,
+        /// Stop at this stage.
+        #[arg(long)]
+        target: Option<String>,
+        /// Do not use the layer cache.
+        #[arg(long)]
+        no_cache: bool,
+        /// The context directory.
+        context: PathBuf,
+    },
+    /// Adds a name to an image.
+    Tag {
+        /// The image.
+        image: String,
+        /// The new name.
+        name: String,
+    },
+}
+
+fn image_json(i: &pb::ImageInfo) -> serde_json::Value {
+    serde_json::json!({
+        "id": i.id, "names": i.names, "created": i.created, "layers": i.layers,
+        "config": serde_json::from_str::<serde_json::Value>(&i.config_json).unwrap_or_default(),
+    })
+}
+
+/// Runs an `image` verb.
+pub(crate) async fn image(api: &mut Api, command: ImageCommand) -> Result<u8, Failure> {
+    match command {
+        ImageCommand::Import { tag, file } => {
+            let mut reader: Box<dyn Read + Send> = if file == "-" {
+                Box::new(std::io::stdin())
+            } else {
+                Box::new(std::fs::File::open(&file).map_err(|e| format!("cannot read {file}: {e}"))?)
+            };
+            let total = if file == "-" { None } else { std::fs::metadata(&file).ok().map(|m| m.len()) };
+            let (tx, rx) = tokio::sync::mpsc::channel::<pb::ImportChunk>(4);
+            let name = tag.unwrap_or_default();
+            let progress = std::io::stderr().is_terminal();
+            let sender = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+                let mut sent = 0u64;
+                let mut first = true;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = reader.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+                    if n == 0 && !first {
+                        return Ok(sent);
+                    }
+                    let chunk = pb::ImportChunk {
+                        name: if first { name.clone() } else { String::new() },
+                        data: buf[..n].to_vec(),
+                    };
+                    first = false;
+                    sent += n as u64;
+                    if tx.blocking_send(chunk).is_err() {
+                        return Ok(sent);
+                    }
+                    if progress {
+                        match total {
+                            Some(t) => eprint!("\rimporting: {} / {} MiB", sent >> 20, t >> 20),
+                            None => eprint!("\rimporting: {} MiB", sent >> 20),
+                        }
+                    }
+                    if n == 0 {
+                        return Ok(sent);
+                    }
+                }
+            });
+            let result = api.import_image(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+            let sent = sender.await.map_err(|e| e.to_string())??;
+            if progress {
+                eprintln!();
+            }
+            let response = result.map_err(err)?.into_inner();
+            for i in &response.images {
+                println!("imported {} ({} bytes read) {}", short(&i.id), sent, i.names.join(" "));
+            }
+        }
+        ImageCommand::Export { format, output, image } => {
+            let mut stream = api
+                .export_image(pb::ExportRequest { reference: image, format })
+                .await
+                .map_err(err)?
+                .into_inner();
+            let mut out: Box<dyn Write> = match &output {
+                Some(path) => Box::new(
+                    std::fs::File::create(path)
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+                ),
+                None if std::io::stdout().is_terminal() => {
+                    return Err(
+                        "refusing to write an image to a terminal: use -o FILE or redirect stdout".into()
+                    );
+                }
+                None => Box::new(std::io::stdout()),
+            };
+            while let Some(chunk) = stream.next().await {
+                out.write_all(&chunk.map_err(err)?.data).map_err(|e| format!("write: {e}"))?;
+            }
+            out.flush().map_err(|e| format!("write: {e}"))?;
+        }
+        ImageCommand::Ls { format } => {
+            let list = api.list_images(pb::Empty {}).await.map_err(err)?.into_inner();
+            if format == Format::Json {
+                json(&list.images.iter().map(image_json).collect::<Vec<_>>());
+                return Ok(0);
+            }
+            let mut rows = Vec::new();
+            for i in &list.images {
+                let names = if i.names.is_empty() { vec!["<none>".to_string()] } else { i.names.clone() };
+                for n in names {
+                    rows.push(vec![n, short(&i.id), i.layers.to_string(), i.created.clone()]);
+                }
+            }
+            print_table(&["NAME", "ID", "LAYERS", "CREATED"], rows);
+        }
+        ImageCommand::Inspect { images } => {
+            let mut out = Vec::new();
+            for reference in images {
+                out.push(image_json(
+                    &api.inspect_image(pb::ImageRef { reference }).await.map_err(err)?.into_inner(),
+                ));
+            }
+            json(&out);
+        }
+        ImageCommand::Rm { images } => {
+            for reference in images {
+                api.remove_image(pb::ImageRef { reference: reference.clone() }).await.map_err(err)?;
+                println!("{reference}");
+            }
+        }
+        ImageCommand::Build { tags, file, build_args, target, no_cache, context } => {
+            if !context.is_dir() {
+                return Err(format!("build context {} is not a directory", context.display()).into());
+            }
+            // The context travels as a tar, streamed in 1 MiB chunks; the first carries the options.
+            let mut archive = tar::Builder::new(Vec::new());
+            archive.follow_symlinks(false);
+            archive
+                .append_dir_all(".", &context)
+                .map_err(|e| format!("cannot read the build context {}: {e}", context.display()))?;
+            let bytes = archive.into_inner().map_err(|e| format!("build context: {e}"))?;
+            let mut chunks: Vec<pb::BuildChunk> = bytes
+                .chunks(1 << 20)
+                .map(|c| pb::BuildChunk { context: c.to_vec(), ..Default::default() })
+                .collect();
+            if chunks.is_empty() {
+                chunks.push(pb::BuildChunk::default());
+            }
+            chunks[0].tags = tags;
+            chunks[0].dockerfile = file.unwrap_or_default();
+            chunks[0].build_args = build_args;
+            chunks[0].target = target.unwrap_or_default();
+            chunks[0].no_cache = no_cache;
+            let report = api.build_image(tokio_stream::iter(chunks)).await.map_err(err)?.into_inner();
+            for step in &report.steps {
+                let cached = if step.cached { " (cached)" } else { "" };
+                println!("stage {} line {}: {}{cached}", step.stage, step.line, step.text);
+            }
+            let image = report.image.unwrap_or_default();
+            println!("built {} {}", short(&image.id), image.names.join(" "));
+        }
+        ImageCommand::Tag { image, name } => {
+            api.tag_image(pb::TagRequest { reference: image, name }).await.map_err(err)?;
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,191 @@
+//! `weft network`: create, ls, inspect, rm, connect, disconnect.
+
+use clap::{Subcommand, ValueEnum};
+use weft_proto::v1 as pb;
+
+use crate::failure::Failure;
+use crate::output::{Format, json, print_table};
+use crate::rpc::{Api, err};
+
+/// `--driver`'s values.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub(crate) enum DriverArg {
+    Bridge,
+    Overlay,
+}
+
+/// `weft network ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum NetworkCommand {
+    /// Creates a network.
+    Create {
+        /// overlay (every host, VXLAN) or bridge (a local bridge on each host).
+        #[arg(short, long, value_enum, default_value = "bridge")]
+        driver: DriverArg,
+        /// Subnet in CIDR form, one per address family (default: a free /16 from 10.44.0.0 up).
+        #[arg(long)]
+        subnet: Vec<String>,
+        /// Not settable in weft: every host's gateway is the first address of its own block (see
+        /// `network inspect`); given, the command is refused.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// No traffic to or from outside the network.
+        #[arg(long)]
+        internal: bool,
+        /// Labels, KEY=VALUE.
+        #[arg(long)]
+        label: Vec<String>,
+        /// The network's name.
+        name: String,
+    },
+    /// Lists networks.
+    #[command(alias = "list")]
+    Ls {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Shows networks with their endpoints on every host (JSON).
+    Inspect {
+        /// Network names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Removes networks (refused while containers use them).
+    Rm {
+        /// Network names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Connects a running container to a network.
+    Connect {
+        /// Another name for the container on this network.
+        #[arg(long)]
+        alias: Vec<String>,
+        /// A fixed address.
+        #[arg(long)]
+        ip: Option<String>,
+        /// The network.
+        network: String,
+        /// The container.
+        container: String,
+    },
+    /// Disconnects a container from a network.
+    Disconnect {
+        /// The network.
+        network: String,
+        /// The container.
+        container: String,
+    },
+}
+
+fn driver_name(driver: i32) -> &'static str {
+    match pb::NetworkDriver::try_from(driver) {
+        Ok(pb::NetworkDriver::Overlay) => "overlay",
+        Ok(pb::NetworkDriver::Bridge) => "bridge",
+        _ => "?",
+    }
+}
+
+fn network_json(info: &pb::NetworkInfo) -> serde_json::Value {
+    let n = info.network.clone().unwrap_or_default();
+    let endpoints: Vec<serde_json::Value> = info
+        .endpoints
+        .iter()
+        .map(|e| {
+            let ep = e.endpoint.clone().unwrap_or_default();
+            serde_json::json!({
+                "id": ep.id, "container": ep.container_id, "name": ep.name, "aliases": ep.aliases,
+                "ips": ep.ips, "mac": ep.mac, "node": e.node_name,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "id": n.id, "name": n.name, "driver": driver_name(n.driver), "subnets": n.subnets,
+        "vni": n.vni, "internal": n.internal,
+        "labels": n.labels.iter().map(|l| (l.key.clone(), serde_json::Value::from(l.value.clone()))).collect::<serde_json::Map<_, _>>(),
+        "gateways": info.gateways, "addresses_used": info.used, "addresses_free": info.free,
+        "addresses": info.addresses.iter().map(|a| serde_json::json!({
+            "subnet": a.subnet, "family": a.family, "block_len": a.block_len,
+            "usable": a.usable, "used": a.used, "free": a.free,
+        })).collect::<Vec<_>>(),
+        "endpoints": endpoints,
+    })
+}
+
+/// Runs a `network` verb.
+pub(crate) async fn network(api: &mut Api, command: NetworkCommand) -> Result<u8, Failure> {
+    match command {
+        NetworkCommand::Create { driver, subnet, gateway, internal, label, name } => {
+            if let Some(g) = gateway {
+                return Err(format!(
+                    "--gateway {g}: weft routes per host, so each host's gateway is the first address of its own block of the subnet (`weft network inspect` lists them); drop --gateway"
+                ).into());
+            }
+            let mut labels = Vec::new();
+            for l in label {
+                let (key, value) =
+                    l.split_once('=').ok_or_else(|| format!("--label {l:?}: expected KEY=VALUE"))?;
+                labels.push(pb::Label { key: key.into(), value: value.into() });
+            }
+            let driver = match driver {
+                DriverArg::Bridge => pb::NetworkDriver::Bridge,
+                DriverArg::Overlay => pb::NetworkDriver::Overlay,
+            } as i32;
+            let request = pb::CreateNetworkRequest { name, driver, subnets: subnet, internal, labels };
+            let info = api.create_network(request).await.map_err(err)?.into_inner();
+            let n = info.network.unwrap_or_default();
+            println!("{} {} {}", n.name, driver_name(n.driver), n.subnets.join(","));
+        }
+        NetworkCommand::Ls { format } => {
+            let list = api.list_networks(pb::Empty {}).await.map_err(err)?.into_inner();
+            if format == Format::Json {
+                json(&list.networks.iter().map(network_json).collect::<Vec<_>>());
+                return Ok(0);
+            }
+            let rows = list
+                .networks
+                .iter()
+                .map(|i| {
+                    let n = i.network.clone().unwrap_or_default();
+                    vec![
+                        n.name,
+                        driver_name(n.driver).into(),
+                        n.subnets.join(","),
+                        if n.vni == 0 { "-".into() } else { n.vni.to_string() },
+                        if n.internal { "yes".into() } else { "no".into() },
+                        i.endpoints.len().to_string(),
+                    ]
+                })
+                .collect();
+            print_table(&["NAME", "DRIVER", "SUBNET", "VNI", "INTERNAL", "ENDPOINTS"], rows);
+        }
+        NetworkCommand::Inspect { names } => {
+            let mut out = Vec::new();
+            for name in names {
+                out.push(network_json(
+                    &api.inspect_network(pb::NetworkRef { name }).await.map_err(err)?.into_inner(),
+                ));
+            }
+            json(&out);
+        }
+        NetworkCommand::Rm { names } => {
+            for name in names {
+                api.remove_network(pb::NetworkRef { name: name.clone() }).await.map_err(err)?;
+                println!("{name}");
+            }
+        }
+        NetworkCommand::Connect { alias, ip, network, container } => {
+            let request =
+                pb::ConnectRequest { network, container, aliases: alias, ip: ip.unwrap_or_default() };
+            let c = api.connect_network(request).await.map_err(err)?.into_inner();
+            println!("{}", c.name);
+        }
+        NetworkCommand::Disconnect { network, container } => {
+            let request = pb::ConnectRequest { network, container, ..Default::default() };
+            let c = api.disconnect_network(request).await.map_err(err)?.into_inner();
+            println!("{}", c.name);
+        }
+    }
+    Ok(0)
+}
