@@ -23,7 +23,8 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
-/// Parses a signal given by number or by name, with or without `SIG`, in any case.
+/// Parses a signal given by number, or by name in any case (`TERM`, `term`, `SIGTERM`; the `SIG`
+/// prefix only in upper case).
 pub(crate) fn parse_signal(text: &str) -> Result<i32, String> {
     if let Ok(n) = text.parse::<i32>() {
         return Ok(n);
@@ -75,5 +76,83 @@ mod tests {
         assert_eq!(parse_signal("hup").unwrap(), 1);
         assert_eq!(parse_signal("9").unwrap(), 9);
         assert!(parse_signal("BOGUS").is_err());
+    }
+
+    #[test]
+    fn sizes_take_units_in_any_case_with_an_optional_b() {
+        assert_eq!(parse_size("512b").unwrap(), 512);
+        assert_eq!(parse_size("64mb").unwrap(), 64 << 20);
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_size("8kB").unwrap(), 8 << 10);
+        assert_eq!(parse_size(" 1m ").unwrap(), 1 << 20);
+        assert_eq!(parse_size("0.5g").unwrap(), 512 << 20);
+    }
+
+    #[test]
+    fn sizes_refuse_zero_empty_and_garbage_naming_the_flag() {
+        assert!(parse_size("0").unwrap_err().contains("more than zero"));
+        assert!(parse_size("0m").unwrap_err().contains("more than zero"));
+        assert!(parse_size("").unwrap_err().contains("expected a size"));
+        assert!(parse_size("m").unwrap_err().contains("expected a size"));
+        assert!(parse_size("1t").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("-1m").is_err());
+        assert!(parse_size("lots").unwrap_err().starts_with("--memory \"lots\""));
+    }
+
+    #[test]
+    fn signals_by_number_and_every_known_name() {
+        let names = [
+            ("HUP", 1),
+            ("INT", 2),
+            ("QUIT", 3),
+            ("KILL", 9),
+            ("USR1", 10),
+            ("USR2", 12),
+            ("TERM", 15),
+            ("CONT", 18),
+            ("STOP", 19),
+            ("WINCH", 28),
+        ];
+        for (name, number) in names {
+            assert_eq!(parse_signal(name).unwrap(), number, "{name}");
+            assert_eq!(parse_signal(&format!("SIG{name}")).unwrap(), number, "SIG{name}");
+            assert_eq!(parse_signal(&name.to_ascii_lowercase()).unwrap(), number, "{name} in lower case");
+        }
+        // Numbers pass through unchecked: the server says whether it knows the signal.
+        assert_eq!(parse_signal("0").unwrap(), 0);
+        assert_eq!(parse_signal("64").unwrap(), 64);
+        assert!(parse_signal("").is_err());
+        assert!(parse_signal("SIG").is_err());
+        assert!(parse_signal("BOGUS").unwrap_err().contains("unknown signal \"BOGUS\""));
+    }
+
+    #[test]
+    fn security_opts_pass_through_except_a_seccomp_profile_path() {
+        for option in [
+            "seccomp=unconfined",
+            "seccomp:unconfined",
+            "no-new-privileges",
+            "no-new-privileges=true",
+            "no-new-privileges:false",
+            "apparmor=unconfined",
+            "label=disable",
+        ] {
+            assert_eq!(security_opt(option).unwrap(), option);
+        }
+    }
+
+    #[test]
+    fn a_seccomp_profile_path_is_read_and_sent_as_text() {
+        let path = std::env::temp_dir().join(format!("weft-cli-seccomp-{}.json", std::process::id()));
+        let profile = r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#;
+        std::fs::write(&path, profile).unwrap();
+        let sent = security_opt(&format!("seccomp={}", path.display()));
+        let sent_colon = security_opt(&format!("seccomp:{}", path.display()));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(sent.unwrap(), format!("seccomp={profile}"));
+        assert_eq!(sent_colon.unwrap(), format!("seccomp={profile}"));
+        let missing = security_opt("seccomp=/nonexistent/weft-profile.json").unwrap_err();
+        assert!(missing.starts_with("--security-opt seccomp=/nonexistent/weft-profile.json: cannot read"));
     }
 }
