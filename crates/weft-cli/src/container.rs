@@ -423,3 +423,222 @@ pub(crate) async fn container(api: &mut Api, command: ContainerCommand) -> Resul
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+    use crate::Command;
+    use crate::tests::{command, refusal};
+
+    fn run_args(line: &[&str]) -> RunArgs {
+        match command(line) {
+            Command::Run(args) => args,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    fn verb(line: &[&str]) -> ContainerCommand {
+        match command(line) {
+            Command::Container(c) => c,
+            other => panic!("not a container verb: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_accepts_the_documented_flags() {
+        let line = "run -d --name a --network app -p 8080:80 --cap-add NET_ADMIN \
+                    --security-opt seccomp=unconfined --read-only --tmpfs /run busybox sleep 1";
+        let a = run_args(&line.split_whitespace().collect::<Vec<_>>());
+        assert!(a.detach && a.read_only && !a.rm && !a.privileged);
+        assert_eq!(a.name.as_deref(), Some("a"));
+        assert_eq!(a.network.as_deref(), Some("app"));
+        assert_eq!(a.publish, ["8080:80"]);
+        assert_eq!(a.cap_add, ["NET_ADMIN"]);
+        assert_eq!(a.security_opt, ["seccomp=unconfined"]);
+        assert_eq!(a.tmpfs, ["/run"]);
+        assert_eq!(a.image, "busybox");
+        assert_eq!(a.command, ["sleep", "1"]);
+    }
+
+    #[test]
+    fn run_accepts_every_other_flag() {
+        let a = run_args(&[
+            "run",
+            "--rm",
+            "--net",
+            "app",
+            "--network-alias",
+            "web",
+            "--network-alias",
+            "www",
+            "--ip",
+            "10.44.0.9",
+            "--publish",
+            "127.0.0.1:53:53/udp",
+            "-e",
+            "A=1",
+            "--env",
+            "B=2",
+            "-v",
+            "/srv:/data:ro",
+            "-m",
+            "64m",
+            "--cpus",
+            "0.5",
+            "--pids-limit",
+            "100",
+            "--hostname",
+            "h",
+            "-w",
+            "/tmp",
+            "-u",
+            "1000:1000",
+            "--entrypoint",
+            "",
+            "--init-grace",
+            "3",
+            "--privileged",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--device",
+            "/dev/fuse:/dev/fuse:rwm",
+            "busybox",
+        ]);
+        assert!(a.rm && a.privileged && !a.detach && !a.read_only);
+        assert_eq!(a.network.as_deref(), Some("app"));
+        assert_eq!(a.network_alias, ["web", "www"]);
+        assert_eq!(a.ip.as_deref(), Some("10.44.0.9"));
+        assert_eq!(a.publish, ["127.0.0.1:53:53/udp"]);
+        assert_eq!(a.env, ["A=1", "B=2"]);
+        assert_eq!(a.volume, ["/srv:/data:ro"]);
+        assert_eq!(a.memory.as_deref(), Some("64m"));
+        assert_eq!(a.cpus, Some(0.5));
+        assert_eq!(a.pids_limit, Some(100));
+        assert_eq!(a.hostname.as_deref(), Some("h"));
+        assert_eq!(a.workdir.as_deref(), Some("/tmp"));
+        assert_eq!(a.user.as_deref(), Some("1000:1000"));
+        // An empty --entrypoint is given (it clears the image's), not absent.
+        assert_eq!(a.entrypoint.as_deref(), Some(""));
+        assert_eq!(a.init_grace, 3);
+        assert_eq!(a.cap_drop, ["ALL"]);
+        assert_eq!(a.security_opt, ["no-new-privileges"]);
+        assert_eq!(a.device, ["/dev/fuse:/dev/fuse:rwm"]);
+        assert!(a.command.is_empty());
+    }
+
+    #[test]
+    fn run_defaults_and_what_follows_the_image_is_the_command() {
+        let a = run_args(&["run", "busybox"]);
+        assert!(!a.detach && !a.rm && !a.privileged && !a.read_only);
+        assert_eq!(a.init_grace, 10);
+        assert_eq!((a.name, a.network, a.memory, a.entrypoint), (None, None, None, None));
+        assert!(a.command.is_empty());
+        let a = run_args(&["run", "busybox", "sh", "-c", "echo -n hi", "--rm", "-d"]);
+        assert!(!a.rm && !a.detach);
+        assert_eq!(a.command, ["sh", "-c", "echo -n hi", "--rm", "-d"]);
+        assert_eq!(refusal(&["run"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(refusal(&["run", "--cpus", "half", "busybox"]), ErrorKind::ValueValidation);
+        assert_eq!(refusal(&["run", "--bogus", "busybox"]), ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn exec_accepts_the_documented_flags() {
+        let line = "exec -it -u nobody -w /tmp -e A=1 c sh";
+        let ContainerCommand::Exec { detach, interactive, tty, user, workdir, env, container, command } =
+            verb(&line.split_whitespace().collect::<Vec<_>>())
+        else {
+            panic!("not exec");
+        };
+        assert!(interactive && tty && !detach);
+        assert_eq!(user.as_deref(), Some("nobody"));
+        assert_eq!(workdir.as_deref(), Some("/tmp"));
+        assert_eq!(env, ["A=1"]);
+        assert_eq!(container, "c");
+        assert_eq!(command, ["sh"]);
+    }
+
+    #[test]
+    fn exec_passes_what_follows_the_container_to_the_command() {
+        let ContainerCommand::Exec { detach, interactive, tty, user, container, command, .. } =
+            verb(&["exec", "-d", "--user", "0", "c", "ls", "-la", "-t"])
+        else {
+            panic!("not exec");
+        };
+        assert!(detach && !interactive && !tty);
+        assert_eq!(user.as_deref(), Some("0"));
+        assert_eq!(container, "c");
+        assert_eq!(command, ["ls", "-la", "-t"]);
+        assert_eq!(refusal(&["exec", "c"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(refusal(&["exec"]), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn the_other_container_verbs_parse() {
+        assert!(matches!(verb(&["ps"]), ContainerCommand::Ps { all: false, format: Format::Table }));
+        assert!(matches!(
+            verb(&["ps", "-a", "--format", "json"]),
+            ContainerCommand::Ps { all: true, format: Format::Json }
+        ));
+        assert!(matches!(
+            verb(&["logs", "-f", "c"]),
+            ContainerCommand::Logs { follow: true, container } if container == "c"
+        ));
+        assert!(matches!(verb(&["logs", "c"]), ContainerCommand::Logs { follow: false, .. }));
+        assert!(matches!(
+            verb(&["stop", "a", "b"]),
+            ContainerCommand::Stop { time: None, containers } if containers == ["a", "b"]
+        ));
+        assert!(matches!(verb(&["stop", "-t", "3", "a"]), ContainerCommand::Stop { time: Some(3), .. }));
+        assert!(matches!(verb(&["kill", "a"]), ContainerCommand::Kill { signal, .. } if signal == "KILL"));
+        assert!(matches!(
+            verb(&["kill", "-s", "HUP", "a"]),
+            ContainerCommand::Kill { signal, .. } if signal == "HUP"
+        ));
+        assert!(matches!(
+            verb(&["rm", "-f", "a", "b"]),
+            ContainerCommand::Rm { force: true, containers } if containers.len() == 2
+        ));
+        assert!(matches!(
+            verb(&["inspect", "a"]),
+            ContainerCommand::Inspect { containers } if containers == ["a"]
+        ));
+        assert!(matches!(
+            verb(&["stats"]),
+            ContainerCommand::Stats { format: Format::Table, containers } if containers.is_empty()
+        ));
+        assert!(matches!(
+            verb(&["stats", "--format", "json", "a"]),
+            ContainerCommand::Stats { format: Format::Json, .. }
+        ));
+        assert!(matches!(
+            verb(&["wait", "a", "b"]),
+            ContainerCommand::Wait { containers } if containers.len() == 2
+        ));
+        for needs_a_container in ["logs", "stop", "kill", "rm", "inspect", "wait"] {
+            assert_eq!(
+                refusal(&[needs_a_container]),
+                ErrorKind::MissingRequiredArgument,
+                "{needs_a_container}"
+            );
+        }
+        assert_eq!(refusal(&["ps", "--format", "yaml"]), ErrorKind::InvalidValue);
+        assert_eq!(refusal(&["stop", "-t", "-1", "a"]), ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn ages_read_as_ps_prints_them() {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        let ago = |secs: u64| age(now - secs * 1_000_000_000);
+        assert!(ago(5).ends_with(" seconds"));
+        assert_eq!(ago(150), "2 minutes");
+        assert_eq!(ago(3 * 3600 + 60), "3 hours");
+        assert_eq!(ago(4 * 86400 + 60), "4 days");
+        // A start in the future (clock skew) reads as now, not as a huge age.
+        assert_eq!(age(now + 3_600_000_000_000), "0 seconds");
+    }
+}

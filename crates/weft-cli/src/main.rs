@@ -119,3 +119,89 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    /// Parses a command line as `weft` would; the nouns' tests use it too.
+    pub(crate) fn parse(line: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("weft").chain(line.iter().copied()))
+    }
+
+    /// The verb of a command line that must parse.
+    pub(crate) fn command(line: &[&str]) -> Command {
+        match parse(line) {
+            Ok(cli) => cli.command,
+            Err(e) => panic!("weft {}: {e}", line.join(" ")),
+        }
+    }
+
+    /// How a command line that must not parse is refused.
+    pub(crate) fn refusal(line: &[&str]) -> ErrorKind {
+        match parse(line) {
+            Ok(cli) => panic!("weft {} parsed: {:?}", line.join(" "), cli.command),
+            Err(e) => e.kind(),
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn connection_flags_are_global_and_optional() {
+        let cli = parse(&["ps"]).unwrap();
+        if std::env::var_os("WEFT_HOST").is_none() {
+            assert_eq!(cli.host, None);
+        }
+        assert_eq!((cli.tls_cert, cli.tls_key, cli.tls_ca), (None, None, None));
+        let line = [
+            "ps",
+            "-H",
+            "https://198.51.100.1:7946",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-ca",
+            "ca.pem",
+        ];
+        let cli = parse(&line).unwrap();
+        assert_eq!(cli.host.as_deref(), Some("https://198.51.100.1:7946"));
+        assert_eq!(cli.tls_cert, Some(PathBuf::from("c.pem")));
+        assert_eq!(cli.tls_key, Some(PathBuf::from("k.pem")));
+        assert_eq!(cli.tls_ca, Some(PathBuf::from("ca.pem")));
+        let cli = parse(&["--host", "unix:///tmp/w.sock", "node", "ls"]).unwrap();
+        assert_eq!(cli.host.as_deref(), Some("unix:///tmp/w.sock"));
+        let cli = parse(&["node", "ls", "-H", "unix:///tmp/w.sock"]).unwrap();
+        assert_eq!(cli.host.as_deref(), Some("unix:///tmp/w.sock"));
+    }
+
+    #[test]
+    fn help_and_version_exit_zero_and_usage_errors_do_not() {
+        // main() exits 0 when clap's error goes to stdout, EXIT_ERROR when it goes to stderr.
+        for line in [&["--help"][..], &["-h"], &["--version"], &["run", "--help"], &["exec", "-h"]] {
+            let e = parse(line).unwrap_err();
+            assert!(!e.use_stderr(), "weft {}: {:?}", line.join(" "), e.kind());
+        }
+        for line in [&[][..], &["bogus"], &["ps", "--bogus"], &["run"], &["node"], &["exec", "c"]] {
+            let e = parse(line).unwrap_err();
+            assert!(e.use_stderr(), "weft {}: {:?}", line.join(" "), e.kind());
+        }
+        assert_eq!(refusal(&["bogus"]), ErrorKind::InvalidSubcommand);
+        assert_eq!(refusal(&["ps", "--bogus"]), ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn completion_takes_a_shell() {
+        for shell in ["bash", "zsh", "fish"] {
+            assert!(matches!(command(&["completion", shell]), Command::Completion { .. }), "{shell}");
+        }
+        assert_eq!(refusal(&["completion", "cmd"]), ErrorKind::InvalidValue);
+        assert_eq!(refusal(&["completion"]), ErrorKind::MissingRequiredArgument);
+    }
+}
