@@ -61,3 +61,39 @@ pub(crate) async fn cluster(api: &mut ClusterApi, command: ClusterCommand) -> Re
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+    use crate::Command;
+    use crate::tests::{command, refusal};
+
+    fn verb(line: &[&str]) -> ClusterCommand {
+        match command(line) {
+            Command::Cluster(c) => c,
+            other => panic!("not a cluster verb: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cluster_verbs_parse() {
+        assert!(matches!(verb(&["cluster", "info"]), ClusterCommand::Info { format: Format::Table }));
+        assert!(matches!(
+            verb(&["cluster", "info", "--format", "json"]),
+            ClusterCommand::Info { format: Format::Json }
+        ));
+        assert!(matches!(
+            verb(&["cluster", "token", "worker"]),
+            ClusterCommand::Token { role: TokenRole::Worker }
+        ));
+        assert!(matches!(
+            verb(&["cluster", "token", "manager"]),
+            ClusterCommand::Token { role: TokenRole::Manager }
+        ));
+        assert_eq!(refusal(&["cluster", "token", "admin"]), ErrorKind::InvalidValue);
+        assert_eq!(refusal(&["cluster", "token"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(refusal(&["cluster", "info", "--format", "yaml"]), ErrorKind::InvalidValue);
+    }
+}

@@ -230,3 +230,90 @@ pub(crate) async fn image(api: &mut Api, command: ImageCommand) -> Result<u8, Fa
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+    use crate::Command;
+    use crate::tests::{command, refusal};
+
+    fn verb(line: &[&str]) -> ImageCommand {
+        match command(line) {
+            Command::Image(c) => c,
+            other => panic!("not an image verb: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn image_build_takes_its_flags() {
+        let line = ["image", "build", "-t", "a", "--tag", "b:1", "-f", "Dockerfile.x", "--build-arg", "X=1"];
+        let line = [&line[..], &["--target", "t", "--no-cache", "ctx"]].concat();
+        let ImageCommand::Build { tags, file, build_args, target, no_cache, context } = verb(&line) else {
+            panic!("not build");
+        };
+        assert_eq!(tags, ["a", "b:1"]);
+        assert_eq!(file.as_deref(), Some("Dockerfile.x"));
+        assert_eq!(build_args, ["X=1"]);
+        assert_eq!(target.as_deref(), Some("t"));
+        assert!(no_cache);
+        assert_eq!(context, PathBuf::from("ctx"));
+        let ImageCommand::Build { tags, file, no_cache, .. } = verb(&["image", "build", "."]) else {
+            panic!("not build");
+        };
+        assert!(tags.is_empty() && file.is_none() && !no_cache);
+        assert_eq!(refusal(&["image", "build"]), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn the_other_image_verbs_parse() {
+        assert!(matches!(
+            verb(&["image", "import", "-t", "a:1", "-"]),
+            ImageCommand::Import { tag: Some(t), file } if t == "a:1" && file == "-"
+        ));
+        assert!(matches!(verb(&["image", "import", "x.tar"]), ImageCommand::Import { tag: None, .. }));
+        let ImageCommand::Export { format, output, image } = verb(&["image", "export", "img"]) else {
+            panic!("not export");
+        };
+        assert_eq!((format.as_str(), output, image.as_str()), ("docker", None, "img"));
+        assert!(matches!(
+            verb(&["image", "export", "--format", "oci", "-o", "out.tar", "img"]),
+            ImageCommand::Export { format, output: Some(o), .. } if format == "oci" && o == std::path::Path::new("out.tar")
+        ));
+        assert!(matches!(verb(&["image", "list"]), ImageCommand::Ls { format: Format::Table }));
+        assert!(matches!(
+            verb(&["image", "ls", "--format", "json"]),
+            ImageCommand::Ls { format: Format::Json }
+        ));
+        assert!(matches!(
+            verb(&["image", "inspect", "a", "b"]),
+            ImageCommand::Inspect { images } if images.len() == 2
+        ));
+        assert!(matches!(verb(&["image", "rm", "a"]), ImageCommand::Rm { images } if images == ["a"]));
+        assert!(matches!(
+            verb(&["image", "tag", "a", "b:2"]),
+            ImageCommand::Tag { image, name } if image == "a" && name == "b:2"
+        ));
+        assert_eq!(refusal(&["image", "tag", "a"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(refusal(&["image", "import"]), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn an_image_in_json_carries_its_config_parsed() {
+        let info = pb::ImageInfo {
+            id: "sha256:0123".into(),
+            names: vec!["busybox:latest".into()],
+            created: "2024-01-01T00:00:00Z".into(),
+            layers: 1,
+            config_json: r#"{"Cmd":["sh"]}"#.into(),
+        };
+        let json = image_json(&info);
+        assert_eq!(json["id"], "sha256:0123");
+        assert_eq!(json["names"], serde_json::json!(["busybox:latest"]));
+        assert_eq!(json["layers"], 1);
+        assert_eq!(json["config"]["Cmd"], serde_json::json!(["sh"]));
+        let broken = pb::ImageInfo { config_json: "{".into(), ..info };
+        assert_eq!(image_json(&broken)["config"], serde_json::Value::Null);
+    }
+}

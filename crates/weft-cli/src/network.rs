@@ -189,3 +189,117 @@ pub(crate) async fn network(api: &mut Api, command: NetworkCommand) -> Result<u8
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+    use crate::Command;
+    use crate::tests::{command, refusal};
+
+    fn verb(line: &[&str]) -> NetworkCommand {
+        match command(line) {
+            Command::Network(c) => c,
+            other => panic!("not a network verb: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn network_create_takes_its_flags_and_defaults_to_bridge() {
+        let line = ["network", "create", "-d", "overlay", "--subnet", "10.1.0.0/16", "--subnet", "fd00::/64"];
+        let line = [&line[..], &["--internal", "--label", "a=b", "app"]].concat();
+        let NetworkCommand::Create { driver, subnet, gateway, internal, label, name } = verb(&line) else {
+            panic!("not create");
+        };
+        assert_eq!(driver, DriverArg::Overlay);
+        assert_eq!(subnet, ["10.1.0.0/16", "fd00::/64"]);
+        assert_eq!(gateway, None);
+        assert!(internal);
+        assert_eq!(label, ["a=b"]);
+        assert_eq!(name, "app");
+        let NetworkCommand::Create { driver, subnet, internal, .. } = verb(&["network", "create", "n"])
+        else {
+            panic!("not create");
+        };
+        assert_eq!(driver, DriverArg::Bridge);
+        assert!(subnet.is_empty() && !internal);
+        // --gateway parses, so that the verb can say why weft refuses it.
+        assert!(matches!(
+            verb(&["network", "create", "--gateway", "10.1.0.1", "n"]),
+            NetworkCommand::Create { gateway: Some(_), .. }
+        ));
+        assert_eq!(refusal(&["network", "create", "-d", "macvlan", "n"]), ErrorKind::InvalidValue);
+        assert_eq!(refusal(&["network", "create"]), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn the_other_network_verbs_parse() {
+        assert!(matches!(verb(&["network", "list"]), NetworkCommand::Ls { format: Format::Table }));
+        assert!(matches!(
+            verb(&["network", "ls", "--format", "json"]),
+            NetworkCommand::Ls { format: Format::Json }
+        ));
+        assert!(matches!(
+            verb(&["network", "inspect", "a", "b"]),
+            NetworkCommand::Inspect { names } if names.len() == 2
+        ));
+        assert!(matches!(verb(&["network", "rm", "a"]), NetworkCommand::Rm { names } if names == ["a"]));
+        let NetworkCommand::Connect { alias, ip, network, container } =
+            verb(&["network", "connect", "--alias", "x", "--alias", "y", "--ip", "10.1.0.9", "app", "c"])
+        else {
+            panic!("not connect");
+        };
+        assert_eq!(
+            (alias, ip, network, container),
+            (vec!["x".into(), "y".into()], Some("10.1.0.9".into()), "app".into(), "c".into())
+        );
+        assert!(matches!(
+            verb(&["network", "disconnect", "app", "c"]),
+            NetworkCommand::Disconnect { network, container } if network == "app" && container == "c"
+        ));
+        assert_eq!(refusal(&["network", "connect", "app"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(refusal(&["network", "rm"]), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn a_network_in_json() {
+        let info = pb::NetworkInfo {
+            network: Some(pb::Network {
+                id: 7,
+                name: "app".into(),
+                driver: pb::NetworkDriver::Overlay as i32,
+                subnets: vec!["10.1.0.0/16".into()],
+                vni: 4097,
+                internal: true,
+                labels: vec![pb::Label { key: "team".into(), value: "db".into() }],
+                ..Default::default()
+            }),
+            gateways: vec!["h1=10.1.0.1".into()],
+            endpoints: vec![pb::EndpointInfo {
+                endpoint: Some(pb::Endpoint {
+                    name: "web".into(),
+                    ips: vec!["10.1.0.2".into()],
+                    ..Default::default()
+                }),
+                node_name: "h1".into(),
+            }],
+            used: 1,
+            free: 2,
+            ..Default::default()
+        };
+        let json = network_json(&info);
+        assert_eq!(json["name"], "app");
+        assert_eq!(json["driver"], "overlay");
+        assert_eq!(json["vni"], 4097);
+        assert_eq!(json["internal"], true);
+        assert_eq!(json["labels"], serde_json::json!({"team": "db"}));
+        assert_eq!(json["gateways"], serde_json::json!(["h1=10.1.0.1"]));
+        assert_eq!(json["endpoints"][0]["name"], "web");
+        assert_eq!(json["endpoints"][0]["node"], "h1");
+        assert_eq!(json["endpoints"][0]["ips"], serde_json::json!(["10.1.0.2"]));
+        assert_eq!((json["addresses_used"].as_u64(), json["addresses_free"].as_u64()), (Some(1), Some(2)));
+        assert_eq!(driver_name(pb::NetworkDriver::Bridge as i32), "bridge");
+        assert_eq!(driver_name(99), "?");
+    }
+}

@@ -151,3 +151,89 @@ pub(crate) async fn node(api: &mut ClusterApi, command: NodeCommand) -> Result<u
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+    use crate::Command;
+    use crate::tests::{command, refusal};
+
+    fn verb(line: &[&str]) -> NodeCommand {
+        match command(line) {
+            Command::Node(c) => c,
+            other => panic!("not a node verb: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn node_verbs_parse() {
+        assert!(matches!(verb(&["node", "ls"]), NodeCommand::Ls { format: Format::Table }));
+        assert!(matches!(
+            verb(&["node", "list", "--format", "json"]),
+            NodeCommand::Ls { format: Format::Json }
+        ));
+        assert!(matches!(verb(&["node", "inspect", "h1"]), NodeCommand::Inspect { node } if node == "h1"));
+        assert!(matches!(
+            verb(&["node", "promote", "h1", "h2"]),
+            NodeCommand::Promote { nodes } if nodes == ["h1", "h2"]
+        ));
+        assert!(matches!(verb(&["node", "demote", "h1"]), NodeCommand::Demote { nodes } if nodes == ["h1"]));
+        assert!(matches!(verb(&["node", "rm", "h1"]), NodeCommand::Rm { force: false, .. }));
+        assert!(matches!(
+            verb(&["node", "rm", "-f", "h1", "h2"]),
+            NodeCommand::Rm { force: true, nodes } if nodes.len() == 2
+        ));
+        for needs_a_node in ["inspect", "promote", "demote", "rm"] {
+            assert_eq!(
+                refusal(&["node", needs_a_node]),
+                ErrorKind::MissingRequiredArgument,
+                "{needs_a_node}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_node_in_json_has_its_id_in_16_hex_digits_and_named_role_and_status() {
+        let row = pb::NodeInfo {
+            node: Some(pb::Node {
+                id: 0xabc,
+                name: "h1".into(),
+                underlay_addr: "198.51.100.1".into(),
+                role: pb::NodeRole::Manager as i32,
+                status: pb::NodeStatus::Ready as i32,
+                status_since_ms: 7,
+                api_addr: "198.51.100.1:7946".into(),
+            }),
+            leader: true,
+            raft: "voter".into(),
+            applied: 42,
+            lag: 1,
+            last_seen_ms: 3,
+        };
+        let json = node_json(&row);
+        assert_eq!(json["id"], "0000000000000abc");
+        assert_eq!(json["name"], "h1");
+        assert_eq!(json["address"], "198.51.100.1");
+        assert_eq!(json["api"], "198.51.100.1:7946");
+        assert_eq!(json["role"], "manager");
+        assert_eq!(json["status"], "Ready");
+        assert_eq!(json["raft"], "voter");
+        assert_eq!(json["leader"], true);
+        assert_eq!((json["applied"].as_u64(), json["lag"].as_u64()), (Some(42), Some(1)));
+        assert_eq!((json["last_seen_ms"].as_u64(), json["status_since_ms"].as_u64()), (Some(3), Some(7)));
+        // A row without its node still prints, with zero values.
+        assert_eq!(node_json(&pb::NodeInfo::default())["id"], "0000000000000000");
+    }
+
+    #[test]
+    fn roles_and_statuses_by_name_and_unknown_ones_as_a_question_mark() {
+        assert_eq!(role_name(pb::NodeRole::Worker as i32), "worker");
+        assert_eq!(role_name(pb::NodeRole::Manager as i32), "manager");
+        assert_eq!(role_name(99), "?");
+        assert_eq!(status_name(pb::NodeStatus::Down as i32), "Down");
+        assert_eq!(status_name(pb::NodeStatus::Ready as i32), "Ready");
+        assert_eq!(status_name(99), "?");
+    }
+}

@@ -37,3 +37,16 @@ pub(crate) fn json<T: serde::Serialize>(value: &T) {
 pub(crate) fn short(id: &str) -> String {
     id.trim_start_matches("sha256:").chars().take(12).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_ids_drop_the_digest_prefix_and_keep_12_digits() {
+        assert_eq!(short("sha256:0123456789abcdef0123"), "0123456789ab");
+        assert_eq!(short("0123456789abcdef"), "0123456789ab");
+        assert_eq!(short("abc"), "abc");
+        assert_eq!(short(""), "");
+    }
+}
