@@ -93,6 +93,7 @@ pub(crate) struct RunArgs {
     command: Vec<String>,
 }
 
+/// One container as `ps --format json` and `inspect` print it.
 fn container_json(c: &pb::ContainerInfo) -> serde_json::Value {
     serde_json::json!({
         "id": c.id, "name": c.name, "image": c.image, "image_id": c.image_id, "command": c.command, "state": c.state,
@@ -111,6 +112,7 @@ fn container_json(c: &pb::ContainerInfo) -> serde_json::Value {
     })
 }
 
+/// Prints a container's output, stderr lines to stderr; with `follow`, until it exits.
 async fn follow_logs(api: &mut Api, reference: &str, follow: bool) -> Result<(), Failure> {
     let mut stream =
         api.logs(pb::LogsRequest { reference: reference.into(), follow }).await.map_err(err)?.into_inner();
@@ -273,6 +275,7 @@ pub(crate) enum ContainerCommand {
     },
 }
 
+/// How long ago `ns` (nanoseconds since the Unix epoch) was, in `ps`'s words.
 fn age(ns: u64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -81,6 +81,7 @@ pub(crate) enum ImageCommand {
     },
 }
 
+/// One image as `image ls --format json` and `image inspect` print it.
 fn image_json(i: &pb::ImageInfo) -> serde_json::Value {
     serde_json::json!({
         "id": i.id, "names": i.names, "created": i.created, "layers": i.layers,

@@ -79,6 +79,7 @@ pub(crate) enum NetworkCommand {
     },
 }
 
+/// A network driver's name as `network ls` prints it.
 fn driver_name(driver: i32) -> &'static str {
     match pb::NetworkDriver::try_from(driver) {
         Ok(pb::NetworkDriver::Overlay) => "overlay",
@@ -87,6 +88,7 @@ fn driver_name(driver: i32) -> &'static str {
     }
 }
 
+/// One network with its endpoints and address counts, as `network inspect` prints it.
 fn network_json(info: &pb::NetworkInfo) -> serde_json::Value {
     let n = info.network.clone().unwrap_or_default();
     let endpoints: Vec<serde_json::Value> = info
