@@ -23,14 +23,15 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
-/// Parses a signal given by number, or by name in any case (`TERM`, `term`, `SIGTERM`; the `SIG`
-/// prefix only in upper case).
+/// Parses a signal given by number, or by name in any case, with or without `SIG` (`TERM`,
+/// `term`, `SIGTERM`, `sigterm`), as Docker does.
 pub(crate) fn parse_signal(text: &str) -> Result<i32, String> {
     if let Ok(n) = text.parse::<i32>() {
         return Ok(n);
     }
-    let name = text.trim_start_matches("SIG").to_ascii_uppercase();
-    let n = match name.as_str() {
+    let upper = text.to_ascii_uppercase();
+    let name = upper.trim_start_matches("SIG");
+    let n = match name {
         "HUP" => 1,
         "INT" => 2,
         "QUIT" => 3,
@@ -74,6 +75,7 @@ mod tests {
         assert!(parse_size("5x").unwrap_err().contains("unknown unit"));
         assert_eq!(parse_signal("SIGTERM").unwrap(), 15);
         assert_eq!(parse_signal("hup").unwrap(), 1);
+        assert_eq!(parse_signal("sigterm").unwrap(), 15, "Docker takes any case, with SIG too");
         assert_eq!(parse_signal("9").unwrap(), 9);
         assert!(parse_signal("BOGUS").is_err());
     }
