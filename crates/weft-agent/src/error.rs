@@ -1,7 +1,7 @@
 //! The host operations' error: typed, with the reason that goes on the wire, mapped to a gRPC
 //! status only at the edge (the services).
 
-use tonic::Status;
+use tonic::{Code, Status};
 use weft_proto::v1 as pb;
 use weft_runtime::RuntimeError;
 
@@ -20,9 +20,20 @@ pub enum HostError {
     /// The object is in the wrong state for this.
     #[error("{0}")]
     Precondition(String),
-    /// The cluster could not be reached or refused.
-    #[error("{0}")]
-    Cluster(Status),
+    /// The cluster could not be reached or refused: what its answer said, kept as domain values
+    /// (built by [`HostError::from_cluster`] where a cluster call's Status comes back). Shown as
+    /// tonic shows a Status, so logs read as before.
+    #[error("code: '{code}'{}", shown(message, cause))]
+    Cluster {
+        /// The reason the cluster gave (`Unspecified` when it gave none, e.g. the transport).
+        reason: pb::Reason,
+        /// The gRPC code of its answer, which callers of this node's API see again.
+        code: Code,
+        /// Its message, intact.
+        message: String,
+        /// What the Status said caused it (a transport error, in this process only), for logs.
+        cause: Option<String>,
+    },
     /// The container's command could not be started: `code` is Docker's exit status for it
     /// (127 not found, 126 cannot be invoked, 125 set-up).
     #[error("{message}")]
@@ -37,7 +48,30 @@ pub enum HostError {
     Internal(String),
 }
 
+/// What tonic's `Display` of a Status shows after its code: the message unless empty, and the
+/// source if there is one.
+fn shown(message: &str, cause: &Option<String>) -> String {
+    let mut text = String::new();
+    if !message.is_empty() {
+        text.push_str(&format!(", message: {message:?}"));
+    }
+    if let Some(cause) = cause {
+        text.push_str(&format!(", source: {cause}"));
+    }
+    text
+}
+
 impl HostError {
+    /// The error of a cluster call whose answer was `status`: its reason, code and message.
+    pub fn from_cluster(status: &Status) -> HostError {
+        HostError::Cluster {
+            reason: crate::reason::of(status),
+            code: status.code(),
+            message: status.message().to_string(),
+            cause: std::error::Error::source(status).map(|s| format!("{s:?}")),
+        }
+    }
+
     /// The reason on the wire (for a cluster error, the one the cluster gave).
     pub fn reason(&self) -> pb::Reason {
         match self {
@@ -45,7 +79,7 @@ impl HostError {
             HostError::NotFound(_) => pb::Reason::NotFound,
             HostError::Conflict(_) => pb::Reason::Conflict,
             HostError::Precondition(_) => pb::Reason::Precondition,
-            HostError::Cluster(s) => crate::reason::of(s),
+            HostError::Cluster { reason, .. } => *reason,
             HostError::CannotRun { code: 127, .. } => pb::Reason::CommandNotFound,
             HostError::CannotRun { code: 126, .. } => pb::Reason::CannotExecute,
             HostError::CannotRun { .. } | HostError::Internal(_) => pb::Reason::Internal,
@@ -55,14 +89,15 @@ impl HostError {
 
 impl From<HostError> for Status {
     fn from(e: HostError) -> Status {
-        use tonic::Code;
         let reason = e.reason();
         let code = match &e {
             HostError::Invalid(_) => Code::InvalidArgument,
             HostError::NotFound(_) => Code::NotFound,
             HostError::Conflict(_) => Code::AlreadyExists,
             HostError::Precondition(_) => Code::FailedPrecondition,
-            HostError::Cluster(s) => return s.clone(),
+            HostError::Cluster { code, message, .. } => {
+                return crate::reason::status(*code, reason, message.clone());
+            }
             HostError::CannotRun { code: 126 | 127, .. } => Code::FailedPrecondition,
             HostError::CannotRun { .. } | HostError::Internal(_) => Code::Internal,
         };
@@ -98,3 +133,25 @@ impl From<weft_net::NetError> for HostError {
 
 /// Results of the host operations.
 pub type Result<T, E = HostError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_error_comes_back_as_the_status_it_was() {
+        let from = crate::reason::status(Code::NotFound, pb::Reason::UnknownEndpoint, "endpoint 7 unknown");
+        let e = HostError::from_cluster(&from);
+        assert_eq!(e.reason(), pb::Reason::UnknownEndpoint);
+        assert_eq!(e.to_string(), from.to_string(), "logged as the Status was");
+        let back = Status::from(e);
+        assert_eq!((back.code(), back.message()), (Code::NotFound, "endpoint 7 unknown"));
+        assert_eq!((crate::reason::of(&back), back.details()), (pb::Reason::UnknownEndpoint, from.details()));
+        // One without a reason (the transport's) keeps its code and stays without details.
+        let e = HostError::from_cluster(&Status::unavailable("tcp connect error"));
+        assert_eq!(e.reason(), pb::Reason::Unspecified);
+        assert_eq!(e.to_string(), Status::unavailable("tcp connect error").to_string());
+        let back = Status::from(e);
+        assert_eq!((back.code(), back.details().is_empty()), (Code::Unavailable, true));
+    }
+}

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tonic::Status;
 use weft_net::{NetNs, Netlink};
 use weft_proto::v1 as pb;
 use weft_runtime::container::{ContainerSpec, ContainerStatus, NetworkMode, Runtime};
@@ -202,7 +201,12 @@ impl Host {
 
     fn core(&self) -> Result<Arc<Core>> {
         self.core.read().unwrap().clone().ok_or_else(|| {
-            HostError::Cluster(Status::unavailable("this agent is between roles; try again in a moment"))
+            HostError::Cluster {
+                reason: pb::Reason::Unspecified,
+                code: tonic::Code::Unavailable,
+                message: "this agent is between roles; try again in a moment".into(),
+                cause: None,
+            }
         })
     }
 
@@ -274,7 +278,7 @@ impl Host {
 
     /// Applies a command through the cluster and waits until this host's copy has caught up.
     pub async fn apply(&self, command: pb::Command) -> Result<pb::ApplyResponse> {
-        let response = self.core()?.apply(command).await.map_err(HostError::Cluster)?;
+        let response = self.core()?.apply(command).await.map_err(|s| HostError::from_cluster(&s))?;
         self.wait_revision(response.revision).await?;
         Ok(response)
     }
