@@ -1,0 +1,85 @@
+//! The janitor: every half second removes exited `--rm` containers, withdraws the ports of
+//! containers that exited by themselves, undoes orphaned netconf files (retrying endpoint
+//! releases the cluster could not take at the time) and revokes addresses the cluster took
+//! back, all from one survey of this host's containers and netconf files.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use weft_runtime::container::ContainerStatus;
+
+use super::{Host, NetConf};
+
+impl Host {
+    /// Periodic housekeeping: removes exited `--rm` containers, and retries releasing endpoints
+    /// of removed containers that the cluster could not take back at the time.
+    pub async fn janitor(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tick.tick() => {}
+            }
+            // `--rm` containers that exited go first (removal takes the lock below itself).
+            let Ok(list) = self.runtime.list() else { continue };
+            for (spec, status) in &list {
+                if matches!(status, ContainerStatus::Exited(_))
+                    && self.netconf_for_display(&spec.id).auto_remove
+                {
+                    let _ = self.remove(&spec.id, true).await;
+                }
+            }
+            let _serial = self.serial.lock().await;
+            let Some(survey) = self.survey() else { continue };
+            // Containers that exited by themselves withdraw their published ports.
+            if let Err(e) = self.sync_ports_from(&survey).await {
+                tracing::warn!(error = %e, "syncing published ports failed");
+            }
+            for (id, (conf, age)) in &survey.netconfs {
+                match survey.containers.get(id) {
+                    // Files younger than a few seconds may belong to a container being started.
+                    None if age.is_some_and(|a| a > Duration::from_secs(30)) => self.undo(id, conf).await,
+                    Some(false) => self.revoke_lost_addresses(id, conf.clone()).await,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// One look at this host's containers and network configs: each container's status read once
+    /// and each netconf file read once, shared by everything the janitor does in a round.
+    pub(super) fn survey(&self) -> Option<Survey> {
+        let list = self.runtime.list().ok()?;
+        let containers = list
+            .iter()
+            .map(|(spec, status)| (spec.id.clone(), matches!(status, ContainerStatus::Exited(_))))
+            .collect();
+        let mut netconfs = BTreeMap::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("netconf")) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(id) = name.strip_suffix(".json") else { continue };
+                let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+                match self.netconf(id) {
+                    Ok(conf) => {
+                        netconfs.insert(id.to_string(), (conf, age));
+                    }
+                    // Never cleaned up on a guess: the file stays until it reads again.
+                    Err(e) => tracing::warn!(error = %e, "network config unreadable; left alone"),
+                }
+            }
+        }
+        Some(Survey { containers, netconfs })
+    }
+}
+
+/// What the janitor saw in one round: [`Host::survey`].
+pub(super) struct Survey {
+    /// Container id → whether it has exited.
+    pub(super) containers: BTreeMap<String, bool>,
+    /// Container id → its network config and the age of the file (containers being started have
+    /// a file before they exist; orphans have one after).
+    pub(super) netconfs: BTreeMap<String, (NetConf, Option<Duration>)>,
+}
