@@ -22,17 +22,21 @@ impl Host {
                 _ = stop.wait_for(|s| *s) => return,
                 _ = tick.tick() => {}
             }
-            // `--rm` containers that exited go first (removal takes the lock below itself).
-            let Ok(list) = self.runtime.list() else { continue };
+            // `--rm` containers that exited go first (removal takes the lock below itself). The
+            // listing reads every container's files: on a blocking thread, not a runtime worker.
+            let runtime = self.runtime.clone();
+            let Ok(Ok(list)) = tokio::task::spawn_blocking(move || runtime.list()).await else { continue };
             for (spec, status) in &list {
                 if matches!(status, ContainerStatus::Exited(_))
                     && self.netconf_for_display(&spec.id).auto_remove
+                    && let Err(e) = self.remove(&spec.id, true).await
                 {
-                    let _ = self.remove(&spec.id, true).await;
+                    tracing::warn!(container = %spec.name, error = %e, "removing an exited --rm container failed");
                 }
             }
             let _serial = self.serial.lock().await;
-            let Some(survey) = self.survey() else { continue };
+            let host = self.clone();
+            let Ok(Some(survey)) = tokio::task::spawn_blocking(move || host.survey()).await else { continue };
             // Containers that exited by themselves withdraw their published ports.
             if let Err(e) = self.sync_ports_from(&survey).await {
                 tracing::warn!(error = %e, "syncing published ports failed");
