@@ -189,6 +189,11 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The layout the group lives in.
+    pub fn hierarchy(&self) -> &Hierarchy {
+        &self.hierarchy
+    }
+
     /// Every directory of the group (one for v2, one per controller for v1: memory, cpu,
     /// cpuacct, pids, then devices when that hierarchy is mounted).
     pub fn dirs(&self) -> Vec<PathBuf> {

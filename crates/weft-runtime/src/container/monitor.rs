@@ -91,7 +91,6 @@ pub fn run(dir: &Path) -> i32 {
     if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
         return finish(dir, failed(format!("unshare pid namespace: {e}")));
     }
-    let join = cgroup.join_paths();
     // SAFETY: the monitor is single-threaded, so the child may allocate before it execs.
     let child = unsafe { libc::fork() };
     if child < 0 {
@@ -99,7 +98,7 @@ pub fn run(dir: &Path) -> i32 {
     }
     if child == 0 {
         drop((out_r, err_r, sync_r));
-        container_main(&spec, dir, [out_w.as_raw_fd(), err_w.as_raw_fd()], sync_w.as_raw_fd(), &join);
+        container_main(&spec, dir, [out_w.as_raw_fd(), err_w.as_raw_fd()], sync_w.as_raw_fd(), &cgroup);
     }
     drop((out_w, err_w, sync_w));
     let mut error = Vec::new();

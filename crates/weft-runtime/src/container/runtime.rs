@@ -47,9 +47,7 @@ impl Backoff {
 pub struct Runtime {
     dir: PathBuf,
     shim: PathBuf,
-    /// Compiled seccomp programs by what they were compiled from: libseccomp takes ~20 ms for
-    /// Docker's profile, which would otherwise be paid by every container.
-    seccomp_cache: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>>,
+    seccomp_cache: std::sync::Arc<SeccompCache>,
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
@@ -84,19 +82,19 @@ fn check_container_path(what: &'static str, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The kernel's version as (major, minor), for seccomp rules that depend on it.
-fn kernel_version() -> (u32, u32) {
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+/// Compiled seccomp programs by what they were compiled from (profile, capabilities), for the
+/// kernel this runtime runs on: libseccomp takes ~20 ms for Docker's profile, which would
+/// otherwise be paid by every container.
+#[derive(Debug)]
+struct SeccompCache {
+    /// The running kernel's (major, minor), read once: rules depend on it, it does not change.
+    kernel: (u32, u32),
+    programs: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
 }
 
 /// Checks a spec's security options and compiles its seccomp program (None: unconfined), or
 /// takes it from `cache` when the same profile, capabilities and kernel were compiled before.
-fn compile_security(
-    spec: &ContainerSpec,
-    cache: &std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
-) -> Result<Option<Vec<u8>>> {
+fn compile_security(spec: &ContainerSpec, cache: &SeccompCache) -> Result<Option<Vec<u8>>> {
     use crate::security::{caps, seccomp};
     let sec = &spec.security;
     let names = caps::effective(sec.privileged, &sec.cap_add, &sec.cap_drop)?;
@@ -122,24 +120,27 @@ fn compile_security(
     for tmpfs in &sec.tmpfs {
         check_container_path("tmpfs path", &tmpfs.target)?;
     }
-    let profile = match (&sec.seccomp, sec.privileged) {
-        (_, true) | (SeccompMode::Unconfined, _) => return Ok(None),
-        (SeccompMode::Default, _) => seccomp::Profile::docker_default(),
-        (SeccompMode::Profile(text), _) => seccomp::Profile::from_json(text.as_bytes())
-            .map_err(|e| RuntimeError::invalid("seccomp profile", "", e.to_string()))?,
-    };
-    let kernel = kernel_version();
-    let key = serde_json::json!([sec.seccomp, names, kernel]).to_string();
-    if let Some(bpf) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+    if sec.privileged || sec.seccomp == SeccompMode::Unconfined {
+        return Ok(None);
+    }
+    // The cache is asked first: a hit builds or parses no profile at all.
+    let key = serde_json::json!([sec.seccomp, names]).to_string();
+    if let Some(bpf) = cache.programs.lock().ok().and_then(|c| c.get(&key).cloned()) {
         return Ok(Some(bpf));
     }
+    let profile = match &sec.seccomp {
+        SeccompMode::Profile(text) => seccomp::Profile::from_json(text.as_bytes())
+            .map_err(|e| RuntimeError::invalid("seccomp profile", "", e.to_string()))?,
+        _ => seccomp::Profile::docker_default(),
+    };
+    let kernel = cache.kernel;
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let bpf = profile
         .resolve(&names, kernel)
         .and_then(|r| r.compile())
         .map_err(|e| RuntimeError::invalid("seccomp profile", "", e.to_string()))?
         .to_bytes();
-    if let Ok(mut c) = cache.lock() {
+    if let Ok(mut c) = cache.programs.lock() {
         c.insert(key, bpf.clone());
     }
     Ok(Some(bpf))
@@ -154,7 +155,10 @@ impl Runtime {
         // Containers' directories hold their logs, configs and root file systems: root only.
         fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .map_err(RuntimeError::io("set permissions of", &dir))?;
-        Ok(Runtime { dir, shim: shim.into(), seccomp_cache: Default::default() })
+        let kernel = crate::security::seccomp::host_kernel()
+            .map_err(|e| RuntimeError::invalid("kernel release", "", e.to_string()))?;
+        let seccomp_cache = std::sync::Arc::new(SeccompCache { kernel, programs: Default::default() });
+        Ok(Runtime { dir, shim: shim.into(), seccomp_cache })
     }
 
     fn container_dir(&self, id: &str) -> PathBuf {

@@ -18,7 +18,7 @@ use nix::sched::{CloneFlags, setns, unshare};
 use super::confine::{self, Confinement, Process};
 use super::inroot::{self, Create, fd_path, open_in_root};
 use super::spec::{ContainerSpec, NetworkMode};
-use crate::cgroup::{JoinPaths, join_self};
+use crate::cgroup::{Cgroup, Hierarchy, join_self};
 use crate::security::paths;
 
 type Step<T> = Result<T, String>;
@@ -48,7 +48,7 @@ pub(crate) fn container_main(
     dir: &Path,
     stdio: [RawFd; 2],
     sync: RawFd,
-    cgroup: &JoinPaths,
+    cgroup: &Cgroup,
 ) -> ! {
     let confinement = match prepare(spec, dir, cgroup) {
         Ok(c) => c,
@@ -57,8 +57,8 @@ pub(crate) fn container_main(
     init(spec, &confinement, stdio, sync)
 }
 
-fn prepare(spec: &ContainerSpec, dir: &Path, cgroup: &JoinPaths) -> Step<Confinement> {
-    ctx("join cgroup", join_self(cgroup))?;
+fn prepare(spec: &ContainerSpec, dir: &Path, cgroup: &Cgroup) -> Step<Confinement> {
+    ctx("join cgroup", join_self(&cgroup.join_paths()))?;
     let confinement = Confinement::load(spec, dir)?;
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
@@ -76,7 +76,7 @@ fn prepare(spec: &ContainerSpec, dir: &Path, cgroup: &JoinPaths) -> Step<Confine
             ctx("join network namespace", setns(ns, CloneFlags::CLONE_NEWNET))?;
         }
     }
-    build_rootfs(spec, dir)?;
+    build_rootfs(spec, dir, cgroup)?;
     ctx("set hostname", nix::unistd::sethostname(&spec.hostname))?;
     Ok(confinement)
 }
@@ -166,7 +166,7 @@ fn tmpfs_options(options: &str) -> (MsFlags, String) {
     (flags, data.join(","))
 }
 
-fn build_rootfs(spec: &ContainerSpec, dir: &Path) -> Step<()> {
+fn build_rootfs(spec: &ContainerSpec, dir: &Path, cgroup: &Cgroup) -> Step<()> {
     mount_at("/ private", None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     let privileged = spec.security.privileged;
     let rootfs = dir.join("rootfs");
@@ -252,7 +252,7 @@ fn build_rootfs(spec: &ContainerSpec, dir: &Path) -> Step<()> {
     let sys_flags = if privileged { nosuid_noexec_nodev } else { nosuid_noexec_nodev | MsFlags::MS_RDONLY };
     mount_fs(&root, "/sys", "sysfs", sys_flags, None)?;
 
-    mount_cgroups(&root, spec, privileged)?;
+    mount_cgroups(&root, spec, cgroup, privileged)?;
 
     if !privileged {
         for path in paths::MASKED {
@@ -322,10 +322,10 @@ fn build_rootfs(spec: &ContainerSpec, dir: &Path) -> Step<()> {
 /// its group), read-only unless privileged. cgroup v2: one cgroup2 mount. v1: a tmpfs holding
 /// one mount per hierarchy the container was put in (with the host's controller sets, so
 /// `cpu,cpuacct` stay joined), then made read-only.
-fn mount_cgroups(root: &OwnedFd, spec: &ContainerSpec, privileged: bool) -> Step<()> {
+fn mount_cgroups(root: &OwnedFd, spec: &ContainerSpec, cgroup: &Cgroup, privileged: bool) -> Step<()> {
     let ro = if privileged { MsFlags::empty() } else { MsFlags::MS_RDONLY };
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    if spec.cgroup_root.join("cgroup.controllers").is_file() {
+    if matches!(cgroup.hierarchy(), Hierarchy::V2(_)) {
         mount_fs(root, "/sys/fs/cgroup", "cgroup2", flags | ro, None)?;
         return Ok(());
     }
@@ -334,18 +334,14 @@ fn mount_cgroups(root: &OwnedFd, spec: &ContainerSpec, privileged: bool) -> Step
     mount_at("tmpfs", Some(Path::new("tmpfs")), &fd_path(&base), Some("tmpfs"), flags, Some("mode=755"))?;
     // The descriptor names the directory under the new tmpfs: look it up again to get the tmpfs.
     let base = ctx("open /sys/fs/cgroup", open_in_root(root, Path::new("/sys/fs/cgroup"), Create::Nothing))?;
-    let joined: Vec<String> = crate::cgroup::Cgroup::create(
-        &crate::cgroup::Hierarchy::detect(&spec.cgroup_root),
-        &spec.cgroup_path,
-        &crate::cgroup::Limits::default(),
-    )
-    .map(|g| g.dirs())
-    .unwrap_or_default()
-    .iter()
-    .filter_map(|d| {
-        d.strip_prefix(&spec.cgroup_root).ok()?.iter().next().map(|c| c.to_string_lossy().into_owned())
-    })
-    .collect();
+    // The hierarchies the monitor put the container in (the first component below the root).
+    let joined: Vec<String> = cgroup
+        .dirs()
+        .iter()
+        .filter_map(|d| {
+            d.strip_prefix(&spec.cgroup_root).ok()?.iter().next().map(|c| c.to_string_lossy().into_owned())
+        })
+        .collect();
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     for line in mounts.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();

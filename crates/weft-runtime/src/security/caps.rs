@@ -66,14 +66,20 @@ pub const DOCKER_DEFAULT: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
+/// A capability name in Docker's spelling, upper case with the `CAP_` prefix (`net_admin` ->
+/// `CAP_NET_ADMIN`), known to this table or not (seccomp profiles may name newer ones).
+pub fn spelled(name: &str) -> String {
+    let upper = name.trim().to_ascii_uppercase();
+    if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") }
+}
+
 /// The canonical name of a capability given as Docker accepts it: any case, with or without
 /// the `CAP_` prefix (`net_admin`, `CAP_NET_ADMIN`), or `ALL`.
 pub fn canonical(name: &str) -> Result<String> {
-    let upper = name.trim().to_ascii_uppercase();
-    if upper == "ALL" {
-        return Ok(upper);
+    if name.trim().eq_ignore_ascii_case("ALL") {
+        return Ok("ALL".into());
     }
-    let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+    let full = spelled(name);
     if NAMES.contains(&full.as_str()) {
         Ok(full)
     } else {

@@ -133,11 +133,7 @@ fn parse_kernel_release(release: &str) -> Option<(u32, u32)> {
     Some((kernel, major.parse().ok()?))
 }
 
-/// Normalises a capability name to Docker's spelling: upper case with the `CAP_` prefix.
-fn normalise_cap(cap: &str) -> String {
-    let upper = cap.to_ascii_uppercase();
-    if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") }
-}
+use crate::security::caps::spelled as normalise_cap;
 
 impl Profile {
     /// Applies the profile's conditions for a container with bounding capabilities `caps`
