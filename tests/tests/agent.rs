@@ -294,8 +294,14 @@ fn local_bridge_networks_resolve_names_and_containers_outlive_weftd() {
         .unwrap();
     assert!(import.status.success(), "{}", stderr(&import));
     assert!(cluster.weft_ok(1, &["image", "ls"]).contains("busybox:piped"));
-    cluster.weft_ok(1, &["network", "create", "--subnet", "10.70.0.0/24", "lan"]);
-    cluster.weft_ok(1, &["network", "create", "--driver", "bridge", "lan2"]);
+    // Networks are the cluster's: a worker may not make them (its certificate allows endpoints of
+    // its own only), a manager does, and the worker uses them at once.
+    let refused = cluster.weft(1, &["network", "create", "--subnet", "10.70.0.0/24", "lan"]);
+    assert_eq!(refused.status.code(), Some(125), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("needs a manager or an admin certificate"), "{}", stderr(&refused));
+    assert!(!cluster.weft_ok(0, &["network", "ls"]).contains("lan"));
+    cluster.weft_ok(0, &["network", "create", "--subnet", "10.70.0.0/24", "lan"]);
+    cluster.weft_ok(0, &["network", "create", "--driver", "bridge", "lan2"]);
     for name in ["a", "b"] {
         cluster
             .weft_ok(1, &["run", "-d", "--name", name, "--network", "lan", "busybox:piped", "sleep", "3600"]);
@@ -362,7 +368,7 @@ fn local_bridge_networks_resolve_names_and_containers_outlive_weftd() {
         )
     );
     cluster.weft_ok(1, &["rm", "-f", "a", "b", "c"]);
-    cluster.weft_ok(1, &["network", "rm", "lan", "lan2"]);
+    cluster.weft_ok(0, &["network", "rm", "lan", "lan2"]);
 }
 
 #[test]

@@ -53,7 +53,7 @@ fn three_managers_and_two_workers_form_one_cluster() {
         rt.block_on(async move {
             let tls = tonic::transport::ClientTlsConfig::new()
                 .ca_certificate(tonic::transport::Certificate::from_pem(ca))
-                .domain_name("weft.cluster");
+                .domain_name(weft_agent::pki::MANAGER_NAME);
             let channel = tonic::transport::Endpoint::from_shared(format!("https://{api}"))
                 .unwrap()
                 .tls_config(tls)
@@ -297,7 +297,7 @@ fn a_workers_watch_survives_its_managers_restart_without_gap_or_duplicate() {
 
     // A worker on host 3 joins with the worker token and watches manager h0 first.
     let token =
-        weft_agent::tls::Token::parse(cluster.weft_ok(0, &["cluster", "token", "worker"]).trim()).unwrap();
+        weft_agent::pki::Token::parse(cluster.weft_ok(0, &["cluster", "token", "worker"]).trim()).unwrap();
     let (api0, api1) = (cluster.api(0), cluster.api(1));
     let worker_addr = bed.host(3).addr.to_string();
     let seen: Arc<Mutex<Vec<(bool, u64)>>> = Arc::new(Mutex::new(Vec::new()));
@@ -329,7 +329,7 @@ fn a_workers_watch_survives_its_managers_restart_without_gap_or_duplicate() {
                     ca_pem: kit.ca_cert_pem,
                     cert: weft_agent::tls::NodeCert { chain_pem: kit.cert_pem, key_pem: kit.key_pem },
                 };
-                let peers = Arc::new(weft_agent::peers::Peers::new(tls.client_config()));
+                let peers = Arc::new(weft_agent::peers::Peers::new(tls));
                 let upstream = Arc::new(weft_agent::service::Upstream::new(vec![api0.clone(), api1]));
                 let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(weft_state::Mirror::default()));
                 let observer = seen.clone();

@@ -16,9 +16,9 @@ use weft_runtime::container::{ContainerSpec, ContainerStatus, NetworkMode};
 use weft_runtime::image::ImageRecord;
 use weft_state::{Driver, State, cmd};
 
+use crate::authz::{Caller, caller_of};
 use crate::error::HostError;
 use crate::host::{Host, blocking};
-use crate::service::require_cert;
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -26,17 +26,23 @@ type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 #[derive(Clone)]
 pub struct AgentService {
     host: Arc<Host>,
-    remote: bool,
 }
 
 impl AgentService {
-    /// The service; `remote` on the TLS listener, where calls need a client certificate.
-    pub fn new(host: Arc<Host>, remote: bool) -> AgentService {
-        AgentService { host, remote }
+    /// The service; its servers put it behind the authorization layer ([`crate::authz`]).
+    pub fn new(host: Arc<Host>) -> AgentService {
+        AgentService { host }
     }
 
+    /// The layer already refused everyone but the local socket and admins; this repeats that
+    /// check where the calls are served, so a server built without the layer serves nobody.
     fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        if self.remote { require_cert(request) } else { Ok(()) }
+        match caller_of(request) {
+            Caller::Local | Caller::Admin { .. } => Ok(()),
+            _ => Err(Status::permission_denied(
+                "a host's Agent API is for the local socket and admin certificates only",
+            )),
+        }
     }
 }
 

@@ -16,15 +16,17 @@ use weft_raft::EngineStorage;
 use weft_state::{Mirror, Role, cmd};
 
 use crate::agent_api::AgentService;
+use crate::authz::AuthzLayer;
 use crate::host::Host;
-use crate::identity::{ManagerKeys, NodeFile, Secrets, StateDir};
+use crate::identity::{ManagerKeys, NodeFile, StateDir};
 use crate::liveness::{Liveness, LivenessConfig};
 use crate::membership::{Members, next_change};
 use crate::peers::Peers;
+use crate::pki::{self, CertRole, ClusterCa, NodeCert, Token};
 use crate::service::{ClusterService, Core, ManagerCore, RoleCore, Upstream, WorkerCore, now_ms};
 use crate::supervisor::Supervisor;
 use crate::telemetry::Telemetry;
-use crate::tls::{self, ClusterCa, NodeCert, NodeTls, Token};
+use crate::tls::{self, NodeTls, ServerCert};
 use crate::transport::{GrpcTransport, RaftReceiver};
 
 /// The daemon's control-plane settings.
@@ -56,6 +58,8 @@ pub struct Config {
     pub heartbeat: Duration,
     /// Where to serve Prometheus `/metrics` (off when `None`).
     pub metrics: Option<SocketAddr>,
+    /// How long the certificates this node issues as a manager are valid.
+    pub cert_ttl: Duration,
 }
 
 impl Config {
@@ -75,6 +79,7 @@ impl Config {
             down_after: Duration::from_secs(5),
             heartbeat: Duration::from_secs(1),
             metrics: None,
+            cert_ttl: pki::DEFAULT_CERT_TTL,
         }
     }
 
@@ -223,13 +228,12 @@ fn shutdown_watch(shutdown: impl Future<Output = ()> + Send + 'static) -> watch:
 fn bootstrap(config: &Config, dir: &StateDir) -> Result<NodeFile> {
     config.api_addr()?;
     let ca = ClusterCa::generate()?;
-    let id = tls::random_id()?;
+    let id = pki::random_id()?;
     let name = config.node_name()?;
     weft_state::names::dns_label("node", &name).map_err(|e| anyhow!("--name: {e}"))?;
-    let cert = ca.issue(&name, id)?;
+    let cert = ca.issue_node(id, CertRole::Manager, config.cert_ttl)?;
     dir.save_tls(&NodeTls { ca_pem: ca.cert_pem.clone(), cert })?;
-    let secrets = Secrets { worker: tls::random_secret()?, manager: tls::random_secret()? };
-    dir.save_manager_keys(&ManagerKeys { ca, secrets })?;
+    dir.save_manager_keys(&ManagerKeys { ca })?;
     let node = NodeFile { id, name, manager: true };
     dir.save_node(&node)?;
     Ok(node)
@@ -270,10 +274,6 @@ fn save_kit(dir: &StateDir, response: &pb::JoinResponse) -> Result<()> {
     if !response.ca_key_pem.is_empty() {
         dir.save_manager_keys(&ManagerKeys {
             ca: ClusterCa { cert_pem: response.ca_cert_pem.clone(), key_pem: response.ca_key_pem.clone() },
-            secrets: Secrets {
-                worker: response.worker_secret.clone(),
-                manager: response.manager_secret.clone(),
-            },
         })?;
     }
     let managers: Vec<(u64, String)> = response
@@ -313,13 +313,16 @@ fn serve_local(
     stop: watch::Receiver<bool>,
     supervisor: &Supervisor,
 ) -> crate::supervisor::Supervised {
-    let service = pb::cluster_server::ClusterServer::new(ClusterService::new(core, false));
-    let agent = pb::agent_server::AgentServer::new(AgentService::new(host, false))
-        .max_decoding_message_size(64 << 20);
+    let denied = core.telemetry.api_denied.clone();
+    let service = pb::cluster_server::ClusterServer::new(ClusterService::new(core))
+        .max_decoding_message_size(CLUSTER_MESSAGE_LIMIT);
+    let agent = pb::agent_server::AgentServer::new(AgentService::new(host))
+        .max_decoding_message_size(AGENT_MESSAGE_LIMIT);
     let mut until = stop.clone();
     supervisor.spawn("local API server", stop, async move {
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
         tonic::transport::Server::builder()
+            .layer(AuthzLayer::local(denied))
             .add_service(service)
             .add_service(agent)
             .serve_with_incoming_shutdown(incoming, async move {
@@ -328,6 +331,15 @@ fn serve_local(
             .await
     })
 }
+
+/// The largest cluster API message decoded (commands, node lists, state snapshots).
+const CLUSTER_MESSAGE_LIMIT: usize = 16 << 20;
+
+/// The largest Agent API message decoded (image layers arrive in chunks of this at most).
+const AGENT_MESSAGE_LIMIT: usize = 64 << 20;
+
+/// The largest raft transport frame decoded (a batch of entries, or a snapshot of the state).
+const RAFT_MESSAGE_LIMIT: usize = 64 << 20;
 
 /// What both roles run with: this agent's configuration, state dir, node, host and supervisor.
 struct Agent<'a> {
@@ -349,7 +361,8 @@ async fn run_manager(
     let node_tls = dir.tls()?;
     let keys = dir.manager_keys()?;
     let ca_fingerprint = keys.ca.fingerprint()?;
-    let peers = Arc::new(Peers::new(node_tls.client_config()));
+    let ca = keys.ca.clone();
+    let peers = Arc::new(Peers::new(node_tls.clone()));
     let storage = EngineStorage::open(&dir.raft_dir())?;
     let transport = GrpcTransport::new(peers.clone());
     for (id, addr) in dir.managers() {
@@ -369,29 +382,34 @@ async fn run_manager(
         role: RoleCore::Manager(ManagerCore {
             node: node.clone(),
             keys,
+            cert_ttl: config.cert_ttl,
             liveness: Mutex::new(Liveness::new(Instant::now())),
             liveness_config,
         }),
     });
+    telemetry.set_raft_refusals(node.refusals().clone());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let server_cert = Arc::new(ServerCert::new(&node_tls.cert)?);
     let tls_server = {
-        let cluster = pb::cluster_server::ClusterServer::new(ClusterService::new(core.clone(), true));
+        let cluster = pb::cluster_server::ClusterServer::new(ClusterService::new(core.clone()))
+            .max_decoding_message_size(CLUSTER_MESSAGE_LIMIT);
         let raft = pb::raft_transport_server::RaftTransportServer::new(RaftReceiver::new(node.clone()))
-            .max_decoding_message_size(64 << 20);
+            .max_decoding_message_size(RAFT_MESSAGE_LIMIT);
+        let agent = pb::agent_server::AgentServer::new(AgentService::new(host.clone()))
+            .max_decoding_message_size(AGENT_MESSAGE_LIMIT);
         let mut stop = stop_rx.clone();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listen on {}", config.listen))?;
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let rustls =
+            tls::server_config(&node_tls.ca_pem, server_cert.clone()).context("TLS configuration")?;
+        let incoming = crate::listener::incoming(listener, Arc::new(rustls));
+        let state_of = node.clone();
         let server = tonic::transport::Server::builder()
-            .tls_config(node_tls.server_config())
-            .context("TLS configuration")?
+            .layer(AuthzLayer::tls(move || state_of.state(), telemetry.api_denied.clone()))
             .add_service(cluster)
             .add_service(raft)
-            .add_service(
-                pb::agent_server::AgentServer::new(AgentService::new(host.clone(), true))
-                    .max_decoding_message_size(64 << 20),
-            );
+            .add_service(agent);
         supervisor.spawn("cluster API server (TLS)", stop_rx.clone(), async move {
             server
                 .serve_with_incoming_shutdown(incoming, async move {
@@ -400,6 +418,16 @@ async fn run_manager(
                 .await
         })
     };
+    let renewal = supervisor.spawn(
+        "certificate renewal",
+        stop_rx.clone(),
+        crate::renewal::run(
+            dir.clone(),
+            peers.clone(),
+            Some(server_cert),
+            crate::renewal::Issuer::Own { ca, id: me.id, ttl: config.cert_ttl },
+        ),
+    );
     supervisor.watch_thread("raft driver", stop_rx.clone(), node.ended());
     let local =
         serve_local(core.clone(), host.clone(), bind_socket(&config.socket)?, stop_rx.clone(), supervisor);
@@ -430,6 +458,7 @@ async fn run_manager(
     feed.abort();
     duties.abort();
     beats.abort();
+    renewal.abort();
     node.stop();
     tls_server.finished().await;
     local.finished().await;
@@ -584,8 +613,8 @@ async fn run_worker(
 ) -> Result<Exit> {
     let Agent { config, dir, me, host, supervisor, telemetry } = *agent;
     let node_tls = dir.tls()?;
-    let ca_fingerprint = tls::fingerprint(&tls::first_der(&node_tls.ca_pem)?);
-    let peers = Arc::new(Peers::new(node_tls.client_config()));
+    let ca_fingerprint = pki::fingerprint(&pki::first_der(&node_tls.ca_pem)?);
+    let peers = Arc::new(Peers::new(node_tls));
     let mut recorded = dir.managers();
     let managers: Vec<String> = recorded.iter().map(|(_, a)| a.clone()).collect();
     if managers.is_empty() {
@@ -615,6 +644,16 @@ async fn run_worker(
     ready();
     let beats =
         supervisor.spawn("heartbeats", stop_rx.clone(), heartbeats(core.clone(), me.id, config.heartbeat));
+    let renewal = supervisor.spawn(
+        "certificate renewal",
+        stop_rx.clone(),
+        crate::renewal::run(
+            dir.clone(),
+            peers.clone(),
+            None,
+            crate::renewal::Issuer::Upstream(upstream.clone()),
+        ),
+    );
     let mut mirror = mirror_rx.clone();
     let mut registered = false;
     let exit = loop {
@@ -653,6 +692,7 @@ async fn run_worker(
     let _ = stop_tx.send(true);
     beats.abort();
     watcher.abort();
+    renewal.abort();
     local.finished().await;
     let _ = std::fs::remove_file(&config.socket);
     exit

@@ -1,12 +1,13 @@
 //! What a node keeps in its state dir about itself: its id, name and role (`node.json`), its
-//! certificates (`tls/`), on managers the CA key and token secrets, and the managers it knows of
+//! certificates (`tls/`), on managers the CA key, and the managers it knows of
 //! (`managers.json`, the seeds a worker watches and a new manager first talks to).
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::tls::{self, ClusterCa, NodeTls, TlsError};
+use crate::pki::ClusterCa;
+use crate::tls::{self, NodeTls, TlsError};
 
 /// The node's identity, `node.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -19,21 +20,10 @@ pub struct NodeFile {
     pub manager: bool,
 }
 
-/// Token secrets, `tls/secrets.json` (managers only).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Secrets {
-    /// Proves a worker join.
-    pub worker: String,
-    /// Proves a manager join.
-    pub manager: String,
-}
-
-/// A manager's extra key material: the CA (with key) and the token secrets.
+/// A manager's extra key material: the CA with its key (join token secrets derive from it).
 pub struct ManagerKeys {
     /// The CA.
     pub ca: ClusterCa,
-    /// The secrets.
-    pub secrets: Secrets,
 }
 
 /// The state dir's layout.
@@ -88,27 +78,20 @@ impl StateDir {
         tls.save(&self.tls_dir())
     }
 
-    /// A manager's CA key and secrets.
+    /// A manager's CA and its key.
     pub fn manager_keys(&self) -> Result<ManagerKeys, TlsError> {
         let dir = self.tls_dir();
-        let secrets_path = dir.join("secrets.json");
-        let secrets = serde_json::from_str(&tls::read(&secrets_path)?)
-            .map_err(|e| TlsError::Cert(format!("{}: {e}", secrets_path.display())))?;
         Ok(ManagerKeys {
             ca: ClusterCa {
                 cert_pem: tls::read(&dir.join("ca.pem"))?,
                 key_pem: tls::read(&dir.join("ca-key.pem"))?,
             },
-            secrets,
         })
     }
 
-    /// Saves a manager's CA key and secrets.
+    /// Saves a manager's CA key.
     pub fn save_manager_keys(&self, keys: &ManagerKeys) -> Result<(), TlsError> {
-        let dir = self.tls_dir();
-        tls::write(&dir.join("ca-key.pem"), &keys.ca.key_pem, 0o600)?;
-        let text = serde_json::to_string(&keys.secrets).map_err(|e| TlsError::Cert(e.to_string()))?;
-        tls::write(&dir.join("secrets.json"), &text, 0o600)
+        tls::write(&self.tls_dir().join("ca-key.pem"), &keys.ca.key_pem, 0o600)
     }
 
     /// The managers (id, API address) this node last knew.

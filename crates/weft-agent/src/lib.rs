@@ -2,17 +2,21 @@
 //! managers, a Watch for workers), TLS and join tokens, liveness and membership.
 
 pub mod agent_api;
+pub mod authz;
 pub mod daemon;
 pub mod dns;
 pub mod error;
 pub mod host;
 pub mod identity;
+pub mod listener;
 pub mod liveness;
 pub mod membership;
 pub mod metrics;
 pub mod peers;
+pub mod pki;
 pub mod ports;
 pub mod reason;
+pub mod renewal;
 pub mod service;
 pub mod spec;
 pub mod supervisor;

@@ -73,6 +73,7 @@ pub fn render(host: &Host, overlay: &weft_overlay::Metrics, telemetry: &Telemetr
         "Revisions this node's state was behind the leader at the last heartbeat.",
         telemetry.watch_lag.load(Ordering::Relaxed),
     );
+    telemetry.render_refusals(&mut out);
     counter(&mut out, "weft_reconcile_runs_total", "Overlay reconcile runs.", &overlay.runs);
     counter(&mut out, "weft_reconcile_errors_total", "Reconcile runs that failed in part.", &overlay.errors);
     counter(

@@ -1,8 +1,9 @@
 //! The cluster API (`weft.v1.Cluster`), served by every agent: managers answer from their raft
 //! node (writes proposed through the log, fresh reads through ReadIndex, the leader's view for
 //! `node ls`); workers forward to the manager they watch. The same service runs on the local unix
-//! socket (trusted: root-only) and, on managers, on the mutual-TLS listener, where every call but
-//! Join needs a certificate of this cluster.
+//! socket (root's) and, on managers, on the mutual-TLS listener; both sit behind the
+//! authorization layer ([`crate::authz`]), and the handlers make the checks that need the
+//! request (whose heartbeat, whose endpoint).
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
@@ -18,28 +19,21 @@ use weft_proto::v1::cluster_client::ClusterClient;
 use weft_raft::{NodeHandle, RaftError, WatchStart};
 use weft_state::{Mirror, Role, State, cmd};
 
-use crate::identity::{ManagerKeys, Secrets};
+use crate::authz::{self, Caller, caller_of};
+use crate::identity::ManagerKeys;
 use crate::liveness::{Liveness, LivenessConfig};
 use crate::peers::Peers;
-use crate::tls::{self, Token};
+use crate::pki::{self, CertRole, Token};
 
 /// How long a write may take to commit before the caller is told it timed out.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often a long-lived stream (Watch, the raft transport) looks whether its caller has been
+/// removed from the cluster since it started.
+pub const REVOCATION_TICK: Duration = Duration::from_millis(250);
+
 /// How long a write waits for a leader to be elected before failing with "no quorum".
 pub const LEADER_WAIT: Duration = Duration::from_secs(3);
-
-/// Fails unless the call came with a client certificate (the TLS layer has checked it against
-/// the cluster CA). Calls on the local socket carry no TLS at all and are let through by the
-/// service (`remote == false`), never by this check.
-pub fn require_cert<T>(request: &Request<T>) -> Result<(), Status> {
-    match request.peer_certs() {
-        Some(certs) if !certs.is_empty() => Ok(()),
-        _ => Err(Status::unauthenticated(
-            "a client certificate of this cluster is required (join with a token, or use the node's certificate)",
-        )),
-    }
-}
 
 /// Maps raft and state errors to gRPC statuses with the message intact and the reason attached.
 pub fn status_of(e: RaftError) -> Status {
@@ -70,8 +64,10 @@ pub fn now_ms() -> u64 {
 pub struct ManagerCore {
     /// The raft node.
     pub node: NodeHandle,
-    /// CA key and token secrets.
+    /// The CA and its key.
     pub keys: ManagerKeys,
+    /// How long the certificates this manager issues are valid.
+    pub cert_ttl: Duration,
     /// The leader's heartbeat table (used while this node leads).
     pub liveness: Mutex<Liveness>,
     /// Liveness timing.
@@ -241,10 +237,22 @@ impl Core {
         Ok(pb::ApplyResponse { revision: applied.revision, outcome: Some(applied.outcome.to_proto()) })
     }
 
-    /// A state confirmed fresh with the leader (ReadIndex), at most [`WRITE_TIMEOUT`].
+    /// A state confirmed fresh with the leader (ReadIndex), at most [`WRITE_TIMEOUT`]. While no
+    /// leader is known (an election, a cluster just bootstrapped) it waits up to [`LEADER_WAIT`].
     pub async fn fresh_state(&self) -> Result<Arc<State>, Status> {
         let m = self.manager()?;
-        match tokio::time::timeout(WRITE_TIMEOUT, m.node.read_index()).await {
+        let started = Instant::now();
+        let read = async {
+            loop {
+                match m.node.read_index().await {
+                    Err(RaftError::NoLeader) if started.elapsed() < LEADER_WAIT => {
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
+                    other => return other,
+                }
+            }
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, read).await {
             Ok(result) => result.map_err(status_of),
             Err(_) => Err(status_of(RaftError::NoLeader)),
         }
@@ -331,7 +339,9 @@ impl Core {
         name: &str,
         manager: bool,
     ) -> Result<pb::JoinResponse, Status> {
-        let cert = m.keys.ca.issue(name, id).map_err(|e| Status::internal(e.to_string()))?;
+        let role = if manager { CertRole::Manager } else { CertRole::Worker };
+        let cert = m.keys.ca.issue_node(id, role, m.cert_ttl).map_err(|e| Status::internal(e.to_string()))?;
+        let _ = name;
         let state = m.node.state();
         let mut managers: Vec<pb::ManagerAddr> = state
             .nodes()
@@ -353,8 +363,6 @@ impl Core {
         };
         if manager {
             response.ca_key_pem = m.keys.ca.key_pem.clone();
-            response.worker_secret = m.keys.secrets.worker.clone();
-            response.manager_secret = m.keys.secrets.manager.clone();
         }
         Ok(response)
     }
@@ -364,19 +372,41 @@ impl Core {
 #[derive(Clone)]
 pub struct ClusterService {
     core: Arc<Core>,
-    /// True on the TLS listener: calls need a certificate.
-    remote: bool,
 }
 
 impl ClusterService {
-    /// The service; `remote` for the TLS listener.
-    pub fn new(core: Arc<Core>, remote: bool) -> ClusterService {
-        ClusterService { core, remote }
+    /// The service; its servers put it behind the authorization layer.
+    pub fn new(core: Arc<Core>) -> ClusterService {
+        ClusterService { core }
     }
 
-    fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        if self.remote { require_cert(request) } else { Ok(()) }
+    /// Repeats the table's verdict where the call is served (a server built without the layer
+    /// serves nobody but Join).
+    fn check<T>(&self, request: &Request<T>, path: &str) -> Result<Caller, Status> {
+        let caller = caller_of(request);
+        authz::decide(path, &caller)?;
+        Ok(caller)
     }
+
+    /// The state this node has (a manager's applied state; a worker's copy).
+    fn local_state(&self) -> Arc<State> {
+        match &self.core.role {
+            RoleCore::Manager(m) => m.node.state(),
+            RoleCore::Worker(w) => w.mirror.borrow().to_state().map(Arc::new).unwrap_or_default(),
+        }
+    }
+}
+
+/// The current join secret for `manager` (or worker) tokens in `state`.
+fn secret_in(m: &ManagerCore, state: &State, manager: bool) -> String {
+    let role = if manager { Role::Manager } else { Role::Worker };
+    m.keys.ca.join_secret(manager, state.token_generation(role))
+}
+
+/// The current join secret for `manager` (or worker) tokens, from a fresh read of the state.
+async fn join_secret(core: &Core, m: &ManagerCore, manager: bool) -> Result<String, Status> {
+    let state = core.fresh_state().await?;
+    Ok(secret_in(m, &state, manager))
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
@@ -392,9 +422,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         let m = core.manager()?;
         let req = request.into_inner();
         let wants_manager = req.role == pb::NodeRole::Manager as i32;
-        let secrets: &Secrets = &m.keys.secrets;
-        let manager_ok = tls::secrets_equal(&req.secret, &secrets.manager);
-        let worker_ok = tls::secrets_equal(&req.secret, &secrets.worker);
+        let state = core.fresh_state().await?;
+        let manager_ok = pki::secrets_equal(&req.secret, &secret_in(m, &state, true));
+        let worker_ok = pki::secrets_equal(&req.secret, &secret_in(m, &state, false));
         if !manager_ok && !worker_ok {
             return Err(Status::permission_denied("the join token is not valid for this cluster"));
         }
@@ -411,7 +441,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         });
         let id = match forced {
             Some(id) => id,
-            None => tls::random_id().map_err(|e| Status::internal(e.to_string()))?,
+            None => pki::random_id().map_err(|e| Status::internal(e.to_string()))?,
         };
         let command =
             cmd::register_node_with_api(id, &req.name, &req.underlay_addr, &req.api_addr, role, now_ms());
@@ -420,8 +450,9 @@ impl pb::cluster_server::Cluster for ClusterService {
     }
 
     async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
-        self.check(&request)?;
+        let caller = self.check(&request, "/weft.v1.Cluster/Apply")?;
         let command = request.into_inner().command.ok_or_else(|| Status::invalid_argument("no command"))?;
+        authz::command(&caller, &command, &self.local_state())?;
         Ok(Response::new(self.core.apply(command).await?))
     }
 
@@ -429,16 +460,13 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        self.check(&request)?;
-        if self.remote {
-            let id = request.get_ref().node_id;
-            let certs = request.peer_certs().unwrap_or_default();
-            if !certs.first().is_some_and(|c| tls::cert_is_for_node(c, id)) {
-                return Err(Status::permission_denied(format!(
-                    "this certificate is not node {}'s",
-                    weft_state::names::node_id_text(id)
-                )));
-            }
+        let caller = self.check(&request, "/weft.v1.Cluster/Heartbeat")?;
+        let id = request.get_ref().node_id;
+        if !caller.may_speak_for(id) {
+            return Err(Status::permission_denied(format!(
+                "a worker heartbeats only for itself, and this is not node {}'s certificate",
+                weft_state::names::node_id_text(id)
+            )));
         }
         let req = request.into_inner();
         Ok(Response::new(self.core.heartbeat(req.node_id, req.revision).await?))
@@ -447,8 +475,10 @@ impl pb::cluster_server::Cluster for ClusterService {
     type WatchStream = WatchStream;
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
-        self.check(&request)?;
+        let caller = self.check(&request, "/weft.v1.Cluster/Watch")?;
         let m = self.core.manager()?;
+        // A node removed while it watches loses its stream within a revocation tick.
+        let revocable = caller.node().map(|id| (id, m.node.clone()));
         let from = request.into_inner().from_revision;
         let (start, mut live) = m.node.history().subscribe(from);
         let (tx, rx) = mpsc::channel::<Result<pb::WatchResponse, Status>>(256);
@@ -475,8 +505,21 @@ impl pb::cluster_server::Cluster for ClusterService {
                     }
                 }
             }
+            let mut revocation = tokio::time::interval(REVOCATION_TICK);
             loop {
-                match live.recv().await {
+                let received = tokio::select! {
+                    received = live.recv() => received,
+                    _ = revocation.tick() => {
+                        if let Some((id, node)) = &revocable
+                            && node.state().is_revoked(*id)
+                        {
+                            let _ = tx.send(Err(authz::decide("", &Caller::Revoked { id: *id }).unwrap_err())).await;
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                match received {
                     Ok(batch) if batch.revision > last => {
                         last = batch.revision;
                         if tx.send(Ok(batch_response(&batch))).await.is_err() {
@@ -501,7 +544,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::StateRequest>,
     ) -> Result<Response<pb::StateResponse>, Status> {
-        self.check(&request)?;
+        self.check(&request, "/weft.v1.Cluster/GetState")?;
         let core = &self.core;
         if let Some(mut upstream) = core.forward()? {
             return upstream.get_state(request.into_inner()).await;
@@ -512,7 +555,7 @@ impl pb::cluster_server::Cluster for ClusterService {
     }
 
     async fn nodes(&self, request: Request<pb::NodesRequest>) -> Result<Response<pb::NodesResponse>, Status> {
-        self.check(&request)?;
+        self.check(&request, "/weft.v1.Cluster/Nodes")?;
         let core = &self.core;
         if let Some(mut upstream) = core.forward()? {
             return upstream.nodes(request.into_inner()).await;
@@ -533,7 +576,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::ChangeRoleRequest>,
     ) -> Result<Response<pb::Node>, Status> {
-        self.check(&request)?;
+        self.check(&request, "/weft.v1.Cluster/ChangeRole")?;
         let core = &self.core;
         if let Some(mut upstream) = core.forward()? {
             return upstream.change_role(request.into_inner()).await;
@@ -566,7 +609,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
-        self.check(&request)?;
+        self.check(&request, "/weft.v1.Cluster/RemoveNode")?;
         let core = &self.core;
         if let Some(mut upstream) = core.forward()? {
             return upstream.remove_node(request.into_inner()).await;
@@ -591,23 +634,22 @@ impl pb::cluster_server::Cluster for ClusterService {
     }
 
     async fn token(&self, request: Request<pb::TokenRequest>) -> Result<Response<pb::TokenResponse>, Status> {
-        self.check(&request)?;
+        self.check(&request, "/weft.v1.Cluster/Token")?;
         let core = &self.core;
         if let Some(mut upstream) = core.forward()? {
             return upstream.token(request.into_inner()).await;
         }
         let m = core.manager()?;
-        let secret = match pb::NodeRole::try_from(request.get_ref().role) {
-            Ok(pb::NodeRole::Manager) => m.keys.secrets.manager.clone(),
-            Ok(pb::NodeRole::Worker) => m.keys.secrets.worker.clone(),
-            _ => return Err(Status::invalid_argument("token role must be worker or manager")),
+        let manager = token_role(request.get_ref().role)? == Role::Manager;
+        let token = Token {
+            ca_fingerprint: core.ca_fingerprint.clone(),
+            secret: join_secret(core, m, manager).await?,
         };
-        let token = Token { ca_fingerprint: core.ca_fingerprint.clone(), secret };
         Ok(Response::new(pb::TokenResponse { token: token.render() }))
     }
 
     async fn info(&self, request: Request<pb::InfoRequest>) -> Result<Response<pb::InfoResponse>, Status> {
-        self.check(&request)?;
+        self.check(&request, "/weft.v1.Cluster/Info")?;
         let core = &self.core;
         let mut info = pb::InfoResponse {
             node_id: core.id,
@@ -638,22 +680,95 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::InfoRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
-        if !self.remote {
-            return Err(Status::permission_denied("the manager kit is only handed out over mutual TLS"));
-        }
-        require_cert(&request)?;
+        let caller = self.check(&request, "/weft.v1.Cluster/ManagerKit")?;
         let core = &self.core;
         let m = core.manager()?;
-        let certs = request.peer_certs().unwrap_or_default();
-        let leaf = certs.first().ok_or_else(|| Status::unauthenticated("no certificate"))?;
-        let state = m.node.state();
+        let id =
+            caller.node().ok_or_else(|| Status::permission_denied("the manager kit is only for nodes"))?;
+        let state = core.fresh_state().await?;
         let node = state
-            .nodes()
-            .find(|n| tls::cert_is_for_node(leaf, n.id))
+            .node(id)
             .ok_or_else(|| Status::permission_denied("this certificate belongs to no node of the cluster"))?;
         if node.role != Role::Manager {
             return Err(Status::permission_denied(format!("node {} is not a manager", node.name)));
         }
         Ok(Response::new(core.join_response(m, node.id, &node.name.clone(), true)?))
+    }
+
+    async fn rotate_token(
+        &self,
+        request: Request<pb::TokenRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        self.check(&request, "/weft.v1.Cluster/RotateToken")?;
+        let core = &self.core;
+        if let Some(mut upstream) = core.forward()? {
+            return upstream.rotate_token(request.into_inner()).await;
+        }
+        let m = core.manager()?;
+        let role = token_role(request.get_ref().role)?;
+        core.propose(&cmd::rotate_join_token(role)).await?;
+        tracing::info!(role = role.as_str(), "join token rotated");
+        let token = Token {
+            ca_fingerprint: core.ca_fingerprint.clone(),
+            secret: join_secret(core, m, role == Role::Manager).await?,
+        };
+        Ok(Response::new(pb::TokenResponse { token: token.render() }))
+    }
+
+    async fn issue_admin_cert(
+        &self,
+        request: Request<pb::AdminCertRequest>,
+    ) -> Result<Response<pb::CertBundle>, Status> {
+        let caller = self.check(&request, "/weft.v1.Cluster/IssueAdminCert")?;
+        let core = &self.core;
+        if let Some(mut upstream) = core.forward()? {
+            return upstream.issue_admin_cert(request.into_inner()).await;
+        }
+        let m = core.manager()?;
+        let ttl = match request.get_ref().ttl_seconds {
+            0 => m.cert_ttl,
+            s => Duration::from_secs(s),
+        };
+        let cert = m.keys.ca.issue_admin(ttl).map_err(|e| Status::internal(e.to_string()))?;
+        let name = cert.identity().map(|i| i.name).unwrap_or_default();
+        tracing::info!(%name, by = ?caller, ttl_s = ttl.as_secs(), "admin certificate issued");
+        Ok(Response::new(pb::CertBundle {
+            ca_cert_pem: m.keys.ca.cert_pem.clone(),
+            cert_pem: cert.chain_pem,
+            key_pem: cert.key_pem,
+        }))
+    }
+
+    async fn renew_cert(
+        &self,
+        request: Request<pb::InfoRequest>,
+    ) -> Result<Response<pb::CertBundle>, Status> {
+        let caller = self.check(&request, "/weft.v1.Cluster/RenewCert")?;
+        let core = &self.core;
+        let m = core.manager()?;
+        let id = caller.node().ok_or_else(|| Status::permission_denied("only nodes renew certificates"))?;
+        let state = core.fresh_state().await?;
+        let node = state
+            .node(id)
+            .ok_or_else(|| Status::permission_denied("this certificate belongs to no node of the cluster"))?;
+        let role = match node.role {
+            Role::Manager => CertRole::Manager,
+            Role::Worker => CertRole::Worker,
+        };
+        let cert = m.keys.ca.issue_node(id, role, m.cert_ttl).map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(node = %node.name, "certificate renewed");
+        Ok(Response::new(pb::CertBundle {
+            ca_cert_pem: m.keys.ca.cert_pem.clone(),
+            cert_pem: cert.chain_pem,
+            key_pem: cert.key_pem,
+        }))
+    }
+}
+
+fn token_role(raw: i32) -> Result<Role, Status> {
+    match pb::NodeRole::try_from(raw) {
+        Ok(pb::NodeRole::Manager) => Ok(Role::Manager),
+        Ok(pb::NodeRole::Worker) => Ok(Role::Worker),
+        _ => Err(Status::invalid_argument("token role must be worker or manager")),
     }
 }

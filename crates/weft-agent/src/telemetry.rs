@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Upper bounds of the proposal latency buckets, in seconds.
@@ -65,4 +66,32 @@ pub struct Telemetry {
     pub proposals: Histogram,
     /// Revisions this node's copy of the state was behind the leader at its last heartbeat.
     pub watch_lag: AtomicU64,
+    /// Calls the authorization layer refused (local socket and TLS listener).
+    pub api_denied: Arc<AtomicU64>,
+    /// Peer raft messages refused before raft-rs saw them, while this node is a manager.
+    raft_refusals: RwLock<Option<Arc<weft_raft::Refusals>>>,
+}
+
+impl Telemetry {
+    /// Reports the raft node's refusal counters from now on (a manager's role started).
+    pub fn set_raft_refusals(&self, refusals: Arc<weft_raft::Refusals>) {
+        *self.raft_refusals.write().unwrap_or_else(|e| e.into_inner()) = Some(refusals);
+    }
+
+    /// Appends the security counters in Prometheus' text format.
+    pub fn render_refusals(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP weft_api_denied_total Calls refused by the authorization table.\n# TYPE weft_api_denied_total counter\nweft_api_denied_total {}",
+            self.api_denied.load(Ordering::Relaxed)
+        );
+        let refusals = self.raft_refusals.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let _ = writeln!(
+            out,
+            "# HELP weft_raft_refused_total Peer raft messages dropped before raft, by reason.\n# TYPE weft_raft_refused_total counter"
+        );
+        for (reason, count) in refusals.map(|r| r.snapshot()).unwrap_or_default() {
+            let _ = writeln!(out, "weft_raft_refused_total{{reason=\"{}\"}} {count}", reason.label());
+        }
+    }
 }

@@ -1,19 +1,19 @@
-//! The cluster's certificate authority, join tokens, and the rustls/tonic settings of every
-//! connection: managers serve mutual TLS; a joining node, which has no certificate yet, checks
-//! the server against the CA fingerprint in its token before it sends the token's secret.
+//! The rustls/tonic settings of every connection: managers serve mutual TLS with a certificate
+//! that can be replaced while they run (renewal); clients check that the server is a manager of
+//! this cluster ([`MANAGER_NAME`]), or a given node; a joining node, which has no certificate
+//! yet, checks the server against the CA fingerprint in its token before it sends the secret.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use sha2::{Digest, Sha256};
 
-/// The DNS name every node certificate carries and every client checks: identity is "signed by
-/// this cluster's CA", not a host name (nodes move between addresses).
-pub const SERVER_NAME: &str = "weft.cluster";
+pub use crate::pki::{MANAGER_NAME, NodeCert};
+use crate::pki::{certs_der, fingerprint, node_dns_name};
 
 /// What can go wrong with certificates and tokens.
 #[derive(Debug, thiserror::Error)]
@@ -40,154 +40,8 @@ impl From<rcgen::Error> for TlsError {
     }
 }
 
-/// SHA-256 of a certificate's DER, in hex: what a token pins.
-pub fn fingerprint(der: &[u8]) -> String {
-    hex::encode(Sha256::digest(der))
-}
-
-/// The DER of the first certificate in `pem`.
-pub fn first_der(pem: &str) -> Result<Vec<u8>, TlsError> {
-    certs_der(pem)?.into_iter().next().ok_or_else(|| TlsError::Cert("no certificate in PEM".into()))
-}
-
-fn certs_der(pem: &str) -> Result<Vec<Vec<u8>>, TlsError> {
-    use rustls::pki_types::pem::PemObject;
-    CertificateDer::pem_slice_iter(pem.as_bytes())
-        .map(|c| c.map(|c| c.to_vec()).map_err(|e| TlsError::Cert(e.to_string())))
-        .collect()
-}
-
-fn ca_params() -> Result<CertificateParams, TlsError> {
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CommonName, "weft cluster CA");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2124, 1, 1);
-    Ok(params)
-}
-
-/// The second name in node `id`'s certificate: how a manager tells which node a client is.
-pub fn node_dns_name(id: u64) -> String {
-    format!("node-{id:016x}.{SERVER_NAME}")
-}
-
-/// True when `der` (a client certificate the TLS layer already checked against the CA) was issued
-/// to node `id`.
-pub fn cert_is_for_node(der: &[u8], id: u64) -> bool {
-    let der = CertificateDer::from(der.to_vec());
-    let Ok(parsed) = rustls::server::ParsedCertificate::try_from(&der) else { return false };
-    let Ok(name) = ServerName::try_from(node_dns_name(id)) else { return false };
-    rustls::client::verify_server_name(&parsed, &name).is_ok()
-}
-
-/// The cluster CA: made by `--bootstrap`, copied to every manager (they all admit nodes).
-pub struct ClusterCa {
-    /// The CA certificate, PEM.
-    pub cert_pem: String,
-    /// Its private key, PEM.
-    pub key_pem: String,
-}
-
-/// A node's certificate chain (its own, then the CA's) and key.
-#[derive(Debug, Clone)]
-pub struct NodeCert {
-    /// Leaf then CA, PEM.
-    pub chain_pem: String,
-    /// The leaf's private key, PEM.
-    pub key_pem: String,
-}
-
-impl ClusterCa {
-    /// A new CA with a fresh P-256 key.
-    pub fn generate() -> Result<ClusterCa, TlsError> {
-        let key = KeyPair::generate()?;
-        let cert = ca_params()?.self_signed(&key)?;
-        Ok(ClusterCa { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
-    }
-
-    /// The fingerprint tokens pin.
-    pub fn fingerprint(&self) -> Result<String, TlsError> {
-        Ok(fingerprint(&first_der(&self.cert_pem)?))
-    }
-
-    /// Issues a certificate for node `name` (id `id`): usable as server and client.
-    pub fn issue(&self, name: &str, id: u64) -> Result<NodeCert, TlsError> {
-        let ca_key = KeyPair::from_pem(&self.key_pem)?;
-        let issuer = Issuer::new(ca_params()?, ca_key);
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(vec![SERVER_NAME.to_string(), node_dns_name(id)])?;
-        params.distinguished_name.push(DnType::CommonName, format!("{name} ({id:016x})"));
-        params.extended_key_usages =
-            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2124, 1, 1);
-        let cert = params.signed_by(&key, &issuer)?;
-        Ok(NodeCert { chain_pem: format!("{}{}", cert.pem(), self.cert_pem), key_pem: key.serialize_pem() })
-    }
-}
-
-/// A parsed join token: `WEFT-1-<sha256 of the CA certificate, hex>-<secret>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Token {
-    /// CA fingerprint the joiner pins.
-    pub ca_fingerprint: String,
-    /// The role's secret, proven to the manager.
-    pub secret: String,
-}
-
-impl Token {
-    /// Parses a token, checking its shape.
-    pub fn parse(text: &str) -> Result<Token, TlsError> {
-        let rest = text.trim().strip_prefix("WEFT-1-").ok_or(TlsError::BadToken("missing WEFT-1- prefix"))?;
-        let (fp, secret) = rest.split_once('-').ok_or(TlsError::BadToken("missing secret"))?;
-        if fp.len() != 64 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(TlsError::BadToken("the CA fingerprint must be 64 hex digits"));
-        }
-        if secret.len() < 16 || !secret.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(TlsError::BadToken("the secret must be at least 16 letters or digits"));
-        }
-        Ok(Token { ca_fingerprint: fp.to_ascii_lowercase(), secret: secret.to_string() })
-    }
-
-    /// The text form.
-    pub fn render(&self) -> String {
-        format!("WEFT-1-{}-{}", self.ca_fingerprint, self.secret)
-    }
-}
-
-/// A fresh random secret (128 bits, hex).
-pub fn random_secret() -> Result<String, TlsError> {
-    let mut bytes = [0u8; 16];
-    read_urandom(&mut bytes)?;
-    Ok(hex::encode(bytes))
-}
-
-/// A random non-zero 64-bit id (node ids).
-pub fn random_id() -> Result<u64, TlsError> {
-    loop {
-        let mut bytes = [0u8; 8];
-        read_urandom(&mut bytes)?;
-        let id = u64::from_be_bytes(bytes) >> 1;
-        if id != 0 {
-            return Ok(id);
-        }
-    }
-}
-
-fn read_urandom(buf: &mut [u8]) -> Result<(), TlsError> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .map_err(|source| TlsError::Io { path: "/dev/urandom".into(), source })
-}
-
-/// Compares secrets in time independent of where they differ.
-pub fn secrets_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+/// The crypto provider of every TLS connection weft makes.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -281,7 +135,7 @@ pub async fn join_channel(addr: &str, ca_fingerprint: &str) -> Result<tonic::tra
             let target = target.clone();
             async move {
                 let tcp = tokio::net::TcpStream::connect(&target).await?;
-                let name = ServerName::try_from(SERVER_NAME).map_err(std::io::Error::other)?;
+                let name = ServerName::try_from(MANAGER_NAME).map_err(std::io::Error::other)?;
                 let tls = connector.connect(name, tcp).await?;
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
             }
@@ -311,21 +165,23 @@ pub struct NodeTls {
 }
 
 impl NodeTls {
-    /// The server side: this node's certificate; client certificates checked against the CA
-    /// but optional at the TLS layer, so Join can run without one (every other call checks).
-    pub fn server_config(&self) -> tonic::transport::ServerTlsConfig {
-        tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(&self.cert.chain_pem, &self.cert.key_pem))
-            .client_ca_root(tonic::transport::Certificate::from_pem(&self.ca_pem))
-            .client_auth_optional(true)
+    /// The client side towards any manager: this node's certificate; the server must be a
+    /// manager of this cluster.
+    pub fn client_config(&self) -> tonic::transport::ClientTlsConfig {
+        self.client_config_named(MANAGER_NAME)
     }
 
-    /// The client side: this node's certificate, servers checked against the CA.
-    pub fn client_config(&self) -> tonic::transport::ClientTlsConfig {
+    /// The client side towards node `id` in particular (a raft peer): its certificate must be
+    /// that node's.
+    pub fn client_config_for(&self, id: u64) -> tonic::transport::ClientTlsConfig {
+        self.client_config_named(&node_dns_name(id))
+    }
+
+    fn client_config_named(&self, name: &str) -> tonic::transport::ClientTlsConfig {
         tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem))
             .identity(tonic::transport::Identity::from_pem(&self.cert.chain_pem, &self.cert.key_pem))
-            .domain_name(SERVER_NAME)
+            .domain_name(name)
     }
 
     /// Loads from `dir` (`ca.pem`, `node.pem`, `node-key.pem`).
@@ -368,63 +224,116 @@ pub fn write(path: &Path, text: &str, mode: u32) -> Result<(), TlsError> {
     })
 }
 
+/// The certificate a manager serves with, replaceable while it runs: a renewed certificate is
+/// presented from the next handshake on, without a restart.
+#[derive(Debug)]
+pub struct ServerCert {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ServerCert {
+    /// Serves `cert` until replaced.
+    pub fn new(cert: &NodeCert) -> Result<ServerCert, TlsError> {
+        Ok(ServerCert { current: RwLock::new(certified_key(cert)?) })
+    }
+
+    /// Serves `cert` from now on.
+    pub fn replace(&self, cert: &NodeCert) -> Result<(), TlsError> {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = certified_key(cert)?;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+fn certified_key(cert: &NodeCert) -> Result<Arc<CertifiedKey>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    let chain: Vec<CertificateDer<'static>> =
+        certs_der(&cert.chain_pem)?.into_iter().map(CertificateDer::from).collect();
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())
+        .map_err(|e| TlsError::Cert(format!("node key: {e}")))?;
+    let signer = provider().key_provider.load_private_key(key).map_err(|e| TlsError::Cert(e.to_string()))?;
+    Ok(Arc::new(CertifiedKey::new(chain, signer)))
+}
+
+/// The rustls configuration of a manager's listener: `cert` served, client certificates checked
+/// against the CA but optional at the TLS layer, so a joining node can call Join without one
+/// (every other call is refused to it by the authorization layer).
+pub fn server_config(ca_pem: &str, cert: Arc<ServerCert>) -> Result<rustls::ServerConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in certs_der(ca_pem)? {
+        roots.add(CertificateDer::from(der)).map_err(|e| TlsError::Cert(e.to_string()))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Cert(e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Cert(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pki::{CertRole, ClusterCa};
 
-    #[test]
-    fn tokens_round_trip_and_bad_ones_are_named() {
-        let t = Token { ca_fingerprint: "ab".repeat(32), secret: "0123456789abcdef0123".into() };
-        assert_eq!(Token::parse(&t.render()).unwrap(), t);
-        for bad in [
-            "",
-            "WEFT-1-",
-            "SWMTKN-1-x-y",
-            &format!("WEFT-1-{}-short", "ab".repeat(32)),
-            "WEFT-1-zz-0123456789abcdef",
-        ] {
-            let e = Token::parse(bad).unwrap_err().to_string();
-            assert!(e.contains("invalid join token"), "{bad}: {e}");
-        }
+    fn verifier(ca: &ClusterCa) -> Arc<rustls::client::WebPkiServerVerifier> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(certs_der(&ca.cert_pem).unwrap().remove(0))).unwrap();
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .unwrap()
+    }
+
+    fn verify(v: &rustls::client::WebPkiServerVerifier, cert: &NodeCert, name: &str) -> bool {
+        let leaf = CertificateDer::from(certs_der(&cert.chain_pem).unwrap().remove(0));
+        v.verify_server_cert(
+            &leaf,
+            &[],
+            &ServerName::try_from(name.to_string()).unwrap(),
+            &[],
+            UnixTime::now(),
+        )
+        .is_ok()
     }
 
     #[test]
-    fn issued_certificates_chain_to_the_ca() {
+    fn only_a_managers_certificate_passes_as_a_manager_and_as_its_own_node() {
         let ca = ClusterCa::generate().unwrap();
-        let node = ca.issue("host1", 7).unwrap();
-        let ders = certs_der(&node.chain_pem).unwrap();
-        assert_eq!(ders.len(), 2);
-        assert_eq!(fingerprint(&ders[1]), ca.fingerprint().unwrap());
-        assert!(cert_is_for_node(&ders[0], 7));
-        assert!(!cert_is_for_node(&ders[0], 8));
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from(ders[1].clone())).unwrap();
-        let verifier =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .unwrap();
-        verifier
-            .verify_server_cert(
-                &CertificateDer::from(ders[0].clone()),
-                &[],
-                &ServerName::try_from(SERVER_NAME).unwrap(),
-                &[],
-                UnixTime::now(),
-            )
-            .expect("leaf verifies against the CA");
-        // A certificate of another CA does not.
-        let other = ClusterCa::generate().unwrap().issue("host1", 7).unwrap();
-        let other_leaf = certs_der(&other.chain_pem).unwrap().remove(0);
-        assert!(
-            verifier
-                .verify_server_cert(
-                    &CertificateDer::from(other_leaf),
-                    &[],
-                    &ServerName::try_from(SERVER_NAME).unwrap(),
-                    &[],
-                    UnixTime::now()
-                )
-                .is_err()
-        );
+        let ttl = std::time::Duration::from_secs(600);
+        let v = verifier(&ca);
+        let manager = ca.issue_node(7, CertRole::Manager, ttl).unwrap();
+        assert!(verify(&v, &manager, MANAGER_NAME));
+        assert!(verify(&v, &manager, &node_dns_name(7)));
+        assert!(!verify(&v, &manager, &node_dns_name(8)), "another node's name");
+        let worker = ca.issue_node(8, CertRole::Worker, ttl).unwrap();
+        assert!(!verify(&v, &worker, MANAGER_NAME), "a worker cannot pose as a manager");
+        let other = ClusterCa::generate().unwrap().issue_node(7, CertRole::Manager, ttl).unwrap();
+        assert!(!verify(&v, &other, MANAGER_NAME), "another cluster's manager");
+        assert_eq!(fingerprint(&certs_der(&manager.chain_pem).unwrap()[1]), ca.fingerprint().unwrap());
+    }
+
+    #[test]
+    fn a_server_certificate_is_replaced_in_place() {
+        let ca = ClusterCa::generate().unwrap();
+        let ttl = std::time::Duration::from_secs(600);
+        let first = ca.issue_node(7, CertRole::Manager, ttl).unwrap();
+        let second = ca.issue_node(7, CertRole::Manager, ttl).unwrap();
+        let served = ServerCert::new(&first).unwrap();
+        let leaf = |c: &NodeCert| certs_der(&c.chain_pem).unwrap().remove(0);
+        let now = |s: &ServerCert| s.current.read().unwrap().cert[0].to_vec();
+        assert_eq!(now(&served), leaf(&first));
+        served.replace(&second).unwrap();
+        assert_eq!(now(&served), leaf(&second));
+        assert!(server_config(&ca.cert_pem, Arc::new(served)).is_ok());
     }
 }

@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use weft_proto::v1 as pb;
 use weft_proto::v1::raft_transport_client::RaftTransportClient;
-use weft_raft::{NodeHandle, Transport};
+use weft_raft::{NodeHandle, Refusal, Transport};
+
+use crate::authz::{self, Caller, caller_of};
 
 use crate::peers::Peers;
 
@@ -122,7 +124,7 @@ async fn peer_loop(id: u64, mut rx: mpsc::Receiver<Message>, shared: Arc<Shared>
                 None => return,
             },
         };
-        let channel = shared.addr(id).and_then(|addr| shared.peers.channel(&addr).ok());
+        let channel = shared.addr(id).and_then(|addr| shared.peers.channel_to_node(&addr, id).ok());
         let Some(channel) = channel else {
             shared.lost(id, is_snapshot(&first));
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -167,7 +169,10 @@ async fn peer_loop(id: u64, mut rx: mpsc::Receiver<Message>, shared: Arc<Shared>
     }
 }
 
-/// The receiving side: steps every message into the local node.
+/// The receiving side: steps every message of a manager's stream into the local node, which
+/// admits it only if its sender is the node the stream's certificate names and a member
+/// ([`weft_raft::guard`]). A stream whose node is removed from the cluster is cut at its next
+/// batch or revocation tick.
 pub struct RaftReceiver {
     node: NodeHandle,
 }
@@ -185,16 +190,38 @@ impl pb::raft_transport_server::RaftTransport for RaftReceiver {
         &self,
         request: tonic::Request<tonic::Streaming<pb::RaftBatch>>,
     ) -> Result<tonic::Response<pb::RaftAck>, tonic::Status> {
-        crate::service::require_cert(&request)?;
+        let caller = caller_of(&request);
+        authz::decide("/weft.v1.RaftTransport/Stream", &caller)?;
+        let Some(sender) = caller.node() else {
+            return Err(tonic::Status::permission_denied("the raft transport is for manager nodes only"));
+        };
+        let revoked = || self.node.state().is_revoked(sender);
         let mut stream = request.into_inner();
-        while let Some(batch) = stream.next().await {
-            let batch = batch?;
+        let mut tick = tokio::time::interval(crate::service::REVOCATION_TICK);
+        loop {
+            let batch = tokio::select! {
+                batch = stream.next() => match batch {
+                    Some(batch) => batch?,
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if revoked() { break; }
+                    continue;
+                }
+            };
+            if revoked() {
+                break;
+            }
             for bytes in batch.messages {
                 let mut m = Message::default();
-                if m.merge_from_bytes(&bytes).is_ok() {
-                    self.node.step(m);
+                match m.merge_from_bytes(&bytes) {
+                    Ok(()) => self.node.step(sender, m),
+                    Err(_) => self.node.refusals().count(Refusal::Garbled),
                 }
             }
+        }
+        if revoked() {
+            return Err(authz::decide("", &Caller::Revoked { id: sender }).unwrap_err());
         }
         Ok(tonic::Response::new(pb::RaftAck {}))
     }

@@ -9,8 +9,8 @@ use weft_proto::v1::cluster_client::ClusterClient;
 /// The default local socket.
 pub const DEFAULT_SOCKET: &str = "/run/weft/weft.sock";
 
-/// The name every weft node certificate carries.
-const SERVER_NAME: &str = "weft.cluster";
+/// The name only managers' certificates carry: the remote CLI talks to managers.
+const SERVER_NAME: &str = "manager.weft.cluster";
 
 /// What can go wrong before a call is made.
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +20,7 @@ pub enum ClientError {
     BadHost(String),
     /// Remote needs certificates.
     #[error(
-        "--host https://... needs --tls-cert, --tls-key and --tls-ca (a node's certificate from its state dir)"
+        "--host https://... needs --tls-cert, --tls-key and --tls-ca (an admin certificate from `weft cluster cert admin -o DIR`, or a manager's tls/ files)"
     )]
     MissingTls,
     /// A certificate file could not be read.

@@ -5,10 +5,12 @@
 //! It must never interpret commands itself: it orders them and hands committed entries to
 //! `weft-state`'s `apply`, which alone decides what they do.
 
+pub mod guard;
 pub mod history;
 pub mod node;
 pub mod storage;
 
+pub use guard::{Refusal, Refusals};
 pub use history::{History, WatchStart};
 pub use node::{Membership, NodeHandle, NodeStatus, start};
 pub use storage::EngineStorage;

@@ -14,6 +14,7 @@ use raft::{RawNode, StateRole};
 use tokio::sync::{mpsc, oneshot, watch};
 use weft_state::{Applied, State, StateError, pb};
 
+use crate::guard::{self, Refusals};
 use crate::history::History;
 use crate::storage::EngineStorage;
 use crate::{RaftError, Transport};
@@ -82,11 +83,12 @@ enum Request {
 #[derive(Clone)]
 pub struct NodeHandle {
     requests: mpsc::UnboundedSender<Request>,
-    inbound: mpsc::UnboundedSender<Message>,
+    inbound: mpsc::UnboundedSender<(u64, Message)>,
     status: watch::Receiver<NodeStatus>,
     state: watch::Receiver<Arc<State>>,
     history: Arc<History>,
     ended: watch::Receiver<Option<String>>,
+    refusals: Arc<Refusals>,
 }
 
 impl NodeHandle {
@@ -150,9 +152,16 @@ impl NodeHandle {
         &self.history
     }
 
-    /// Hands a message from a peer to the node.
-    pub fn step(&self, message: Message) {
-        let _ = self.inbound.send(message);
+    /// Hands a message to the node that arrived from the peer `sender` (the node its transport
+    /// authenticated). It reaches raft-rs only if [`guard::admit`] lets it through on the driver
+    /// thread; a refused message is dropped and counted in [`NodeHandle::refusals`].
+    pub fn step(&self, sender: u64, message: Message) {
+        let _ = self.inbound.send((sender, message));
+    }
+
+    /// Peer messages refused before raft-rs saw them, by reason.
+    pub fn refusals(&self) -> &Arc<Refusals> {
+        &self.refusals
     }
 
     /// The latest status.
@@ -216,6 +225,7 @@ struct Driver {
     transport: Arc<dyn Transport>,
     status: watch::Sender<NodeStatus>,
     state_tx: watch::Sender<Arc<State>>,
+    refusals: Arc<Refusals>,
 }
 
 /// Starts node `id` on `storage`, its driver on a thread of its own. `peers` are the initial
@@ -267,7 +277,9 @@ pub fn start(
     let (status, status_rx) = watch::channel(NodeStatus { id, ..NodeStatus::default() });
     let (state_tx, state_rx) = watch::channel(Arc::new(state.clone()));
     let history = Arc::new(History::new(state_rx.borrow().clone()));
+    let refusals = Arc::new(Refusals::default());
     let driver = Driver {
+        refusals: refusals.clone(),
         id,
         raw,
         storage,
@@ -318,6 +330,7 @@ pub fn start(
         state: state_rx,
         history,
         ended,
+        refusals,
     })
 }
 
@@ -325,14 +338,14 @@ impl Driver {
     async fn run(
         mut self,
         mut requests: mpsc::UnboundedReceiver<Request>,
-        mut inbound: mpsc::UnboundedReceiver<Message>,
+        mut inbound: mpsc::UnboundedReceiver<(u64, Message)>,
     ) {
         let mut ticker = tokio::time::interval(TICK);
         loop {
             tokio::select! {
                 _ = ticker.tick() => { self.raw.tick(); }
                 message = inbound.recv() => match message {
-                    Some(m) => { let _ = self.raw.step(m); }
+                    Some((sender, m)) => self.step(sender, m),
                     None => return,
                 },
                 request = requests.recv() => match request {
@@ -342,8 +355,8 @@ impl Driver {
             }
             // Take everything that is already waiting before the next ready: concurrent
             // proposals and peer messages then share one fsynced write instead of one each.
-            while let Ok(m) = inbound.try_recv() {
-                let _ = self.raw.step(m);
+            while let Ok((sender, m)) = inbound.try_recv() {
+                self.step(sender, m);
             }
             while let Ok(r) = requests.try_recv() {
                 if matches!(r, Request::Stop) {
@@ -358,6 +371,22 @@ impl Driver {
                 }
                 return;
             }
+        }
+    }
+
+    /// Steps a peer's message into raft-rs once the guard has admitted it.
+    fn step(&mut self, sender: u64, message: Message) {
+        let conf = self.raw.raft.prs().conf().to_conf_state();
+        let view = guard::View {
+            id: self.id,
+            members: conf.voters.iter().chain(&conf.learners).copied().collect(),
+            last_index: self.raw.raft.raft_log.last_index(),
+        };
+        match guard::admit(&view, sender, &message, |data| State::from_snapshot_bytes(data).is_ok()) {
+            Ok(()) => {
+                let _ = self.raw.step(message);
+            }
+            Err(reason) => self.refusals.count(reason),
         }
     }
 

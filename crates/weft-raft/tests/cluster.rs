@@ -28,7 +28,7 @@ impl Transport for Link {
                 continue;
             }
             if let Some(node) = nodes.get(&m.to) {
-                node.step(m);
+                node.step(m.from, m);
             }
         }
     }

@@ -97,3 +97,8 @@ pub fn allocate_endpoint(
 pub fn release_endpoint(endpoint_id: u64) -> pb::Command {
     wrap(Kind::ReleaseEndpoint(pb::ReleaseEndpoint { endpoint_id }))
 }
+
+/// Rotates the join token of `role`.
+pub fn rotate_join_token(role: Role) -> pb::Command {
+    wrap(Kind::RotateJoinToken(pb::RotateJoinToken { role: role.to_proto() as i32 }))
+}

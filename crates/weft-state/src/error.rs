@@ -43,6 +43,9 @@ pub enum StateError {
     /// A node with this id already exists.
     #[error("node {0} already exists")]
     NodeExists(u64),
+    /// The id belongs to a node that was removed; it is never given out again.
+    #[error("node {0} was removed from the cluster; its id is not reused")]
+    NodeRevoked(u64),
     /// Another node has this name.
     #[error("node name {name:?} is taken by node {id}")]
     NodeNameTaken {

@@ -71,6 +71,10 @@ pub struct State {
     node_endpoints: OrdMap<NodeId, OrdSet<EndpointId>>,
     next_network_id: NetworkId,
     next_endpoint_id: EndpointId,
+    /// Nodes removed from the cluster, whose certificates every manager refuses from then on.
+    revoked: OrdSet<NodeId>,
+    /// How often each join token was rotated: (worker, manager).
+    token_generations: (u64, u64),
 }
 
 impl Default for State {
@@ -107,6 +111,26 @@ impl State {
             node_endpoints: OrdMap::new(),
             next_network_id: 1,
             next_endpoint_id: 1,
+            revoked: OrdSet::new(),
+            token_generations: (0, 0),
+        }
+    }
+
+    /// True when node `id` was removed from the cluster: its certificate no longer counts.
+    pub fn is_revoked(&self, id: NodeId) -> bool {
+        self.revoked.contains(&id)
+    }
+
+    /// The removed nodes.
+    pub fn revoked(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.revoked.iter().copied()
+    }
+
+    /// The generation of `role`'s join token: tokens of an older generation are refused.
+    pub fn token_generation(&self, role: Role) -> u64 {
+        match role {
+            Role::Worker => self.token_generations.0,
+            Role::Manager => self.token_generations.1,
         }
     }
 
@@ -217,6 +241,7 @@ impl State {
             Kind::DeleteNetwork(c) => self.delete_network(&c.name, &mut events)?,
             Kind::AllocateEndpoint(c) => self.allocate_endpoint(c, &mut events)?,
             Kind::ReleaseEndpoint(c) => self.release_endpoint(c.endpoint_id, &mut events)?,
+            Kind::RotateJoinToken(c) => self.rotate_join_token(c)?,
         };
         self.revision += 1;
         Ok(Applied { revision: self.revision, outcome, events: events.list })
@@ -228,6 +253,9 @@ impl State {
         }
         if self.nodes.contains_key(&c.id) {
             return Err(StateError::NodeExists(c.id));
+        }
+        if self.revoked.contains(&c.id) {
+            return Err(StateError::NodeRevoked(c.id));
         }
         names::dns_label("node", &c.name)?;
         if let Some(id) = self.node_names.get(&names::key(&c.name)) {
@@ -314,7 +342,19 @@ impl State {
         self.nodes.remove(&id);
         self.node_names.remove(&names::key(&node.name));
         self.underlays.remove(&node.underlay);
+        self.revoked.insert(id);
         ev.push(pb::event::Kind::NodeDeleted(id));
+        Ok(Outcome::Done)
+    }
+
+    fn rotate_join_token(&mut self, c: &pb::RotateJoinToken) -> Result<Outcome> {
+        let role = Role::from_proto(c.role).ok_or_else(|| {
+            StateError::value("token role", c.role.to_string(), "must be manager or worker")
+        })?;
+        match role {
+            Role::Worker => self.token_generations.0 += 1,
+            Role::Manager => self.token_generations.1 += 1,
+        }
         Ok(Outcome::Done)
     }
 

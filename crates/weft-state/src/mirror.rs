@@ -42,7 +42,7 @@ impl Mirror {
     }
 
     /// The mirror as a state snapshot (id counters just past the ids in use, no free-block
-    /// generations), so a worker can hand the same [`crate::State`] to the overlay and DNS that a
+    /// generations, removals or token generations), so a worker can hand the same [`crate::State`] to the overlay and DNS that a
     /// manager does.
     pub fn to_snapshot(&self) -> pb::StateSnapshot {
         pb::StateSnapshot {
@@ -54,6 +54,8 @@ impl Mirror {
             next_network_id: self.networks.keys().next_back().map_or(1, |id| id + 1),
             next_endpoint_id: self.endpoints.keys().next_back().map_or(1, |id| id + 1),
             generations: Vec::new(),
+            // Removals and token generations matter to managers only; events do not carry them.
+            ..Default::default()
         }
     }
 

@@ -141,6 +141,14 @@ impl fmt::Display for Mac {
 }
 
 impl Role {
+    /// The name users see (`manager`, `worker`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Manager => "manager",
+            Role::Worker => "worker",
+        }
+    }
+
     /// The wire form.
     pub fn to_proto(self) -> pb::NodeRole {
         match self {

@@ -49,6 +49,9 @@ impl State {
             next_network_id: self.next_network_id,
             next_endpoint_id: self.next_endpoint_id,
             generations,
+            revoked_nodes: self.revoked.iter().copied().collect(),
+            worker_token_generation: self.token_generations.0,
+            manager_token_generation: self.token_generations.1,
         }
     }
 
@@ -126,6 +129,13 @@ impl State {
         state.next_network_id = snap.next_network_id;
         state.next_endpoint_id = snap.next_endpoint_id;
         state.revision = snap.revision;
+        for id in &snap.revoked_nodes {
+            if state.nodes.contains_key(id) {
+                return Err(corrupt(format!("node {id} is both present and removed")));
+            }
+            state.revoked.insert(*id);
+        }
+        state.token_generations = (snap.worker_token_generation, snap.manager_token_generation);
         Ok(state)
     }
 

@@ -233,9 +233,20 @@ fn removing_a_node_releases_everything_it_held() {
     assert_eq!(removed.events.len(), 3, "endpoint, block, node");
     assert!(matches!(removed.events[2].kind, Some(pb::event::Kind::NodeDeleted(1))));
     assert_eq!(s.endpoints().count(), 1);
-    // The name, the underlay address and the node id are free again.
-    s.apply(&cmd::register_node(1, "host1", "198.51.100.1", Role::Worker, 0)).unwrap();
-    s.apply(&cmd::allocate_endpoint("app", 1, "c3", "web", "")).unwrap();
+    // The name and the underlay address are free again; the id is revoked for good, also
+    // through a snapshot, while the token generations count rotations.
+    assert!(s.is_revoked(1) && !s.is_revoked(2));
+    let refused = s.apply(&cmd::register_node(1, "host1", "198.51.100.1", Role::Worker, 0)).unwrap_err();
+    assert!(refused.to_string().contains("removed from the cluster"), "{refused}");
+    s.apply(&cmd::register_node(9, "host1", "198.51.100.1", Role::Worker, 0)).unwrap();
+    s.apply(&cmd::allocate_endpoint("app", 9, "c3", "web", "")).unwrap();
+    s.apply(&cmd::rotate_join_token(Role::Worker)).unwrap();
+    s.apply(&cmd::rotate_join_token(Role::Worker)).unwrap();
+    assert_eq!((s.token_generation(Role::Worker), s.token_generation(Role::Manager)), (2, 0));
+    let copy = weft_state::State::from_snapshot_bytes(&s.snapshot_bytes()).unwrap();
+    assert!(copy.is_revoked(1));
+    assert_eq!(copy.token_generation(Role::Worker), 2);
+    assert_eq!(copy.snapshot_bytes(), s.snapshot_bytes());
 }
 
 #[test]

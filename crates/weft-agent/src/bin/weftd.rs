@@ -52,6 +52,10 @@ struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9946).
     #[arg(long)]
     metrics: Option<SocketAddr>,
+    /// Validity of the node certificates this manager issues (e.g. 90d, 12h; at least 10s);
+    /// nodes renew theirs when two thirds of it have passed.
+    #[arg(long, value_parser = parse_duration)]
+    cert_ttl: Option<Duration>,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -73,10 +77,11 @@ struct FileConfig {
     lease_ttl: Option<String>,
     down_after: Option<String>,
     metrics: Option<SocketAddr>,
+    cert_ttl: Option<String>,
     log_format: Option<String>,
 }
 
-/// Parses `500ms`, `30s`, `5m`, `24h` or plain seconds.
+/// Parses `500ms`, `30s`, `5m`, `24h`, `90d` or plain seconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
@@ -90,7 +95,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+        "d" => Duration::from_secs(n * 24 * 3600),
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m, h or d)")),
     })
 }
 
@@ -126,6 +132,14 @@ fn config(args: Args) -> Result<(Config, String)> {
         c.down_after = t;
     } else if let Some(t) = file.down_after {
         c.down_after = parse_duration(&t).map_err(anyhow::Error::msg).context("down-after")?;
+    }
+    if let Some(t) = args.cert_ttl {
+        c.cert_ttl = t;
+    } else if let Some(t) = file.cert_ttl {
+        c.cert_ttl = parse_duration(&t).map_err(anyhow::Error::msg).context("cert-ttl")?;
+    }
+    if c.cert_ttl < Duration::from_secs(10) {
+        bail!("cert-ttl must be at least 10s, not {:?}: nodes need time to renew", c.cert_ttl);
     }
     let log_format = args.log_format.or(file.log_format).unwrap_or_else(|| "text".into());
     if log_format != "text" && log_format != "json" {
