@@ -39,7 +39,7 @@ impl AgentService {
     fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
         match caller_of(request) {
             Caller::Local | Caller::Admin { .. } => Ok(()),
-            _ => Err(Status::permission_denied(
+            _ => Err(crate::authz::denied(
                 "a host's Agent API is for the local socket and admin certificates only",
             )),
         }

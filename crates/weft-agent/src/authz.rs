@@ -20,6 +20,17 @@ use weft_state::{Role, State, names::node_id_text};
 
 use crate::listener::Peer;
 use crate::pki::{CertIdentity, CertRole};
+use crate::reason;
+
+/// A refusal by this module: PermissionDenied, with the reason that says it was authorization.
+pub(crate) fn denied(message: impl Into<String>) -> Status {
+    reason::status(tonic::Code::PermissionDenied, pb::Reason::NotAuthorized, message)
+}
+
+/// A refusal of a caller without a certificate.
+fn unauthenticated(message: impl Into<String>) -> Status {
+    reason::status(tonic::Code::Unauthenticated, pb::Reason::NotAuthorized, message)
+}
 
 /// Bytes an unauthenticated request (a Join) may carry at most.
 pub const ANONYMOUS_BODY_LIMIT: usize = 16 << 10;
@@ -240,22 +251,22 @@ impl Caller {
 /// Decides whether `caller` may call `path` at all (before its body is read).
 pub fn decide(path: &str, caller: &Caller) -> Result<(), Status> {
     if let Caller::Revoked { id } = caller {
-        return Err(Status::permission_denied(format!(
+        return Err(denied(format!(
             "node {} was removed from the cluster: its certificate is revoked",
             node_id_text(*id)
         )));
     }
     let Some(rule) = rule(path) else {
-        return Err(Status::permission_denied(format!("{path} is not a call weft serves")));
+        return Err(denied(format!("{path} is not a call weft serves")));
     };
     match caller.who(rule) {
         Some(who) if rule.allowed.contains(&who) => Ok(()),
-        Some(Anonymous) => Err(Status::unauthenticated(
+        Some(Anonymous) => Err(unauthenticated(
             "a client certificate of this cluster is required (join with a token, or use an admin certificate from `weft cluster cert admin`)",
         )),
         _ => {
             let allowed: Vec<&str> = rule.allowed.iter().map(|w| w.text()).collect();
-            Err(Status::permission_denied(format!(
+            Err(denied(format!(
                 "{} is for {} only; the caller is {}",
                 method_name(path),
                 allowed.join(", "),
@@ -281,39 +292,35 @@ pub fn command(caller: &Caller, command: &pb::Command, state: &State) -> Result<
         _ => None,
     };
     match kind {
-        Kind::RegisterNode(_) | Kind::SetNodeStatus(_) | Kind::ExpireNode(_) => {
-            Err(Status::permission_denied(
-                "node registration, status and expiry are the leader's own commands: no client may send them",
-            ))
-        }
-        Kind::SetNodeRole(_) | Kind::RemoveNode(_) | Kind::RotateJoinToken(_) => {
-            Err(Status::permission_denied(
-                "roles, removals and token rotations go through their own calls (`weft node promote|demote|rm`, `weft cluster token rotate`), which check them",
-            ))
-        }
-        Kind::CreateNetwork(_) | Kind::DeleteNetwork(_) if !admin => Err(Status::permission_denied(format!(
+        Kind::RegisterNode(_) | Kind::SetNodeStatus(_) | Kind::ExpireNode(_) => Err(denied(
+            "node registration, status and expiry are the leader's own commands: no client may send them",
+        )),
+        Kind::SetNodeRole(_) | Kind::RemoveNode(_) | Kind::RotateJoinToken(_) => Err(denied(
+            "roles, removals and token rotations go through their own calls (`weft node promote|demote|rm`, `weft cluster token rotate`), which check them",
+        )),
+        Kind::CreateNetwork(_) | Kind::DeleteNetwork(_) if !admin => Err(denied(format!(
             "creating and removing networks needs a manager or an admin certificate, and the caller is {}: run it on a manager, or with --host https://MANAGER and an admin certificate",
             caller.describe()
         ))),
         Kind::CreateNetwork(_) | Kind::DeleteNetwork(_) => Ok(()),
         Kind::AllocateEndpoint(c) => match worker {
-            Some(me) if c.node_id != me => Err(Status::permission_denied(format!(
+            Some(me) if c.node_id != me => Err(denied(format!(
                 "worker node {} may only take addresses for itself, not for node {}",
                 node_id_text(me),
                 node_id_text(c.node_id)
             ))),
             _ if admin || worker.is_some() => Ok(()),
-            _ => Err(Status::permission_denied(format!("{} may not take addresses", caller.describe()))),
+            _ => Err(denied(format!("{} may not take addresses", caller.describe()))),
         },
         Kind::ReleaseEndpoint(c) => match (worker, state.endpoint(c.endpoint_id)) {
-            (Some(me), Some(e)) if e.node != me => Err(Status::permission_denied(format!(
+            (Some(me), Some(e)) if e.node != me => Err(denied(format!(
                 "worker node {} may only release its own addresses; endpoint {} is node {}'s",
                 node_id_text(me),
                 c.endpoint_id,
                 node_id_text(e.node)
             ))),
             _ if admin || worker.is_some() => Ok(()),
-            _ => Err(Status::permission_denied(format!("{} may not release addresses", caller.describe()))),
+            _ => Err(denied(format!("{} may not release addresses", caller.describe()))),
         },
     }
 }
@@ -486,6 +493,7 @@ mod tests {
                 let result = decide(&path, caller);
                 assert_eq!(result.is_ok(), rule.allowed.contains(who), "{path} for {who:?}: {result:?}");
                 if let Err(status) = result {
+                    assert_eq!(reason::of(&status), pb::Reason::NotAuthorized);
                     let expected = if *who == Anonymous {
                         tonic::Code::Unauthenticated
                     } else {

@@ -353,6 +353,8 @@ impl Core {
         if !managers.iter().any(|a| a.id == self.id) {
             managers.push(pb::ManagerAddr { id: self.id, api_addr: self.api_addr.clone() });
         }
+        // The manager it joined through first: a worker watches the manager its operator chose.
+        managers.sort_by_key(|a| a.id != self.id);
         let mut response = pb::JoinResponse {
             node_id: id,
             ca_cert_pem: m.keys.ca.cert_pem.clone(),
@@ -463,7 +465,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         let caller = self.check(&request, "/weft.v1.Cluster/Heartbeat")?;
         let id = request.get_ref().node_id;
         if !caller.may_speak_for(id) {
-            return Err(Status::permission_denied(format!(
+            return Err(crate::authz::denied(format!(
                 "a worker heartbeats only for itself, and this is not node {}'s certificate",
                 weft_state::names::node_id_text(id)
             )));
@@ -683,14 +685,13 @@ impl pb::cluster_server::Cluster for ClusterService {
         let caller = self.check(&request, "/weft.v1.Cluster/ManagerKit")?;
         let core = &self.core;
         let m = core.manager()?;
-        let id =
-            caller.node().ok_or_else(|| Status::permission_denied("the manager kit is only for nodes"))?;
+        let id = caller.node().ok_or_else(|| crate::authz::denied("the manager kit is only for nodes"))?;
         let state = core.fresh_state().await?;
         let node = state
             .node(id)
-            .ok_or_else(|| Status::permission_denied("this certificate belongs to no node of the cluster"))?;
+            .ok_or_else(|| crate::authz::denied("this certificate belongs to no node of the cluster"))?;
         if node.role != Role::Manager {
-            return Err(Status::permission_denied(format!("node {} is not a manager", node.name)));
+            return Err(crate::authz::denied(format!("node {} is not a manager", node.name)));
         }
         Ok(Response::new(core.join_response(m, node.id, &node.name.clone(), true)?))
     }
@@ -746,11 +747,11 @@ impl pb::cluster_server::Cluster for ClusterService {
         let caller = self.check(&request, "/weft.v1.Cluster/RenewCert")?;
         let core = &self.core;
         let m = core.manager()?;
-        let id = caller.node().ok_or_else(|| Status::permission_denied("only nodes renew certificates"))?;
+        let id = caller.node().ok_or_else(|| crate::authz::denied("only nodes renew certificates"))?;
         let state = core.fresh_state().await?;
         let node = state
             .node(id)
-            .ok_or_else(|| Status::permission_denied("this certificate belongs to no node of the cluster"))?;
+            .ok_or_else(|| crate::authz::denied("this certificate belongs to no node of the cluster"))?;
         let role = match node.role {
             Role::Manager => CertRole::Manager,
             Role::Worker => CertRole::Worker,

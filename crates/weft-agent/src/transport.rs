@@ -193,7 +193,7 @@ impl pb::raft_transport_server::RaftTransport for RaftReceiver {
         let caller = caller_of(&request);
         authz::decide("/weft.v1.RaftTransport/Stream", &caller)?;
         let Some(sender) = caller.node() else {
-            return Err(tonic::Status::permission_denied("the raft transport is for manager nodes only"));
+            return Err(crate::authz::denied("the raft transport is for manager nodes only"));
         };
         let revoked = || self.node.state().is_revoked(sender);
         let mut stream = request.into_inner();

@@ -1,0 +1,364 @@
+//! Who may do what, over the real TLS listener of real weftd processes: every row of the
+//! authorization table tried by every kind of caller, a worker's certificate trying to become
+//! root on the cluster, forged raft messages, removal revoking a certificate, token rotation,
+//! certificate renewal in place, and a worker's heartbeats through a follower.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, Message, MessageType, Snapshot};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use weft_agent::authz::{TABLE, Who};
+use weft_agent::pki::{CertRole, ClusterCa, MANAGER_NAME};
+use weft_proto::v1 as pb;
+use weft_proto::v1::agent_client::AgentClient;
+use weft_proto::v1::cluster_client::ClusterClient;
+use weft_proto::v1::raft_transport_client::RaftTransportClient;
+use weft_tests::VirtualHosts;
+use weft_tests::cluster::{WeftCluster, bin};
+
+/// A client's key material, PEM.
+#[derive(Clone)]
+struct Creds {
+    ca: String,
+    cert: Option<(String, String)>,
+}
+
+impl Creds {
+    /// The `node.pem`, `node-key.pem` and `ca.pem` of `dir` (a node's `tls/`, an admin bundle).
+    fn of(dir: &Path) -> Creds {
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        Creds { ca: read("ca.pem"), cert: Some((read("node.pem"), read("node-key.pem"))) }
+    }
+
+    fn anonymous(ca: &str) -> Creds {
+        Creds { ca: ca.to_string(), cert: None }
+    }
+}
+
+/// A channel to `api` over mutual TLS with `creds`; call it inside a host's namespace.
+async fn channel(api: &str, creds: &Creds) -> Result<Channel, String> {
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&creds.ca)).domain_name(MANAGER_NAME);
+    if let Some((cert, key)) = &creds.cert {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Endpoint::from_shared(format!("https://{api}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// True when the status is the authorization layer's (or a handler's ownership check's) refusal.
+fn refused(result: &Result<(), tonic::Status>) -> bool {
+    matches!(result, Err(s) if weft_agent::reason::of(s) == pb::Reason::NotAuthorized
+        && matches!(s.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated))
+}
+
+/// One harmless call of the method at `path` (a row of the table): an allowed caller gets past
+/// authorization (and mostly succeeds), a refused one is stopped before the body is read.
+async fn probe(path: &str, channel: Channel, me: u64) -> Result<(), tonic::Status> {
+    let mut c = ClusterClient::new(channel.clone());
+    match path {
+        "/weft.v1.Cluster/Join" => c
+            .join(pb::JoinRequest {
+                secret: "0".repeat(32),
+                name: "probe".into(),
+                underlay_addr: "192.0.2.99".into(),
+                api_addr: String::new(),
+                role: pb::NodeRole::Worker as i32,
+            })
+            .await
+            .map(done),
+        "/weft.v1.Cluster/Apply" => {
+            let command = weft_state::cmd::release_endpoint(999_999);
+            c.apply(pb::ApplyRequest { command: Some(command) }).await.map(done)
+        }
+        "/weft.v1.Cluster/Heartbeat" => {
+            c.heartbeat(pb::HeartbeatRequest { node_id: me, revision: 0 }).await.map(done)
+        }
+        "/weft.v1.Cluster/Watch" => {
+            let mut stream = c.watch(pb::WatchRequest { from_revision: 0 }).await?.into_inner();
+            stream.message().await.map(done)
+        }
+        "/weft.v1.Cluster/GetState" => c.get_state(pb::StateRequest { linearizable: true }).await.map(done),
+        "/weft.v1.Cluster/Nodes" => c.nodes(pb::NodesRequest {}).await.map(done),
+        "/weft.v1.Cluster/Info" => c.info(pb::InfoRequest {}).await.map(done),
+        "/weft.v1.Cluster/ChangeRole" => c
+            .change_role(pb::ChangeRoleRequest { node: "nosuch".into(), role: pb::NodeRole::Manager as i32 })
+            .await
+            .map(done),
+        "/weft.v1.Cluster/RemoveNode" => {
+            c.remove_node(pb::RemoveNodeRequest { node: "nosuch".into(), force: true }).await.map(done)
+        }
+        "/weft.v1.Cluster/Token" => {
+            c.token(pb::TokenRequest { role: pb::NodeRole::Worker as i32 }).await.map(done)
+        }
+        // An unspecified role: past authorization it is refused as bad input, rotating nothing.
+        "/weft.v1.Cluster/RotateToken" => c.rotate_token(pb::TokenRequest { role: 0 }).await.map(done),
+        "/weft.v1.Cluster/IssueAdminCert" => {
+            c.issue_admin_cert(pb::AdminCertRequest { ttl_seconds: 600 }).await.map(done)
+        }
+        "/weft.v1.Cluster/RenewCert" => c.renew_cert(pb::InfoRequest {}).await.map(done),
+        "/weft.v1.Cluster/ManagerKit" => c.manager_kit(pb::InfoRequest {}).await.map(done),
+        "/weft.v1.RaftTransport/Stream" => RaftTransportClient::new(channel)
+            .stream(futures::stream::iter(vec![pb::RaftBatch::default()]))
+            .await
+            .map(done),
+        "/weft.v1.Agent/" => AgentClient::new(channel).list_networks(pb::Empty {}).await.map(done),
+        other => panic!("no probe for the row {other}: add one"),
+    }
+}
+
+/// Drops a call's answer: the probes care only whether it got through.
+fn done<T>(_: T) {}
+
+fn node_id(cluster: &WeftCluster<'_>, i: usize) -> u64 {
+    let info: serde_json::Value =
+        serde_json::from_str(&cluster.weft_ok(i, &["cluster", "info", "--format", "json"])).unwrap();
+    u64::from_str_radix(info["id"].as_str().unwrap(), 16).unwrap()
+}
+
+fn info(cluster: &WeftCluster<'_>, i: usize) -> serde_json::Value {
+    serde_json::from_str(&cluster.weft_ok(i, &["cluster", "info", "--format", "json"])).unwrap()
+}
+
+fn revision(cluster: &WeftCluster<'_>) -> u64 {
+    runtime().block_on(cluster.state(0)).unwrap().revision
+}
+
+/// Runs `weft --host https://API` with the bundle in `dir`, inside host `from`'s namespace.
+fn remote_weft(
+    bed: &VirtualHosts,
+    from: usize,
+    api: &str,
+    dir: &Path,
+    args: &[&str],
+) -> std::process::Output {
+    let mut cmd = bed.host(from).command(bin("weft").to_str().unwrap());
+    cmd.arg("--host").arg(format!("https://{api}"));
+    for (flag, file) in [("--tls-cert", "node.pem"), ("--tls-key", "node-key.pem"), ("--tls-ca", "ca.pem")] {
+        cmd.arg(flag).arg(dir.join(file));
+    }
+    cmd.args(args).output().unwrap()
+}
+
+#[test]
+fn every_row_of_the_table_admits_exactly_its_callers() {
+    let bed = VirtualHosts::new(4);
+    let cluster = WeftCluster::new(&bed);
+    cluster.form(2, 1);
+    let admin_dir = cluster.scratch().join("admin");
+    cluster.weft_ok(0, &["cluster", "cert", "admin", "-o", admin_dir.to_str().unwrap()]);
+    let ca = std::fs::read_to_string(cluster.state_dir(0).join("tls/ca.pem")).unwrap();
+    let callers = [
+        (Who::Admin, Creds::of(&admin_dir), 0),
+        (Who::Manager, Creds::of(&cluster.state_dir(1).join("tls")), node_id(&cluster, 1)),
+        (Who::Worker, Creds::of(&cluster.state_dir(2).join("tls")), node_id(&cluster, 2)),
+        (Who::Anonymous, Creds::anonymous(&ca), 0),
+    ];
+    let api = cluster.api(0);
+    let before = revision(&cluster);
+    let h0 = node_id(&cluster, 0);
+    // Rows whose handler refuses a caller the row admits, for what the request asks.
+    let handler_refuses = |path: &str, who: Who| path == "/weft.v1.Cluster/ManagerKit" && who == Who::Worker;
+    for rule in TABLE {
+        for (who, creds, me) in &callers {
+            let (path, creds, api) = (rule.path, creds.clone(), api.clone());
+            let result = bed.host(3).run(move || {
+                runtime()
+                    .block_on(async move { probe(path, channel(&api, &creds).await.unwrap(), *me).await })
+            });
+            let expect_refused = !rule.allowed.contains(who) || handler_refuses(path, *who);
+            assert_eq!(refused(&result), expect_refused, "{path} by {who:?}: {result:?}");
+            if expect_refused && *who == Who::Anonymous {
+                assert_eq!(result.unwrap_err().code(), tonic::Code::Unauthenticated, "{path}");
+            }
+        }
+        // The local socket is root's on that host: its column, through h0's socket.
+        let socket = cluster.socket(0);
+        let local = runtime().block_on(async {
+            let channel =
+                weft_cli::client::channel(&weft_cli::client::Host::Unix(socket), &Default::default())
+                    .await
+                    .unwrap();
+            probe(rule.path, channel, h0).await
+        });
+        assert_eq!(refused(&local), !rule.allowed.contains(&Who::Local), "{} locally: {local:?}", rule.path);
+    }
+    // A certificate of another CA does not get through the handshake at all.
+    let foreign = ClusterCa::generate()
+        .unwrap()
+        .issue_node(node_id(&cluster, 1), CertRole::Manager, Duration::from_secs(600))
+        .unwrap();
+    let creds = Creds { ca: ca.clone(), cert: Some((foreign.chain_pem, foreign.key_pem)) };
+    let api0 = api.clone();
+    let outcome = bed.host(3).run(move || {
+        runtime().block_on(async move {
+            match channel(&api0, &creds).await {
+                Err(e) => Err(e),
+                Ok(ch) => probe("/weft.v1.Cluster/Nodes", ch, 0).await.map_err(|s| s.to_string()),
+            }
+        })
+    });
+    // rustls refuses it during the handshake (with TLS 1.3 the client learns so as the server
+    // closes the connection): the call never reaches the service.
+    let err = outcome.expect_err("a foreign certificate is refused");
+    assert!(
+        err.contains("connection closed") || err.contains("alert") || err.contains("certificate"),
+        "{err}"
+    );
+    assert_eq!(revision(&cluster), before, "no refused call changed the state");
+
+    // The remote admin CLI: an admin bundle reaches both APIs, a manager's certificate only the
+    // cluster API, a worker's neither's admin verbs.
+    let ls = remote_weft(&bed, 3, &api, &admin_dir, &["node", "ls"]);
+    assert!(ls.status.success() && String::from_utf8_lossy(&ls.stdout).contains("h2"), "{ls:?}");
+    let ps = remote_weft(&bed, 3, &api, &admin_dir, &["network", "ls"]);
+    assert!(ps.status.success(), "{ps:?}");
+    let manager_tls = cluster.state_dir(1).join("tls");
+    assert!(remote_weft(&bed, 3, &api, &manager_tls, &["node", "ls"]).status.success());
+    let agent = remote_weft(&bed, 3, &api, &manager_tls, &["network", "ls"]);
+    assert_eq!(agent.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&agent.stderr).contains("admin certificates"), "{agent:?}");
+    // A bundle is not written over, and a worker cannot make one.
+    let again = cluster.weft(0, &["cluster", "cert", "admin", "-o", admin_dir.to_str().unwrap()]);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already holds"));
+    let from_worker =
+        cluster.weft(2, &["cluster", "cert", "admin", "-o", cluster.scratch().join("w").to_str().unwrap()]);
+    assert!(!from_worker.status.success(), "{from_worker:?}");
+    assert!(!cluster.scratch().join("w").exists());
+}
+
+#[test]
+fn a_workers_certificate_cannot_take_over_the_cluster() {
+    let bed = VirtualHosts::new(4);
+    let cluster = WeftCluster::new(&bed);
+    cluster.form(2, 1);
+    // Something to steal: a container with an address on a manager.
+    cluster.import_busybox(&[0]);
+    cluster.weft_ok(0, &["network", "create", "--subnet", "10.91.0.0/16", "app"]);
+    cluster.weft_ok(0, &["run", "-d", "--name", "victim", "--network", "app", "busybox", "sleep", "3600"]);
+    let worker = Creds::of(&cluster.state_dir(2).join("tls"));
+    let (h0, h1, me) = (node_id(&cluster, 0), node_id(&cluster, 1), node_id(&cluster, 2));
+    let before = runtime().block_on(cluster.state(0)).unwrap();
+    let api = cluster.api(1);
+    let attempts = bed.host(3).run(move || {
+        runtime().block_on(async move {
+            let ch = channel(&api, &worker).await.unwrap();
+            let mut c = ClusterClient::new(ch.clone());
+            let apply = |kind| pb::ApplyRequest { command: Some(pb::Command { kind: Some(kind) }) };
+            use pb::command::Kind;
+            let mut out: Vec<(&str, Result<(), tonic::Status>)> = Vec::new();
+            out.push((
+                "manager token",
+                c.token(pb::TokenRequest { role: pb::NodeRole::Manager as i32 }).await.map(done),
+            ));
+            out.push((
+                "promote itself",
+                c.change_role(pb::ChangeRoleRequest {
+                    node: "h2".into(),
+                    role: pb::NodeRole::Manager as i32,
+                })
+                .await
+                .map(done),
+            ));
+            out.push(("the CA key", c.manager_kit(pb::InfoRequest {}).await.map(done)));
+            out.push((
+                "remove a manager",
+                c.remove_node(pb::RemoveNodeRequest { node: "h0".into(), force: true }).await.map(done),
+            ));
+            out.push((
+                "raw RemoveNode",
+                c.apply(apply(Kind::RemoveNode(pb::RemoveNode { node_id: h0 }))).await.map(done),
+            ));
+            out.push((
+                "expire a live node",
+                c.apply(apply(Kind::ExpireNode(pb::ExpireNode {
+                    node_id: h1,
+                    now_ms: u64::MAX / 2,
+                    ttl_ms: 0,
+                })))
+                .await
+                .map(done),
+            ));
+            out.push((
+                "mark a manager down",
+                c.apply(apply(Kind::SetNodeStatus(pb::SetNodeStatus {
+                    node_id: h0,
+                    status: pb::NodeStatus::Down as i32,
+                    now_ms: 0,
+                })))
+                .await
+                .map(done),
+            ));
+            out.push((
+                "raw promotion",
+                c.apply(apply(Kind::SetNodeRole(pb::SetNodeRole {
+                    node_id: me,
+                    role: pb::NodeRole::Manager as i32,
+                })))
+                .await
+                .map(done),
+            ));
+            out.push((
+                "an address for a manager",
+                c.apply(pb::ApplyRequest {
+                    command: Some(weft_state::cmd::allocate_endpoint("app", h0, "evil", "evil", "")),
+                })
+                .await
+                .map(done),
+            ));
+            out.push(("release another node's address", {
+                let state = c
+                    .get_state(pb::StateRequest { linearizable: true })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .state
+                    .unwrap();
+                let theirs = state.endpoints.iter().find(|e| e.node_id != me).unwrap().id;
+                c.apply(pb::ApplyRequest { command: Some(weft_state::cmd::release_endpoint(theirs)) })
+                    .await
+                    .map(done)
+            }));
+            out.push((
+                "run -v /:/host on a manager",
+                AgentClient::new(ch.clone())
+                    .run(pb::RunRequest {
+                        image: "busybox:latest".into(),
+                        volumes: vec!["/:/host".into()],
+                        command: vec!["true".into()],
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ()),
+            ));
+            out.push((
+                "the raft transport",
+                RaftTransportClient::new(ch)
+                    .stream(futures::stream::iter(vec![pb::RaftBatch::default()]))
+                    .await
+                    .map(done),
+            ));
+            out
+        })
+    });
+    for (what, result) in &attempts {
+        assert!(refused(result), "{what}: {result:?}");
+    }
+    let after = runtime().block_on(cluster.state(0)).unwrap();
+    assert_eq!(after, before, "the state is unchanged");
+    let nodes = cluster.nodes(0).unwrap();
+    assert!(nodes.iter().all(|n| n["status"] == "Ready"), "{nodes:?}");
+    assert_eq!(nodes.iter().filter(|n| n["role"] == "manager").count(), 2);
+}
