@@ -362,3 +362,117 @@ fn a_workers_certificate_cannot_take_over_the_cluster() {
     assert!(nodes.iter().all(|n| n["status"] == "Ready"), "{nodes:?}");
     assert_eq!(nodes.iter().filter(|n| n["role"] == "manager").count(), 2);
 }
+
+fn raft_message(kind: MessageType, from: u64, to: u64, term: u64) -> Message {
+    let mut m = Message::default();
+    m.set_msg_type(kind);
+    m.from = from;
+    m.to = to;
+    m.term = term;
+    m
+}
+
+/// `weft_raft_refused_total` by reason, and `weft_api_denied_total`, from host `i`'s metrics.
+fn refusals(bed: &VirtualHosts, i: usize) -> std::collections::BTreeMap<String, u64> {
+    let out = bed.host(i).output("curl", &["-sf", "http://127.0.0.1:9946/metrics"]);
+    assert!(out.status.success(), "metrics of h{i}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            let key = if let Some(reason) = name.strip_prefix("weft_raft_refused_total{reason=\"") {
+                reason.trim_end_matches("\"}").to_string()
+            } else if name == "weft_api_denied_total" {
+                "api_denied".to_string()
+            } else {
+                return None;
+            };
+            Some((key, value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn forged_raft_messages_are_dropped_and_counted_and_every_manager_runs_on() {
+    let bed = VirtualHosts::new(4);
+    let mut cluster = WeftCluster::new(&bed);
+    cluster.flags.extend(["--metrics".to_string(), "127.0.0.1:9946".to_string()]);
+    cluster.form(3, 1);
+    let ids: Vec<u64> = (0..3).map(|i| node_id(&cluster, i)).collect();
+    let view = |i| {
+        let v = info(&cluster, i);
+        (v["term"].as_u64().unwrap(), v["commit"].as_u64().unwrap(), v["revision"].as_u64().unwrap())
+    };
+    let before: Vec<_> = (0..3).map(view).collect();
+    // The target is a follower (a leader ignores heartbeats and snapshots from its followers);
+    // the forger holds the certificate of another manager, `s`; `o` is the third.
+    let leader = cluster.leader(0).expect("a leader");
+    let target = (0..3).find(|i| *i != leader).unwrap();
+    let forger = (0..3).find(|i| *i != target).unwrap();
+    let other = (0..3).find(|i| *i != target && *i != forger).unwrap();
+    let counted_before = refusals(&bed, target);
+    let (h0, h1, h2) = (ids[target], ids[forger], ids[other]);
+    let term = before[0].0;
+    let mut forged = Vec::new();
+    // A manager's certificate speaking for another manager.
+    forged.push(raft_message(MessageType::MsgHeartbeat, h2, h0, term));
+    // A commit index far past the end of the target's log: raft-rs would end in fatal!.
+    let mut commit = raft_message(MessageType::MsgHeartbeat, h1, h0, term);
+    commit.commit = 1 << 40;
+    forged.push(commit);
+    // A snapshot whose data is no weft state: it would be persisted before being decoded.
+    let mut snapshot = raft_message(MessageType::MsgSnapshot, h1, h0, term);
+    let mut data = Snapshot::default();
+    data.mut_metadata().index = 1 << 20;
+    data.mut_metadata().term = term;
+    data.mut_metadata().set_conf_state(ConfState { voters: ids.clone(), ..Default::default() });
+    data.set_data(b"certainly not a weft state".to_vec().into());
+    snapshot.set_snapshot(data);
+    forged.push(snapshot);
+    // A local-only message type, and one for another node.
+    forged.push(raft_message(MessageType::MsgHup, h1, h0, term));
+    forged.push(raft_message(MessageType::MsgHeartbeat, h1, h2, term));
+    // Entries that do not follow the message's index.
+    let mut append = raft_message(MessageType::MsgAppend, h1, h0, term);
+    append.index = 3;
+    append.log_term = term;
+    append.entries = vec![Entry { index: 9, term, ..Default::default() }].into();
+    forged.push(append);
+    let mut frame: Vec<Vec<u8>> = forged.iter().map(|m| m.write_to_bytes().unwrap()).collect();
+    frame.push(b"\xff\xfe not protobuf".to_vec());
+    let manager = Creds::of(&cluster.state_dir(forger).join("tls"));
+    let worker = Creds::of(&cluster.state_dir(3).join("tls"));
+    let api = cluster.api(target);
+    let (by_worker, by_manager) = bed.host(3).run(move || {
+        runtime().block_on(async move {
+            let batch = pb::RaftBatch { messages: frame };
+            let send = |creds: Creds, batch: pb::RaftBatch| {
+                let api = api.clone();
+                async move {
+                    let ch = channel(&api, &creds).await.unwrap();
+                    RaftTransportClient::new(ch).stream(futures::stream::iter(vec![batch])).await.map(done)
+                }
+            };
+            (send(worker, batch.clone()).await, send(manager, batch).await)
+        })
+    });
+    assert!(refused(&by_worker), "a worker's certificate has no raft transport: {by_worker:?}");
+    assert!(by_manager.is_ok(), "the stream itself is a manager's: {by_manager:?}");
+    // Give raft time to have done whatever it would do (an election takes well under a second).
+    std::thread::sleep(Duration::from_secs(2));
+    for (i, was) in before.iter().enumerate() {
+        assert!(cluster.nodes(i).is_ok(), "h{i} still serves:\n{}", cluster.log_tail(i));
+        assert_eq!(view(i), *was, "h{i}: term, commit and revision unchanged");
+    }
+    let counted = refusals(&bed, target);
+    let moved = |reason: &str| {
+        counted.get(reason).copied().unwrap_or(0) > counted_before.get(reason).copied().unwrap_or(0)
+    };
+    for reason in
+        ["wrong_sender", "out_of_range", "bad_snapshot", "local_only", "not_for_me", "garbled", "api_denied"]
+    {
+        assert!(moved(reason), "{reason} did not move: {counted_before:?} -> {counted:?}");
+    }
+    // The cluster still writes.
+    cluster.weft_ok(1, &["network", "create", "--subnet", "10.92.0.0/16", "after"]);
+}
