@@ -476,3 +476,153 @@ fn forged_raft_messages_are_dropped_and_counted_and_every_manager_runs_on() {
     // The cluster still writes.
     cluster.weft_ok(1, &["network", "create", "--subnet", "10.92.0.0/16", "after"]);
 }
+
+/// `Nodes` with `creds` from host `from`'s namespace: what a certificate still gets.
+fn nodes_with(bed: &VirtualHosts, from: usize, api: &str, creds: &Creds) -> Result<(), String> {
+    let (api, creds) = (api.to_string(), creds.clone());
+    bed.host(from).run(move || {
+        runtime().block_on(async move {
+            let ch = channel(&api, &creds).await?;
+            probe("/weft.v1.Cluster/Nodes", ch, 0)
+                .await
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        })
+    })
+}
+
+#[test]
+fn removal_revokes_at_once_and_a_rotated_token_refuses_the_old_one() {
+    let bed = VirtualHosts::new(4);
+    let cluster = WeftCluster::new(&bed);
+    cluster.form(1, 2);
+    let api = cluster.api(0);
+    let removed = Creds::of(&cluster.state_dir(2).join("tls"));
+    nodes_with(&bed, 3, &api, &removed).expect("h2's certificate works while h2 is a node");
+    // A Watch opened with h2's certificate before the removal.
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Option<tonic::Status>)>();
+    let watcher = {
+        let (api, creds, netns) = (api.clone(), removed.clone(), bed.host(3).netns().clone());
+        std::thread::spawn(move || {
+            netns.enter().unwrap();
+            runtime().block_on(async move {
+                let mut c = ClusterClient::new(channel(&api, &creds).await.unwrap());
+                let mut stream = c.watch(pb::WatchRequest { from_revision: 0 }).await.unwrap().into_inner();
+                stream.message().await.unwrap().expect("the first answer");
+                let _ = tx.send((Instant::now(), None));
+                loop {
+                    match stream.message().await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break tx.send((Instant::now(), None)).unwrap(),
+                        Err(s) => break tx.send((Instant::now(), Some(s))).unwrap(),
+                    }
+                }
+            })
+        })
+    };
+    rx.recv_timeout(Duration::from_secs(10)).expect("the watch started");
+    cluster.weft_ok(0, &["node", "rm", "--force", "h2"]);
+    let removed_at = Instant::now();
+    cluster.eventually(
+        "h2's certificate is refused",
+        Duration::from_secs(1),
+        || matches!(nodes_with(&bed, 3, &api, &removed), Err(e) if e.contains("revoked")),
+    );
+    let (ended_at, status) = rx.recv_timeout(Duration::from_secs(2)).expect("the open watch was cut");
+    watcher.join().unwrap();
+    assert!(
+        ended_at.duration_since(removed_at) < Duration::from_secs(1),
+        "cut after {:?}",
+        ended_at - removed_at
+    );
+    let status = status.expect("the watch ends with an error");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("revoked"), "{status:?}");
+    // The other worker's certificate still works.
+    nodes_with(&bed, 3, &api, &Creds::of(&cluster.state_dir(1).join("tls"))).unwrap();
+
+    // A rotated worker token: the old one is refused, the new one joins; the manager token stays.
+    let old = cluster.weft_ok(0, &["cluster", "token", "worker"]).trim().to_string();
+    let manager_token = cluster.weft_ok(0, &["cluster", "token", "manager"]);
+    let new = cluster.weft_ok(0, &["cluster", "token", "rotate", "worker"]).trim().to_string();
+    assert_ne!(old, new);
+    assert_eq!(cluster.weft_ok(0, &["cluster", "token", "worker"]).trim(), new);
+    assert_eq!(cluster.weft_ok(0, &["cluster", "token", "manager"]), manager_token);
+    let refused = cluster.run_to_exit(3, &["--join", &api, "--token", &old]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not valid for this cluster"), "{refused:?}");
+    let bad = cluster.weft(0, &["cluster", "token", "rotate"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("needs the role"));
+    cluster.start(3, &["--join", &api, "--token", &new]);
+    cluster.eventually("h3 joined with the new token", Duration::from_secs(15), || {
+        cluster.nodes(0).is_ok_and(|n| n.iter().any(|n| n["name"] == "h3" && n["status"] == "Ready"))
+    });
+}
+
+#[test]
+fn certificates_are_renewed_in_place_before_they_expire() {
+    let bed = VirtualHosts::new(4);
+    let mut cluster = WeftCluster::new(&bed);
+    cluster.flags.extend(["--cert-ttl".to_string(), "20s".to_string()]);
+    cluster.form(2, 1);
+    let identity = |i: usize| {
+        let pem = std::fs::read_to_string(cluster.state_dir(i).join("tls/node.pem")).unwrap();
+        weft_agent::pki::CertIdentity::from_pem(&pem).unwrap()
+    };
+    let first: Vec<_> = (0..3).map(identity).collect();
+    assert!(first.iter().all(|c| c.not_after - c.not_before <= 20 + 300), "{first:?}");
+    let expired = Creds::of(&cluster.state_dir(2).join("tls"));
+    cluster.eventually("every node renewed its certificate", Duration::from_secs(40), || {
+        (0..3).all(|i| identity(i).serial != first[i].serial)
+    });
+    assert_eq!(identity(1).role, CertRole::Manager);
+    assert_eq!(identity(2).role, CertRole::Worker);
+    // Past the first certificates' end: the nodes are still in the cluster, on connections made
+    // with the renewed certificates (a manager's listener serves its new one).
+    let end = first.iter().map(|c| c.not_after).max().unwrap();
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    while now() <= end + 1 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let err = nodes_with(&bed, 3, &cluster.api(1), &expired).expect_err("an expired certificate is refused");
+    assert!(!err.is_empty());
+    let renewed = Creds::of(&cluster.state_dir(2).join("tls"));
+    for manager in [0, 1] {
+        nodes_with(&bed, 3, &cluster.api(manager), &renewed)
+            .unwrap_or_else(|e| panic!("renewed worker certificate at h{manager}: {e}"));
+    }
+    cluster.eventually("every node Ready", Duration::from_secs(10), || {
+        cluster.nodes(0).is_ok_and(|n| n.len() == 3 && n.iter().all(|n| n["status"] == "Ready"))
+    });
+    cluster.weft_ok(1, &["network", "create", "--subnet", "10.93.0.0/16", "renewed"]);
+    assert!(cluster.weft_ok(2, &["network", "ls"]).contains("renewed"));
+}
+
+#[test]
+fn a_worker_watching_a_follower_stays_ready_and_returns_after_its_lease_expired() {
+    let bed = VirtualHosts::new(4);
+    let mut cluster = WeftCluster::new(&bed);
+    cluster.flags.extend(["--lease-ttl".to_string(), "3s".to_string()]);
+    cluster.form(3, 0);
+    let leader = cluster.leader(0).expect("a leader");
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let token = cluster.weft_ok(0, &["cluster", "token", "worker"]).trim().to_string();
+    cluster.start(3, &["--join", &cluster.api(follower), "--token", &token]);
+    let ready = |cluster: &WeftCluster<'_>| {
+        cluster.nodes(leader).is_ok_and(|n| n.iter().any(|n| n["name"] == "h3" && n["status"] == "Ready"))
+    };
+    cluster.eventually("h3 Ready", Duration::from_secs(15), || ready(&cluster));
+    // Its heartbeats reach the leader through the follower, for several Down periods (2 s).
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(ready(&cluster), "h3 fell Down while watching h{follower}:\n{}", cluster.log_tail(follower));
+    }
+    assert_eq!(info(&cluster, 3)["upstream"], cluster.api(follower), "it never had to move");
+    // Stopped until its lease is gone, it is Ready again within seconds of its restart.
+    cluster.kill(3);
+    cluster.eventually("h3 Down", Duration::from_secs(10), || {
+        cluster.nodes(leader).is_ok_and(|n| n.iter().any(|n| n["name"] == "h3" && n["status"] == "Down"))
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    cluster.restart(3);
+    cluster.eventually("h3 Ready again", Duration::from_secs(5), || ready(&cluster));
+}
