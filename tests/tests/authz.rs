@@ -217,6 +217,23 @@ fn every_row_of_the_table_admits_exactly_its_callers() {
         err.contains("connection closed") || err.contains("alert") || err.contains("certificate"),
         "{err}"
     );
+    // Without a certificate, a request is cut at 16 KiB before it is decoded: 8 KiB reaches the
+    // token check, 64 KiB has its stream reset.
+    let join = |size: usize| {
+        let (api0, anonymous) = (api.clone(), Creds::anonymous(&ca));
+        bed.host(3).run(move || {
+            runtime().block_on(async move {
+                let mut c = ClusterClient::new(channel(&api0, &anonymous).await.unwrap());
+                let request =
+                    pb::JoinRequest { secret: "0".repeat(32), name: "x".repeat(size), ..Default::default() };
+                c.join(request).await.map(done)
+            })
+        })
+    };
+    let small = join(8 << 10).expect_err("a bad token");
+    assert!(small.message().contains("not valid for this cluster"), "{small:?}");
+    let big = join(64 << 10).expect_err("an oversized anonymous request is refused");
+    assert!(!big.message().contains("not valid for this cluster"), "{big:?}");
     assert_eq!(revision(&cluster), before, "no refused call changed the state");
 
     // The remote admin CLI: an admin bundle reaches both APIs, a manager's certificate only the

@@ -219,6 +219,11 @@ mod tests {
         assert_eq!(c.down_after, Duration::from_secs(5));
         assert_eq!(c.lease_ttl, Duration::from_secs(24 * 3600));
         assert_eq!(c.name.as_deref(), Some("from-flag"));
+        assert_eq!(c.cert_ttl, Duration::from_secs(90 * 24 * 3600));
         assert_eq!(format, "text");
+        let short = config(Args::parse_from(["weftd", "--config", path, "--cert-ttl", "5s"])).unwrap_err();
+        assert!(short.to_string().contains("cert-ttl must be at least 10s"), "{short}");
+        let hours = config(Args::parse_from(["weftd", "--config", path, "--cert-ttl", "12h"])).unwrap().0;
+        assert_eq!(hours.cert_ttl, Duration::from_secs(12 * 3600));
     }
 }
