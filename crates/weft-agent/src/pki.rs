@@ -16,7 +16,30 @@ use rcgen::{
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 
-use crate::tls::TlsError;
+/// What can go wrong with certificates and tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A token that does not parse.
+    #[error("invalid join token: {0} (expected WEFT-1-<ca fingerprint>-<secret>, from `weft cluster token`)")]
+    BadToken(&'static str),
+    /// Certificate generation or parsing failed.
+    #[error("certificate: {0}")]
+    Cert(String),
+    /// Reading or writing the key material failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl From<rcgen::Error> for TlsError {
+    fn from(e: rcgen::Error) -> TlsError {
+        TlsError::Cert(e.to_string())
+    }
+}
 
 /// The DNS name only managers' certificates carry: what a client of the cluster API checks.
 pub const MANAGER_NAME: &str = "manager.weft.cluster";

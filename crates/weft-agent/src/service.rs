@@ -390,11 +390,12 @@ impl ClusterService {
         Ok(caller)
     }
 
-    /// The state this node has (a manager's applied state; a worker's copy).
-    fn local_state(&self) -> Arc<State> {
+    /// The node holding endpoint `id`, in a manager's applied state (workers' callers are the
+    /// local socket, which may release any).
+    fn endpoint_owner(&self, id: u64) -> Option<u64> {
         match &self.core.role {
-            RoleCore::Manager(m) => m.node.state(),
-            RoleCore::Worker(w) => w.mirror.borrow().to_state().map(Arc::new).unwrap_or_default(),
+            RoleCore::Manager(m) => m.node.state().endpoint(id).map(|e| e.node),
+            RoleCore::Worker(_) => None,
         }
     }
 }
@@ -454,7 +455,7 @@ impl pb::cluster_server::Cluster for ClusterService {
     async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
         let caller = self.check(&request, "/weft.v1.Cluster/Apply")?;
         let command = request.into_inner().command.ok_or_else(|| Status::invalid_argument("no command"))?;
-        authz::command(&caller, &command, &self.local_state())?;
+        authz::command(&caller, &command, |id| self.endpoint_owner(id))?;
         Ok(Response::new(self.core.apply(command).await?))
     }
 

@@ -12,33 +12,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-pub use crate::pki::{MANAGER_NAME, NodeCert};
+pub use crate::pki::{MANAGER_NAME, NodeCert, TlsError};
 use crate::pki::{certs_der, fingerprint, node_dns_name};
-
-/// What can go wrong with certificates and tokens.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// A token that does not parse.
-    #[error("invalid join token: {0} (expected WEFT-1-<ca fingerprint>-<secret>, from `weft cluster token`)")]
-    BadToken(&'static str),
-    /// Certificate generation or parsing failed.
-    #[error("certificate: {0}")]
-    Cert(String),
-    /// Reading or writing the key material failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-}
-
-impl From<rcgen::Error> for TlsError {
-    fn from(e: rcgen::Error) -> TlsError {
-        TlsError::Cert(e.to_string())
-    }
-}
 
 /// The crypto provider of every TLS connection weft makes.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
