@@ -254,7 +254,8 @@ async fn join(config: &Config, dir: &StateDir) -> Result<NodeFile> {
             secret: token.secret.clone(),
             name: name.clone(),
             underlay_addr: config.underlay()?.to_string(),
-            api_addr: if config.manager { config.api_addr()? } else { String::new() },
+            // Workers too: a worker promoted later is reached by its raft peers at this address.
+            api_addr: config.api_addr()?,
             role: role as i32,
         })
         .await

@@ -595,6 +595,12 @@ impl pb::cluster_server::Cluster for ClusterService {
         if node.role == role {
             return Ok(Response::new(node.to_proto()));
         }
+        if role == Role::Manager && node.api_addr.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "node {} has no API address in the cluster state (it joined with an older weftd): its raft peers could not reach it; remove it and join it again with --manager",
+                node.name
+            )));
+        }
         if role == Role::Worker && state.nodes().filter(|n| n.role == Role::Manager).count() == 1 {
             return Err(Status::failed_precondition(format!(
                 "node {} is the last manager: promote another node before demoting it",
