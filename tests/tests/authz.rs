@@ -76,6 +76,7 @@ async fn probe(path: &str, channel: Channel, me: u64) -> Result<(), tonic::Statu
                 underlay_addr: "192.0.2.99".into(),
                 api_addr: String::new(),
                 role: pb::NodeRole::Worker as i32,
+                ..Default::default()
             })
             .await
             .map(done),

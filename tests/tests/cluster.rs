@@ -321,6 +321,7 @@ fn a_workers_watch_survives_its_managers_restart_without_gap_or_duplicate() {
                         underlay_addr: worker_addr,
                         api_addr: String::new(),
                         role: pb::NodeRole::Worker as i32,
+                        ..Default::default()
                     })
                     .await
                     .unwrap()

@@ -193,3 +193,37 @@ fn host_none_container_bridge_and_published_ports() {
     assert_eq!(cluster.weft_ok(0, &["ps", "-a"]).lines().count(), count, "no container was left behind");
     assert_eq!(cluster.weft_ok(0, &["network", "ls"]), networks, "no network was created or removed");
 }
+
+/// A subnet that would break a host is refused, naming why, and changes nothing: one on the
+/// hosts' own underlay (198.51.100.0/24 on this bed), loopback, multicast, link-local.
+#[test]
+fn subnets_that_would_break_a_host_are_refused() {
+    let bed = VirtualHosts::new(2);
+    let cluster = WeftCluster::new(&bed);
+    cluster.form(1, 1);
+    let nodes = cluster.nodes(0).unwrap();
+    assert!(
+        nodes.iter().all(|n| n["underlay_prefix_len"] == 24),
+        "each agent reports its underlay subnet: {nodes:?}"
+    );
+    let before = cluster.weft_ok(0, &["network", "ls"]);
+    for (subnet, why) in [
+        ("198.51.100.0/24", "overlaps the underlay 198.51.100.0/24 of node"),
+        ("198.51.100.0/28", "overlaps the underlay"),
+        ("198.51.0.0/16", "overlaps the underlay"),
+        ("127.0.0.0/16", "loopback"),
+        ("127.0.0.0/8", "loopback"),
+        ("224.0.0.0/4", "multicast"),
+        ("239.1.0.0/16", "multicast"),
+        ("169.254.0.0/16", "link-local"),
+        ("fe80::/10", "link-local"),
+        ("fe80::/64", "link-local"),
+        ("ff00::/8", "multicast"),
+    ] {
+        let out = cluster.weft(0, &["network", "create", "--subnet", subnet, "bad"]);
+        assert_eq!(out.status.code(), Some(125), "{subnet}: {}", stderr(&out));
+        assert!(stderr(&out).contains(why), "{subnet}: {}", stderr(&out));
+    }
+    assert_eq!(cluster.weft_ok(0, &["network", "ls"]), before, "nothing was created");
+    cluster.weft_ok(0, &["network", "create", "--subnet", "198.51.101.0/24", "beside"]);
+}

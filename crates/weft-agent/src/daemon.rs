@@ -257,6 +257,7 @@ async fn join(config: &Config, dir: &StateDir) -> Result<NodeFile> {
             // Workers too: a worker promoted later is reached by its raft peers at this address.
             api_addr: config.api_addr()?,
             role: role as i32,
+            underlay_prefix_len: underlay_prefix_len(config.underlay()?).await,
         })
         .await
         .map_err(|s| anyhow!("join refused by {addr}: {}", s.message()))?
@@ -467,12 +468,25 @@ async fn run_manager(
     exit
 }
 
+/// The prefix length of the subnet of the interface holding `underlay` (0 when no local
+/// interface has it: behind NAT, or not up yet), which the cluster keeps every network out of.
+async fn underlay_prefix_len(underlay: IpAddr) -> u32 {
+    let found = async {
+        let netlink = weft_net::Netlink::connect().ok()?;
+        let addresses = netlink.addresses(None).await.ok()?;
+        addresses.into_iter().find(|a| a.cidr.addr() == underlay).map(|a| u32::from(a.cidr.prefix_len()))
+    };
+    found.await.unwrap_or(0)
+}
+
 async fn register_self(core: &Core, config: &Config, me: &NodeFile) -> Result<()> {
     let RoleCore::Manager(m) = &core.role else { unreachable!("manager") };
-    let command = cmd::register_node_with_api(
+    let underlay = config.underlay()?;
+    let command = cmd::register_agent(
         me.id,
         &me.name,
-        &config.underlay()?.to_string(),
+        &underlay.to_string(),
+        underlay_prefix_len(underlay).await,
         &config.api_addr()?,
         Role::Manager,
         now_ms(),

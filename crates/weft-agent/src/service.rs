@@ -446,8 +446,15 @@ impl pb::cluster_server::Cluster for ClusterService {
             Some(id) => id,
             None => pki::random_id().map_err(|e| Status::internal(e.to_string()))?,
         };
-        let command =
-            cmd::register_node_with_api(id, &req.name, &req.underlay_addr, &req.api_addr, role, now_ms());
+        let command = cmd::register_agent(
+            id,
+            &req.name,
+            &req.underlay_addr,
+            req.underlay_prefix_len,
+            &req.api_addr,
+            role,
+            now_ms(),
+        );
         core.propose(&command).await?;
         Ok(Response::new(core.join_response(m, id, &req.name, wants_manager)?))
     }

@@ -11,6 +11,7 @@ mod alloc;
 mod cidr;
 mod count;
 mod pool;
+mod special;
 
 pub use alloc::IndexAllocator;
 pub use cidr::{Cidr, Family, from_u128, to_u128};
@@ -21,6 +22,7 @@ pub use count::{
 /// The CIDR crate [`Cidr`] wraps, re-exported so callers convert without naming a version.
 pub use ipnetwork;
 pub use pool::{AddressRole, Block, BlockPool, default_block_len, max_block_len};
+pub use special::special_use;
 
 use core::net::IpAddr;
 

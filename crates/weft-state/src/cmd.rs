@@ -17,7 +17,26 @@ pub fn register_node(id: u64, name: &str, underlay: &str, role: Role, now_ms: u6
         role: role.to_proto() as i32,
         now_ms,
         api_addr: String::new(),
+        underlay_prefix_len: 0,
     }))
+}
+
+/// Registers an agent's node: its cluster API at `api_addr`, its underlay interface's subnet
+/// prefix length (0: unknown).
+pub fn register_agent(
+    id: u64,
+    name: &str,
+    underlay: &str,
+    underlay_prefix_len: u32,
+    api_addr: &str,
+    role: Role,
+    now_ms: u64,
+) -> pb::Command {
+    let mut command = register_node_with_api(id, name, underlay, api_addr, role, now_ms);
+    if let Some(Kind::RegisterNode(r)) = command.kind.as_mut() {
+        r.underlay_prefix_len = underlay_prefix_len;
+    }
+    command
 }
 
 /// Registers a node that serves the cluster API at `api_addr` (agents do; tests of the pure state

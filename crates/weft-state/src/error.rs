@@ -100,6 +100,29 @@ pub enum StateError {
         /// The network holding it.
         network: String,
     },
+    /// A subnet overlaps a range the host stack reserves (loopback, multicast, link-local...).
+    #[error("subnet {subnet} overlaps {range}, which is {what}: a container network cannot use it")]
+    SubnetSpecial {
+        /// The subnet asked for.
+        subnet: Cidr,
+        /// The special-use range.
+        range: Cidr,
+        /// What that range is.
+        what: &'static str,
+    },
+    /// A subnet overlaps the underlay of a node: that host would route its own peers into a
+    /// bridge and drop off the cluster.
+    #[error(
+        "subnet {subnet} overlaps the underlay {underlay} of node {node:?}: that host would lose its route to its peers; pick a subnet outside every host's network"
+    )]
+    SubnetOnUnderlay {
+        /// The subnet (asked for, or of an existing network).
+        subnet: Cidr,
+        /// The node's underlay subnet.
+        underlay: Cidr,
+        /// The node's name.
+        node: String,
+    },
     /// The network still has endpoints.
     #[error("network {name:?} is in use by {endpoints} endpoint(s); disconnect them first")]
     NetworkInUse {

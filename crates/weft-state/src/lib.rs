@@ -277,6 +277,16 @@ impl State {
         }
         let role = Role::from_proto(c.role)
             .ok_or_else(|| StateError::value("node role", c.role.to_string(), "must be manager or worker"))?;
+        let underlay_net = model::underlay_net(underlay, c.underlay_prefix_len);
+        if let Some(subnet) =
+            self.networks.values().flat_map(|n| n.network.subnets.iter()).find(|s| s.overlaps(&underlay_net))
+        {
+            return Err(StateError::SubnetOnUnderlay {
+                subnet: *subnet,
+                underlay: underlay_net,
+                node: c.name.clone(),
+            });
+        }
         if !c.api_addr.is_empty() && c.api_addr.parse::<core::net::SocketAddr>().is_err() {
             return Err(StateError::value("API address", &c.api_addr, "must be IP:PORT"));
         }
@@ -284,6 +294,7 @@ impl State {
             id: c.id,
             name: c.name.clone(),
             underlay,
+            underlay_net,
             api_addr: c.api_addr.clone(),
             role,
             status: Status::Ready,
@@ -401,6 +412,16 @@ impl State {
                 return Err(
                     weft_ipam::IpamError::HostBitsSet { cidr: subnet, network: subnet.network() }.into()
                 );
+            }
+            if let Some((range, what)) = weft_ipam::special_use(&subnet) {
+                return Err(StateError::SubnetSpecial { subnet, range, what });
+            }
+            if let Some(node) = self.nodes.values().find(|n| n.underlay_net.overlaps(&subnet)) {
+                return Err(StateError::SubnetOnUnderlay {
+                    subnet,
+                    underlay: node.underlay_net,
+                    node: node.name.clone(),
+                });
             }
             if subnets.iter().any(|s| s.family() == subnet.family()) {
                 return Err(StateError::value(

@@ -49,6 +49,9 @@ pub struct Node {
     pub name: String,
     /// Underlay address other hosts send VXLAN to.
     pub underlay: IpAddr,
+    /// The subnet of the interface that address is on (the address alone when the node did not
+    /// say): no network may overlap it, or the host would route its own underlay into a bridge.
+    pub underlay_net: Cidr,
     /// Address of its cluster API (`IP:PORT`), empty when it serves none.
     pub api_addr: String,
     /// Manager or worker.
@@ -212,7 +215,20 @@ impl Node {
             status: self.status.to_proto() as i32,
             status_since_ms: self.status_since_ms,
             api_addr: self.api_addr.clone(),
+            underlay_prefix_len: u32::from(self.underlay_net.prefix_len()),
         }
+    }
+}
+
+/// The underlay subnet of a node at `underlay` with prefix length `len` (0 or out of range: the
+/// address alone).
+pub(crate) fn underlay_net(underlay: IpAddr, len: u32) -> Cidr {
+    let full = weft_ipam::Family::of(underlay).bits();
+    let len = u8::try_from(len).ok().filter(|l| *l > 0 && *l <= full).unwrap_or(full);
+    match Cidr::new(underlay, len) {
+        Ok(cidr) => cidr.network(),
+        // Unreachable (the length is within the family), but apply must never panic.
+        Err(_) => Cidr::new(underlay, full).unwrap_or_else(|_| unreachable!("full length of its family")),
     }
 }
 

@@ -76,6 +76,7 @@ impl State {
                 id: n.id,
                 name: n.name.clone(),
                 underlay,
+                underlay_net: crate::model::underlay_net(underlay, n.underlay_prefix_len),
                 api_addr: n.api_addr.clone(),
                 role: Role::from_proto(n.role).ok_or_else(|| corrupt(format!("node {} role", n.id)))?,
                 status: Status::from_proto(n.status)

@@ -322,3 +322,26 @@ fn a_mirror_fed_every_batch_matches_the_state_and_refuses_gaps() {
     assert!(late.apply(&pb::EventBatch { revision: 4, events: vec![] }).is_err());
     assert_eq!(late, before);
 }
+
+#[test]
+fn networks_stay_off_underlays_and_special_ranges_and_joins_off_networks() {
+    let mut s = State::new();
+    s.apply(&cmd::register_agent(1, "h1", "192.0.2.1", 24, "192.0.2.1:7946", Role::Manager, 0)).unwrap();
+    let revision = s.revision();
+    for subnet in ["192.0.2.0/25", "192.0.0.0/16", "127.0.0.0/16", "224.0.0.0/4", "fe80::/64", "ff02::/16"] {
+        let e = s.apply(&cmd::create_network("bad", Driver::Overlay, &[subnet], 0, 0)).unwrap_err();
+        assert!(
+            matches!(e, StateError::SubnetOnUnderlay { .. } | StateError::SubnetSpecial { .. }),
+            "{subnet}: {e}"
+        );
+    }
+    assert_eq!(s.revision(), revision, "refusals change nothing");
+    s.apply(&cmd::create_network("lan", Driver::Overlay, &["203.0.113.0/24"], 0, 0)).unwrap();
+    // A host whose underlay subnet holds a network's addresses cannot join.
+    let e = s.apply(&cmd::register_agent(2, "h2", "203.0.113.9", 16, "", Role::Worker, 0)).unwrap_err();
+    assert!(e.to_string().contains("overlaps the underlay 203.0.0.0/16 of node \"h2\""), "{e}");
+    // Without a prefix, the address alone counts.
+    let e = s.apply(&cmd::register_agent(2, "h2", "203.0.113.9", 0, "", Role::Worker, 0)).unwrap_err();
+    assert!(matches!(e, StateError::SubnetOnUnderlay { .. }), "{e}");
+    s.apply(&cmd::register_agent(2, "h2", "198.51.100.9", 0, "", Role::Worker, 0)).unwrap();
+}

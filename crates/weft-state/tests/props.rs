@@ -190,6 +190,7 @@ fn arbitrary_command() -> impl Strategy<Value = pb::Command> {
                     role,
                     now_ms,
                     api_addr: String::new(),
+                    underlay_prefix_len: (id % 40) as u32,
                 })
             }
         ),
