@@ -129,6 +129,8 @@ fn container_info(host: &Host, spec: &ContainerSpec, status: &ContainerStatus) -
             .collect(),
         hostname: spec.hostname.clone(),
         auto_remove: conf.auto_remove,
+        restart_policy: conf.restart.render(),
+        restart_count: host.restart_record(&spec.id).count,
         ..Default::default()
     };
     match status {
@@ -666,7 +668,12 @@ impl pb::agent_server::Agent for AgentService {
             )));
         }
         let host = self.host.clone();
-        blocking(move || Ok(host.runtime.kill(&r.reference, r.signal)?)).await?;
+        blocking(move || {
+            let spec = host.runtime.find(&r.reference)?;
+            host.mark_stopped_by_hand(&spec.id);
+            Ok(host.runtime.kill(&spec.id, r.signal)?)
+        })
+        .await?;
         Ok(Response::new(pb::Empty {}))
     }
 

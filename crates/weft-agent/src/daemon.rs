@@ -759,6 +759,7 @@ impl LocalServices {
             weft_dns::run(zones_rx, upstreams, shutdown.clone()),
         );
         supervisor.spawn("janitor", shutdown.clone(), host.clone().janitor(shutdown.clone()));
+        supervisor.spawn("restart manager", shutdown.clone(), host.clone().restart_manager(shutdown.clone()));
         supervisor.spawn("state persister", shutdown.clone(), host.clone().persist_state(shutdown.clone()));
         if let Some(addr) = config.metrics {
             let listener = tokio::net::TcpListener::bind(addr)

@@ -86,6 +86,9 @@ pub(crate) struct RunArgs {
     /// Mount a tmpfs: PATH[:OPTIONS] (e.g. /run:size=64m,mode=1777).
     #[arg(long)]
     tmpfs: Vec<String>,
+    /// Restart policy: no, on-failure[:MAX-RETRIES], always, unless-stopped (also after a reboot).
+    #[arg(long, default_value = "no")]
+    restart: String,
     /// The image.
     image: String,
     /// The command and its arguments.
@@ -100,6 +103,7 @@ fn container_json(c: &pb::ContainerInfo) -> serde_json::Value {
         "exit_code": c.exit_code, "pid": c.pid, "started_ns": c.started_ns, "finished_ns": c.finished_ns,
         "oom_killed": c.oom_killed, "error": c.error, "hostname": c.hostname,
         "network_mode": c.network_mode, "auto_remove": c.auto_remove,
+        "restart_policy": c.restart_policy, "restart_count": c.restart_count,
         "networks": c.networks.iter().map(|n| serde_json::json!({
             "network": n.network, "ips": n.ips, "mac": n.mac, "gateway": n.gateway, "endpoint": n.endpoint_id,
         })).collect::<Vec<_>>(),
@@ -163,7 +167,14 @@ pub(crate) async fn run(api: &mut Api, args: RunArgs) -> Result<u8, Failure> {
         read_only: args.read_only,
         devices: args.device,
         tmpfs: args.tmpfs,
+        restart: args.restart.clone(),
     };
+    if args.rm && !matches!(args.restart.as_str(), "" | "no") {
+        return Err(Failure::from(format!(
+            "--restart {} and --rm conflict: a container removed on exit cannot be restarted",
+            args.restart
+        )));
+    }
     let info = api.run(request).await.map_err(err)?.into_inner();
     if args.detach {
         println!("{}", info.id);

@@ -28,6 +28,7 @@ mod janitor;
 mod netconf;
 mod ports_sync;
 mod remove;
+mod restarts;
 mod revoke;
 mod run;
 mod state_cache;

@@ -54,6 +54,9 @@ pub struct NetConf {
     /// interfaces are gone (see [`Host::janitor`]).
     #[serde(default)]
     pub revoked: Vec<Attachment>,
+    /// `--restart`.
+    #[serde(default)]
+    pub restart: crate::restart::RestartPolicy,
 }
 
 impl Host {

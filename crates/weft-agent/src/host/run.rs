@@ -78,9 +78,17 @@ impl Host {
         }
         let ports = request.publish.iter().map(|p| ports::parse(p)).collect::<Result<Vec<_>>>()?;
         let mode = parse_mode(&request.network)?;
+        let restart = crate::restart::RestartPolicy::parse(&request.restart).map_err(HostError::Invalid)?;
+        if request.auto_remove && restart != crate::restart::RestartPolicy::No {
+            return Err(HostError::Invalid(format!(
+                "--restart {} and --rm conflict: a container removed on exit cannot be restarted",
+                restart.render()
+            )));
+        }
         let mut conf = NetConf {
             mode: if request.network.is_empty() { "bridge".into() } else { request.network.clone() },
             auto_remove: request.auto_remove,
+            restart,
             stop_grace: request.stop_grace,
             image: request.image.clone(),
             ..NetConf::default()

@@ -12,6 +12,7 @@ impl Host {
     /// withdraws its published ports.
     pub async fn stop(&self, reference: &str, grace: Option<Duration>) -> Result<ContainerSpec> {
         let spec = self.runtime.find(reference)?;
+        self.mark_stopped_by_hand(&spec.id);
         let grace = grace.unwrap_or_else(|| match self.netconf_for_display(&spec.id).stop_grace {
             0 => Duration::from_secs(10),
             s => Duration::from_secs(s.into()),
