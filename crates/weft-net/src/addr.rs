@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use futures::TryStreamExt;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 
 use crate::error::errno_of;
 use crate::{Cidr, NetError, Netlink, Result};
@@ -70,12 +70,16 @@ impl Netlink {
         Ok(out)
     }
 
-    /// Adds `cidr` to link `index`; fails if it is already there.
+    /// Adds `cidr` to link `index`; fails if it is already there. IPv6 addresses are added
+    /// without duplicate address detection (`nodad`, as Docker does): weft's addresses are unique
+    /// by its IPAM, and DAD would only keep them tentative, unusable, for a second or two.
     pub async fn add_address(&self, index: u32, cidr: Cidr) -> Result<()> {
         check_assignable(cidr)?;
-        self.handle
-            .address()
-            .add(index, cidr.addr(), cidr.prefix_len())
+        let mut request = self.handle.address().add(index, cidr.addr(), cidr.prefix_len());
+        if cidr.addr().is_ipv6() {
+            request.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+        }
+        request
             .execute()
             .await
             .map_err(|e| NetError::kernel("add address", format!("{cidr} on link #{index}"), e))

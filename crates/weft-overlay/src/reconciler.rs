@@ -100,7 +100,6 @@ pub struct Reconciler {
     last_script: Option<String>,
     indexes: BTreeSet<u32>,
     underlay_index: Option<u32>,
-    forwarding: bool,
     /// The last full observation, while no kernel event has touched weft's devices since and no
     /// action has been applied on top of it.
     cache: Option<Observed>,
@@ -118,7 +117,6 @@ impl Reconciler {
             last_script: None,
             indexes: BTreeSet::new(),
             underlay_index: None,
-            forwarding: false,
             cache: None,
             reconciled: watch::channel(Arc::new(State::new())).0,
         }
@@ -203,16 +201,31 @@ impl Reconciler {
         Ok(())
     }
 
+    /// Forwarding on for every family a network of this host uses, looked at on every run:
+    /// whatever was there before (IPv4-only networks first, a user's sysctl) is corrected, and a
+    /// correction counts as drift repaired.
     fn ensure_forwarding(&mut self, wanted: &Desired) {
-        if self.forwarding {
-            return;
+        let subnets = wanted
+            .networks
+            .values()
+            .flat_map(|n| n.subnets.iter())
+            .chain(wanted.bridges.values().flat_map(|b| b.subnets.iter()));
+        let (mut v4, mut v6) = (false, false);
+        for subnet in subnets {
+            if subnet.addr().is_ipv6() { v6 = true } else { v4 = true }
         }
-        let v6 = wanted.networks.values().any(|n| n.subnets.iter().any(|s| s.addr().is_ipv6()));
-        let mut ok = weft_net::sysctl::write("net.ipv4.ip_forward", "1").is_ok();
-        if v6 {
-            ok &= weft_net::sysctl::write("net.ipv6.conf.all.forwarding", "1").is_ok();
+        for (needed, key) in [(v4, "net.ipv4.ip_forward"), (v6, "net.ipv6.conf.all.forwarding")] {
+            if !needed || weft_net::sysctl::read(key).is_ok_and(|v| v.trim() == "1") {
+                continue;
+            }
+            match weft_net::sysctl::write(key, "1") {
+                Ok(()) => {
+                    tracing::info!(key, "forwarding turned on");
+                    self.metrics.drift_repaired.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!(key, error = %e, "cannot turn forwarding on"),
+            }
         }
-        self.forwarding = ok;
     }
 
     async fn sync_firewall(&mut self, wanted: &Desired, trigger: Trigger) -> Result<()> {
