@@ -644,3 +644,30 @@ fn a_worker_watching_a_follower_stays_ready_and_returns_after_its_lease_expired(
     cluster.restart(3);
     cluster.eventually("h3 Ready again", Duration::from_secs(5), || ready(&cluster));
 }
+
+#[test]
+fn a_running_node_removed_with_force_takes_its_containers_off_the_network_before_it_exits() {
+    let bed = VirtualHosts::new(2);
+    let cluster = WeftCluster::new(&bed);
+    cluster.form(1, 1);
+    cluster.import_busybox(&[1]);
+    cluster.weft_ok(0, &["network", "create", "--driver", "overlay", "--subnet", "10.97.0.0/24", "app"]);
+    cluster.weft_ok(1, &["run", "-d", "--name", "c", "--network", "app", "busybox", "sleep", "3600"]);
+    let c: serde_json::Value = serde_json::from_str(&cluster.weft_ok(1, &["inspect", "c"])).unwrap();
+    let pid = c[0]["pid"].as_u64().unwrap().to_string();
+    let links = || {
+        let out = std::process::Command::new("nsenter")
+            .args(["-t", &pid, "-n", "ip", "-o", "link"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(links().contains("eth0"), "{}", links());
+    cluster.weft_ok(0, &["node", "rm", "--force", "h1"]);
+    // Its addresses are the cluster's again: the container keeps running without its interface.
+    cluster.eventually("c lost its interface", Duration::from_secs(10), || !links().contains("eth0"));
+    cluster.eventually("h1's weftd logged its removal", Duration::from_secs(10), || {
+        cluster.log_tail(1).contains("removed from the cluster")
+    });
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "the container itself still runs");
+}

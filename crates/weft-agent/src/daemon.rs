@@ -455,7 +455,7 @@ async fn run_manager(
     let duties = supervisor.spawn("leader duties", stop_rx.clone(), leader_duties(core.clone(), me.id));
     let beats =
         supervisor.spawn("heartbeats", stop_rx.clone(), heartbeats(core.clone(), me.id, config.heartbeat));
-    let exit = role_watch_manager(&node, me.id, dir, shutdown).await;
+    let exit = role_watch_manager(&node, me.id, dir, host, shutdown).await;
     let _ = stop_tx.send(true);
     feed.abort();
     duties.abort();
@@ -509,6 +509,7 @@ async fn role_watch_manager(
     node: &weft_raft::NodeHandle,
     id: u64,
     dir: &StateDir,
+    host: &Host,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Exit> {
     let mut registered = false;
@@ -536,6 +537,7 @@ async fn role_watch_manager(
                 }
             }
             None if registered => {
+                host.revoke_all_addresses(&state).await;
                 bail!("this node was removed from the cluster; clear {} to join again", dir.root().display())
             }
             None => {}
@@ -696,6 +698,9 @@ async fn run_worker(
             }
             Some(_) => registered = true,
             None if registered => {
+                if let Ok(state) = view.to_state() {
+                    host.revoke_all_addresses(&state).await;
+                }
                 break Err(anyhow!(
                     "this node was removed from the cluster; clear {} to join again",
                     dir.root().display()

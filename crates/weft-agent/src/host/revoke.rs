@@ -48,4 +48,33 @@ impl Host {
         conf.revoked.extend(lost);
         self.save_netconf_or_warn(id, &conf);
     }
+
+    /// This node was removed from the cluster (`weft node rm -f` while it ran): every address
+    /// its containers hold was released with it and may be handed out again, so every interface
+    /// goes now, before weftd exits, without waiting for [`REVOKE_AFTER`]. The containers keep
+    /// running without their networks; `inspect` lists them as revoked.
+    /// `state` is the cluster's state as this node last saw it (without its endpoints).
+    pub async fn revoke_all_addresses(&self, state: &weft_state::State) {
+        let Some(survey) = self.survey() else { return };
+        for (id, (mut conf, _)) in survey.netconfs {
+            let (kept, lost): (Vec<_>, Vec<_>) = conf
+                .attachments
+                .iter()
+                .cloned()
+                .partition(|a| state.endpoint(a.endpoint).is_some_and(|e| e.container_id == id));
+            if lost.is_empty() {
+                continue;
+            }
+            for a in &lost {
+                tracing::error!(
+                    container = %id, network = %a.network, ips = ?a.ips,
+                    "this node was removed from the cluster: the container's address is released and its interface removed"
+                );
+                let _ = weft_overlay::attach::detach(&self.nl, &a.host_ifname).await;
+            }
+            conf.attachments = kept;
+            conf.revoked.extend(lost);
+            self.save_netconf_or_warn(&id, &conf);
+        }
+    }
 }
