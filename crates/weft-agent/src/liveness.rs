@@ -1,6 +1,13 @@
 //! Liveness as the leader sees it: heartbeats are kept in memory only, and what goes through the
 //! log are the transitions (Ready -> Down, Down -> Ready) and, after the lease TTL, the release
 //! of a dead node's addresses. Pure: the caller supplies the clocks.
+//!
+//! A lease runs on the leader's own monotonic clock, as etcd's do: a node's addresses are released
+//! only once this leader has itself not heard from it for the whole TTL, counted from its last
+//! heartbeat or from this leader's election, whichever is later (a new leader starts every lease
+//! over), and the replicated wall-clock check of `ExpireNode` must agree too. A leader whose wall
+//! clock runs ahead cannot release anything early; one whose clock lags releases late, never
+//! early.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -68,7 +75,8 @@ impl Liveness {
                 Status::Down => {
                     let down_for = wall_ms.saturating_sub(node.status_since_ms);
                     let ttl = config.lease_ttl.as_millis() as u64;
-                    if down_for >= ttl && holds_addresses(state, node.id) {
+                    let silent = now.saturating_duration_since(last);
+                    if silent >= config.lease_ttl && down_for >= ttl && holds_addresses(state, node.id) {
                         out.push(cmd::expire_node(node.id, wall_ms, ttl));
                     }
                 }
@@ -126,6 +134,32 @@ mod tests {
         live.record(2, 9, t0 + Duration::from_secs(17));
         let cmds = live.decide(&s, t0 + Duration::from_secs(17), 17_000, &config);
         assert_eq!(cmds, vec![cmd::set_node_status(2, Status::Ready, 17_000)]);
+    }
+
+    #[test]
+    fn a_lease_runs_on_the_leaders_monotonic_clock_and_restarts_with_a_new_leader() {
+        let config =
+            LivenessConfig { down_after: Duration::from_secs(3), lease_ttl: Duration::from_secs(10) };
+        let mut s = state();
+        // Node 2 went Down at wall 1000 under an earlier leader.
+        s.apply(&cmd::set_node_status(2, Status::Down, 1000)).unwrap();
+        let t0 = Instant::now();
+        let live = Liveness::new(t0);
+        // A new leader whose wall clock is far ahead: by the wall clock the lease is long over,
+        // but this leader has not itself waited the TTL yet.
+        let ahead = 1000 + 3_600_000;
+        let expiries = |at: u64, wall: u64| {
+            live.decide(&s, t0 + Duration::from_secs(at), wall, &config)
+                .into_iter()
+                .filter(|c| matches!(c.kind, Some(pb::command::Kind::ExpireNode(_))))
+                .count()
+        };
+        assert_eq!(expiries(5, ahead), 0, "a clock ahead releases nothing early");
+        assert_eq!(expiries(9, ahead), 0);
+        assert_eq!(expiries(10, ahead), 1, "after the TTL on its own clock");
+        // A leader whose wall clock lags: the replicated check holds it back (late, not early).
+        assert_eq!(expiries(30, 5000), 0);
+        assert_eq!(expiries(30, 11_000), 1);
     }
 
     #[test]
