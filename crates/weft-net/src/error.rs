@@ -92,6 +92,15 @@ pub enum NetError {
         #[source]
         source: std::io::Error,
     },
+    /// A socket of weft's own (the nftables event subscription) failed.
+    #[error("{op}: {source}")]
+    Socket {
+        /// What was being done.
+        op: &'static str,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Reading or writing a sysctl failed.
     #[error("sysctl {key}: {source}")]
     Sysctl {

@@ -14,6 +14,7 @@ mod link;
 mod mac;
 mod neigh;
 mod netns;
+pub mod nft_events;
 mod route;
 pub mod sysctl;
 pub mod validate;

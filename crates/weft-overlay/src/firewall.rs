@@ -141,6 +141,19 @@ pub async fn apply(script: &str) -> std::io::Result<()> {
 }
 
 /// True when weft's table exists in the calling thread's namespace.
+/// weft's table as the kernel holds it now, without counters (`nft -s`), or `None` when it is
+/// missing: what a change notification is checked against.
+pub async fn listing() -> Option<String> {
+    let out = tokio::process::Command::new("nft")
+        .args(["-s", "list", "table", TABLE])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// True when weft's table exists.
 pub async fn table_exists() -> bool {
     tokio::process::Command::new("nft")
         .args(["list", "table", "inet", "weft"])

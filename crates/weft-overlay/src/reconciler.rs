@@ -22,6 +22,10 @@ use crate::{OverlayError, Result, apply, firewall};
 /// and a cluster-wide state change lands on every host before the follow-up checks compete for CPU.
 const EVENT_DEBOUNCE: Duration = Duration::from_millis(50);
 
+/// How long nftables notifications settle before weft's table is looked at (`nft -f` of a
+/// whole ruleset notifies once per object).
+const FIREWALL_DEBOUNCE: Duration = Duration::from_millis(20);
+
 /// What started a reconcile run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
@@ -98,6 +102,9 @@ pub struct Reconciler {
     nl: Netlink,
     metrics: Arc<Metrics>,
     last_script: Option<String>,
+    /// weft's table as listed right after the last apply: a change notification whose listing
+    /// differs means someone else changed or removed it.
+    firewall_listing: Option<String>,
     indexes: BTreeSet<u32>,
     underlay_index: Option<u32>,
     /// The last full observation, while no kernel event has touched weft's devices since and no
@@ -115,6 +122,7 @@ impl Reconciler {
             nl,
             metrics: Arc::new(Metrics::default()),
             last_script: None,
+            firewall_listing: None,
             indexes: BTreeSet::new(),
             underlay_index: None,
             cache: None,
@@ -234,8 +242,30 @@ impl Reconciler {
         if stale || (trigger == Trigger::Timer && !firewall::table_exists().await) {
             firewall::apply(&script).await.map_err(OverlayError::Firewall)?;
             self.last_script = Some(script);
+            self.firewall_listing = firewall::listing().await;
         }
         Ok(())
+    }
+
+    /// After an nftables change notification: if weft's table is not as weft left it (flushed,
+    /// deleted, a rule edited), it is loaded again and counted as drift repaired. weft's own
+    /// loads notify too; their listing matches and nothing happens.
+    async fn heal_firewall(&mut self) {
+        let Some(script) = self.last_script.clone() else { return };
+        let now = firewall::listing().await;
+        if now.is_some() && now == self.firewall_listing {
+            return;
+        }
+        match firewall::apply(&script).await {
+            Ok(()) => {
+                self.firewall_listing = firewall::listing().await;
+                self.metrics.drift_repaired.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("weft's nftables table was changed or removed by someone else; restored");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "restoring weft's nftables table failed; retried on the next run")
+            }
+        }
     }
 
     fn relevant(&self, event: &KernelEvent) -> bool {
@@ -258,6 +288,19 @@ impl Reconciler {
         mut stop: watch::Receiver<bool>,
     ) -> Result<()> {
         let mut events = weft_net::events::subscribe().map_err(OverlayError::Observe)?;
+        // nftables changes, so a flushed table comes back at once (the resync still covers a
+        // kernel that cannot notify).
+        let mut nft = match self.config.firewall {
+            true => match weft_net::nft_events::NftEvents::subscribe() {
+                Ok(nft) => Some(nft),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no nftables notifications: the firewall is checked at each resync only");
+                    None
+                }
+            },
+            false => None,
+        };
+        let mut firewall_due: Option<tokio::time::Instant> = None;
         let mut ticker = tokio::time::interval(self.config.resync);
         ticker.tick().await;
         let mut pending = Some(Trigger::Start);
@@ -303,6 +346,18 @@ impl Reconciler {
                     None => std::future::pending::<()>().await,
                 }
             };
+            let firewall_check = async {
+                match firewall_due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let nft_changed = async {
+                match nft.as_mut() {
+                    Some(nft) => nft.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             // Kernel events first, so a state change never plans against an observation they made stale.
             tokio::select! {
                 biased;
@@ -323,6 +378,19 @@ impl Reconciler {
                 _ = due => {
                     event_due = None;
                     pending = Some(Trigger::KernelEvent);
+                }
+                changed = nft_changed => match changed {
+                    Ok(()) => {
+                        firewall_due.get_or_insert_with(|| tokio::time::Instant::now() + FIREWALL_DEBOUNCE);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "nftables notifications stopped: the firewall is checked at each resync only");
+                        nft = None;
+                    }
+                },
+                _ = firewall_check => {
+                    firewall_due = None;
+                    self.heal_firewall().await;
                 }
                 _ = ticker.tick() => pending = Some(Trigger::Timer),
             }
