@@ -27,7 +27,12 @@ pub fn zones(state: &State, me: NodeId) -> Zones {
             let short = endpoint.container_id.chars().take(12).collect::<String>();
             let keys = std::iter::once(&endpoint.name).chain(&endpoint.aliases).filter(|n| !n.is_empty());
             for key in keys.cloned().chain(std::iter::once(short)) {
-                names.entry(key.to_ascii_lowercase()).or_default().extend(endpoint.ips.iter().copied());
+                let key = key.to_ascii_lowercase();
+                // Docker answers `<name>.<network>` too.
+                let qualified = format!("{key}.{}", network.name.to_ascii_lowercase());
+                for name in [key, qualified] {
+                    names.entry(name).or_default().extend(endpoint.ips.iter().copied());
+                }
             }
         }
         let clients: Vec<Cidr> = network.subnets.clone();
@@ -61,6 +66,7 @@ mod tests {
         let zone = &z.by_listen[&"10.44.0.1".parse::<IpAddr>().unwrap()];
         assert_eq!(zone.names["db"], vec!["10.44.1.2".parse::<IpAddr>().unwrap()]);
         assert!(zone.names.contains_key("bbbbbbbbbbbb"));
+        assert_eq!(zone.names["db.app"], zone.names["db"], "<name>.<network> as Docker answers it");
         assert!(!zone.names.contains_key("cache"));
         assert_eq!(zones(&s, 2).by_listen.len(), 2);
     }

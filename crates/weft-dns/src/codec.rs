@@ -7,6 +7,8 @@ use std::net::IpAddr;
 pub const TYPE_A: u16 = 1;
 /// Record type AAAA.
 pub const TYPE_AAAA: u16 = 28;
+/// The EDNS0 OPT pseudo-record type.
+const TYPE_OPT: u16 = 41;
 /// Class IN.
 pub const CLASS_IN: u16 = 1;
 const HEADER_LEN: usize = 12;
@@ -53,6 +55,8 @@ pub struct Query {
     pub qclass: u16,
     /// Recursion desired.
     pub recursion_desired: bool,
+    /// The UDP payload size the client's EDNS0 OPT record offers, if it sent one.
+    pub edns_size: Option<u16>,
     /// Where the question ends in the packet.
     question_end: usize,
 }
@@ -92,12 +96,20 @@ pub fn parse_query(packet: &[u8]) -> Result<Query, DnsError> {
     }
     let qtype = u16_at(packet, at)?;
     let qclass = u16_at(packet, at + 2)?;
+    // An OPT pseudo-record (root name, type 41) right after the question: its class is the UDP
+    // payload size the client can take (RFC 6891).
+    let additional = u16_at(packet, 10)?;
+    let edns_size =
+        (additional > 0 && packet.get(at + 4) == Some(&0) && u16_at(packet, at + 5).ok() == Some(TYPE_OPT))
+            .then(|| u16_at(packet, at + 7).ok())
+            .flatten();
     Ok(Query {
         id,
         name: labels.join("."),
         qtype,
         qclass,
         recursion_desired: flags & 0x0100 != 0,
+        edns_size,
         question_end: at + 4,
     })
 }
@@ -119,10 +131,21 @@ fn header(query: &Query, packet: &[u8], rcode: Rcode, answers: u16) -> Vec<u8> {
     out
 }
 
+/// The largest reply a client can take: 512 bytes over UDP unless its EDNS0 record offers more
+/// (at most 4096 here), 65 535 over TCP.
+pub fn reply_limit(query: &Query, tcp: bool) -> usize {
+    if tcp {
+        return usize::from(u16::MAX);
+    }
+    query.edns_size.map_or(512, |size| usize::from(size).clamp(512, 4096))
+}
+
 /// An authoritative answer to `query` (read from `packet`) with the records of `ips` that match
 /// the asked type: A for IPv4, AAAA for IPv6. No matching record is a NOERROR with no answers, as
-/// for any name that exists. TTL 0: containers come and go, nothing should cache them.
-pub fn answer(packet: &[u8], query: &Query, ips: &[IpAddr]) -> Vec<u8> {
+/// for any name that exists. TTL 0: containers come and go, nothing should cache them. Records
+/// that do not fit in `limit` bytes are left out and the TC bit says so: the client asks again
+/// over TCP.
+pub fn answer(packet: &[u8], query: &Query, ips: &[IpAddr], limit: usize) -> Vec<u8> {
     let in_class = query.qclass == CLASS_IN || query.qclass == 255;
     let wanted: Vec<&IpAddr> = ips
         .iter()
@@ -134,8 +157,15 @@ pub fn answer(packet: &[u8], query: &Query, ips: &[IpAddr]) -> Vec<u8> {
             _ => false,
         })
         .collect();
-    let mut out = header(query, packet, Rcode::NoError, wanted.len() as u16);
+    let mut out = header(query, packet, Rcode::NoError, 0);
+    let mut count: u16 = 0;
     for ip in wanted {
+        let record_len = 12 + if ip.is_ipv4() { 4 } else { 16 };
+        if out.len() + record_len > limit || count == u16::MAX {
+            out[2] |= 0x02; // TC: truncated
+            break;
+        }
+        count += 1;
         out.extend_from_slice(&[0xC0, HEADER_LEN as u8]);
         let (kind, data): (u16, Vec<u8>) = match ip {
             IpAddr::V4(v4) => (TYPE_A, v4.octets().to_vec()),
@@ -147,6 +177,7 @@ pub fn answer(packet: &[u8], query: &Query, ips: &[IpAddr]) -> Vec<u8> {
         out.extend_from_slice(&(data.len() as u16).to_be_bytes());
         out.extend_from_slice(&data);
     }
+    out[6..8].copy_from_slice(&count.to_be_bytes());
     out
 }
 
@@ -180,6 +211,22 @@ pub fn query_packet(id: u16, name: &str, qtype: u16) -> Vec<u8> {
     out.extend_from_slice(&qtype.to_be_bytes());
     out.extend_from_slice(&CLASS_IN.to_be_bytes());
     out
+}
+
+/// [`query_packet`] with an EDNS0 OPT record offering `udp_size` bytes.
+pub fn query_packet_edns(id: u16, name: &str, qtype: u16, udp_size: u16) -> Vec<u8> {
+    let mut out = query_packet(id, name, qtype);
+    out[10..12].copy_from_slice(&1u16.to_be_bytes());
+    out.push(0);
+    out.extend_from_slice(&TYPE_OPT.to_be_bytes());
+    out.extend_from_slice(&udp_size.to_be_bytes());
+    out.extend_from_slice(&[0; 6]);
+    out
+}
+
+/// True when a response has the TC (truncated) bit: the full answer is over TCP.
+pub fn is_truncated(packet: &[u8]) -> bool {
+    packet.get(2).is_some_and(|flags| flags & 0x02 != 0)
 }
 
 /// The response code and the addresses of the A/AAAA records of a response.
@@ -229,12 +276,34 @@ mod tests {
         let q = parse_query(&packet).unwrap();
         assert_eq!((q.id, q.name.as_str(), q.qtype, q.qclass), (0x1234, "db", TYPE_A, CLASS_IN));
         let ips: Vec<IpAddr> = vec!["10.44.0.2".parse().unwrap(), "fd00::2".parse().unwrap()];
-        let reply = answer(&packet, &q, &ips);
+        let reply = answer(&packet, &q, &ips, 512);
         assert_eq!(&reply[..2], &[0x12, 0x34]);
         assert_eq!(parse_answers(&reply).unwrap(), (0, vec![ips[0]]));
         let q6 = parse_query(&query_packet(7, "db", TYPE_AAAA)).unwrap();
-        let reply6 = answer(&query_packet(7, "db", TYPE_AAAA), &q6, &ips);
+        let reply6 = answer(&query_packet(7, "db", TYPE_AAAA), &q6, &ips, 512);
         assert_eq!(parse_answers(&reply6).unwrap(), (0, vec![ips[1]]));
+    }
+
+    #[test]
+    fn answers_that_do_not_fit_are_truncated_with_the_tc_bit() {
+        let ips: Vec<IpAddr> = (1..=60).map(|i| IpAddr::from([10, 44, 0, i])).collect();
+        let plain = query_packet(1, "svc", TYPE_A);
+        let q = parse_query(&plain).unwrap();
+        assert_eq!((q.edns_size, reply_limit(&q, false), reply_limit(&q, true)), (None, 512, 65535));
+        let udp = answer(&plain, &q, &ips, reply_limit(&q, false));
+        assert!(udp.len() <= 512 && is_truncated(&udp));
+        let (_, some) = parse_answers(&udp).unwrap();
+        assert!(!some.is_empty() && some.len() < 60, "{}", some.len());
+        let tcp = answer(&plain, &q, &ips, reply_limit(&q, true));
+        assert!(!is_truncated(&tcp));
+        assert_eq!(parse_answers(&tcp).unwrap().1, ips);
+        // An EDNS0 client offering 4096 bytes gets all 60 over UDP.
+        let edns = query_packet_edns(2, "svc", TYPE_A, 4096);
+        let q = parse_query(&edns).unwrap();
+        assert_eq!(q.edns_size, Some(4096));
+        let big = answer(&edns, &q, &ips, reply_limit(&q, false));
+        assert!(!is_truncated(&big));
+        assert_eq!(parse_answers(&big).unwrap().1.len(), 60);
     }
 
     #[test]

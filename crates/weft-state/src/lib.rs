@@ -39,10 +39,55 @@ pub const MAX_VNI: u32 = 0x00FF_FFFF;
 struct NetworkState {
     network: Network,
     pools: Vec<PoolState>,
-    /// Lower-cased names and aliases of its endpoints.
+    /// Lower-cased container names of its endpoints: unique on the network.
     names: OrdMap<String, EndpointId>,
+    /// Lower-cased aliases: any number of endpoints may share one (Compose's `--scale`, DNS
+    /// round robin).
+    aliases: OrdMap<String, OrdSet<EndpointId>>,
     containers: OrdMap<String, EndpointId>,
     endpoints: OrdSet<EndpointId>,
+}
+
+/// The name keys of one endpoint: its container name (unique on the network) and its aliases
+/// (shared freely).
+#[derive(Debug, Default)]
+struct EndpointKeys {
+    name: Option<String>,
+    aliases: BTreeSet<String>,
+}
+
+/// Checks an endpoint's name and aliases on `net`: valid DNS labels; the name is no other
+/// endpoint's name or alias (it stays its own); an alias is no other container's name, and may
+/// be shared with any number of endpoints.
+fn endpoint_keys(net: &NetworkState, name: &str, aliases: &[String]) -> Result<EndpointKeys> {
+    let taken = |name: &str, owner: EndpointId| StateError::EndpointNameTaken {
+        network: net.network.name.clone(),
+        name: name.to_string(),
+        endpoint: owner,
+    };
+    let mut keys = EndpointKeys::default();
+    if !name.is_empty() {
+        names::dns_label("container", name)?;
+        let key = names::key(name);
+        if let Some(owner) = net.names.get(&key) {
+            return Err(taken(name, *owner));
+        }
+        if let Some(owner) = net.aliases.get(&key).and_then(|ids| ids.iter().next()) {
+            return Err(taken(name, *owner));
+        }
+        keys.name = Some(key);
+    }
+    for alias in aliases {
+        names::dns_label("container", alias)?;
+        let key = names::key(alias);
+        if let Some(owner) = net.names.get(&key) {
+            return Err(taken(alias, *owner));
+        }
+        if keys.name.as_ref() != Some(&key) {
+            keys.aliases.insert(key);
+        }
+    }
+    Ok(keys)
 }
 
 /// The result of an accepted command.
@@ -214,7 +259,9 @@ impl State {
 
     /// The endpoint answering to `name` (a name or alias, any case) on a network.
     pub fn resolve(&self, network: NetworkId, name: &str) -> Option<&Endpoint> {
-        let id = self.networks.get(&network)?.names.get(&names::key(name))?;
+        let net = self.networks.get(&network)?;
+        let key = names::key(name);
+        let id = net.names.get(&key).or_else(|| net.aliases.get(&key).and_then(|ids| ids.iter().next()))?;
         self.endpoints.get(id)
     }
 
@@ -527,6 +574,7 @@ impl State {
                 network,
                 pools,
                 names: OrdMap::new(),
+                aliases: OrdMap::new(),
                 containers: OrdMap::new(),
                 endpoints: OrdSet::new(),
             },
@@ -577,24 +625,7 @@ impl State {
                 endpoint: *endpoint,
             });
         }
-        let mut wanted: Vec<&str> = Vec::new();
-        if !c.name.is_empty() {
-            wanted.push(&c.name);
-        }
-        wanted.extend(c.aliases.iter().map(String::as_str));
-        let mut keys: BTreeSet<String> = BTreeSet::new();
-        for name in &wanted {
-            names::dns_label("container", name)?;
-            let key = names::key(name);
-            if let Some(owner) = net.names.get(&key) {
-                return Err(StateError::EndpointNameTaken {
-                    network: net.network.name.clone(),
-                    name: name.to_string(),
-                    endpoint: *owner,
-                });
-            }
-            keys.insert(key);
-        }
+        let keys = endpoint_keys(net, &c.name, &c.aliases)?;
         let requested: Option<IpAddr> = if c.requested_ip.is_empty() {
             None
         } else {
@@ -648,10 +679,13 @@ impl State {
         Ok(Outcome::Endpoint(endpoint))
     }
 
-    fn index_endpoint(&mut self, endpoint: &Endpoint, keys: BTreeSet<String>) {
+    fn index_endpoint(&mut self, endpoint: &Endpoint, keys: EndpointKeys) {
         let net = self.networks.get_mut(&endpoint.network).expect("endpoint's network exists");
-        for key in keys {
+        if let Some(key) = keys.name {
             net.names.insert(key, endpoint.id);
+        }
+        for key in keys.aliases {
+            net.aliases.entry(key).or_default().insert(endpoint.id);
         }
         net.containers.insert(endpoint.container_id.clone(), endpoint.id);
         net.endpoints.insert(endpoint.id);
@@ -676,10 +710,17 @@ impl State {
         if let Some(net) = self.networks.get_mut(&endpoint.network) {
             net.endpoints.remove(&id);
             net.containers.remove(&endpoint.container_id);
-            for name in
-                (!endpoint.name.is_empty()).then_some(&endpoint.name).into_iter().chain(&endpoint.aliases)
-            {
-                net.names.remove(&names::key(name));
+            if !endpoint.name.is_empty() {
+                net.names.remove(&names::key(&endpoint.name));
+            }
+            for alias in &endpoint.aliases {
+                let key = names::key(alias);
+                if let Some(ids) = net.aliases.get_mut(&key) {
+                    ids.remove(&id);
+                    if ids.is_empty() {
+                        net.aliases.remove(&key);
+                    }
+                }
             }
             for ip in &endpoint.ips {
                 if let Some(pool) = net.pools.iter_mut().find(|p| p.pool.subnet().contains(*ip)) {

@@ -206,13 +206,8 @@ impl State {
         if !self.nodes.contains_key(&e.node_id) {
             return Err(corrupt(format!("endpoint {} of unknown node", e.id)));
         }
-        let mut keys = std::collections::BTreeSet::new();
-        for name in (!e.name.is_empty()).then_some(&e.name).into_iter().chain(&e.aliases) {
-            names::dns_label("container", name)?;
-            if net.names.contains_key(&names::key(name)) || !keys.insert(names::key(name)) {
-                return Err(corrupt(format!("endpoint {} name {name:?} taken", e.id)));
-            }
-        }
+        let keys = crate::endpoint_keys(net, &e.name, &e.aliases)
+            .map_err(|err| corrupt(format!("endpoint {}: {err}", e.id)))?;
         let ips: Vec<IpAddr> = e
             .ips
             .iter()

@@ -345,3 +345,34 @@ fn networks_stay_off_underlays_and_special_ranges_and_joins_off_networks() {
     assert!(matches!(e, StateError::SubnetOnUnderlay { .. }), "{e}");
     s.apply(&cmd::register_agent(2, "h2", "198.51.100.9", 0, "", Role::Worker, 0)).unwrap();
 }
+
+#[test]
+fn aliases_are_shared_and_names_stay_unique() {
+    let mut s = state_with_nodes(2);
+    s.apply(&cmd::create_network("app", Driver::Overlay, &["10.44.0.0/16"], 0, 0)).unwrap();
+    let with_alias = |container: &str, name: &str, alias: &str| {
+        let mut c = cmd::allocate_endpoint("app", 1, container, name, "");
+        if let Some(pb::command::Kind::AllocateEndpoint(a)) = c.kind.as_mut() {
+            a.aliases = vec![alias.to_string()];
+        }
+        c
+    };
+    let first = endpoint(&s.apply(&with_alias("c1", "web1", "svc")).unwrap());
+    let second = endpoint(&s.apply(&with_alias("c2", "web2", "SVC")).unwrap());
+    // A name is its container's own: neither another name nor an alias may take it.
+    let e = s.apply(&with_alias("c3", "web1", "other")).unwrap_err();
+    assert!(matches!(e, StateError::EndpointNameTaken { .. }), "{e}");
+    let e = s.apply(&with_alias("c3", "svc", "other")).unwrap_err();
+    assert!(matches!(e, StateError::EndpointNameTaken { .. }), "{e}");
+    let e = s.apply(&with_alias("c3", "web3", "web2")).unwrap_err();
+    assert!(matches!(e, StateError::EndpointNameTaken { .. }), "{e}");
+    // Round trip through a snapshot keeps the sharing; releasing one leaves the other.
+    let copy = State::from_snapshot_bytes(&s.snapshot_bytes()).unwrap();
+    assert_eq!(copy.snapshot_bytes(), s.snapshot_bytes());
+    let network = s.network("app").unwrap().id;
+    s.apply(&cmd::release_endpoint(first.id)).unwrap();
+    assert_eq!(s.resolve(network, "svc").map(|e| e.id), Some(second.id));
+    s.apply(&cmd::release_endpoint(second.id)).unwrap();
+    assert!(s.resolve(network, "svc").is_none());
+    s.apply(&with_alias("c4", "svc", "x")).unwrap();
+}
