@@ -228,8 +228,9 @@ fn subnets_that_would_break_a_host_are_refused() {
     cluster.weft_ok(0, &["network", "create", "--subnet", "198.51.101.0/24", "beside"]);
 }
 
-/// `nft flush ruleset` on a host, or one of weft's chains emptied: weft's table is back within a
-/// second (nftables notifications, not the 10 s resync), counted as drift repaired.
+/// `nft flush ruleset` on a host, or one of weft's chains emptied: weft's tables (the overlay's
+/// and the published ports') are back within a second (nftables notifications, not the 10 s
+/// resync), counted as drift repaired.
 #[test]
 fn a_flushed_firewall_is_restored_within_a_second() {
     let bed = VirtualHosts::new(1);
@@ -237,7 +238,16 @@ fn a_flushed_firewall_is_restored_within_a_second() {
     cluster.flags.extend(["--metrics".to_string(), "127.0.0.1:9948".to_string()]);
     cluster.form(1, 0);
     cluster.weft_ok(0, &["network", "create", "--driver", "overlay", "--subnet", "10.98.0.0/24", "fw"]);
+    cluster.import_busybox(&[0]);
+    cluster.weft_ok(
+        0,
+        &["run", "-d", "--name", "web", "--network", "fw", "-p", "18080:8080", "busybox", "sleep", "3600"],
+    );
     let host = bed.host(0);
+    let ports = || {
+        let out = host.output("nft", &["-s", "list", "table", "ip", "weft_ports"]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
     let listing = || {
         let out = host.output("nft", &["-s", "list", "table", "inet", "weft"]);
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -254,6 +264,10 @@ fn a_flushed_firewall_is_restored_within_a_second() {
         listing().is_some_and(|l| l.contains("cluster_hosts4"))
     });
     let original = listing().unwrap();
+    cluster.eventually("the port table is loaded", Duration::from_secs(10), || {
+        ports().is_some_and(|l| l.contains("18080"))
+    });
+    let published = ports().unwrap();
     for (what, args) in [
         ("nft flush ruleset", vec!["flush", "ruleset"]),
         ("an emptied chain", vec!["flush", "chain", "inet", "weft", "input"]),
@@ -269,6 +283,10 @@ fn a_flushed_firewall_is_restored_within_a_second() {
         }
         let took = started.elapsed();
         eprintln!("{what}: restored after {took:?}");
+        while ports().as_deref() != Some(published.as_str()) {
+            assert!(started.elapsed() < Duration::from_secs(1), "{what}: ports not restored within 1 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         cluster.eventually("the repair is counted", Duration::from_secs(2), || drift() > before);
     }
 }

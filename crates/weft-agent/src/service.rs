@@ -657,10 +657,11 @@ impl pb::cluster_server::Cluster for ClusterService {
         }
         let m = core.manager()?;
         let manager = token_role(request.get_ref().role)? == Role::Manager;
-        let token = Token {
-            ca_fingerprint: core.ca_fingerprint.clone(),
-            secret: join_secret(core, m, manager).await?,
-        };
+        // This manager's applied state, not a fresh read: printing a token must not wait for an
+        // election (a cluster just bootstrapped), and a rotation made through another manager
+        // reaches this one within milliseconds; Join checks against a fresh read.
+        let secret = secret_in(m, &m.node.state(), manager);
+        let token = Token { ca_fingerprint: core.ca_fingerprint.clone(), secret };
         Ok(Response::new(pb::TokenResponse { token: token.render() }))
     }
 

@@ -131,6 +131,25 @@ fn header(query: &Query, packet: &[u8], rcode: Rcode, answers: u16) -> Vec<u8> {
     out
 }
 
+/// The UDP payload size weft's replies offer in their own OPT record.
+const EDNS_SIZE: u16 = 4096;
+
+/// The length of an OPT record without options.
+const OPT_LEN: usize = 11;
+
+/// Ends a reply: an OPT record when the query had one (RFC 6891: a responder that understands
+/// EDNS answers with it), counted in the additional section.
+fn finish(mut out: Vec<u8>, query: &Query) -> Vec<u8> {
+    if query.edns_size.is_some() {
+        out.push(0);
+        out.extend_from_slice(&TYPE_OPT.to_be_bytes());
+        out.extend_from_slice(&EDNS_SIZE.to_be_bytes());
+        out.extend_from_slice(&[0; 6]);
+        out[10..12].copy_from_slice(&1u16.to_be_bytes());
+    }
+    out
+}
+
 /// The largest reply a client can take: 512 bytes over UDP unless its EDNS0 record offers more
 /// (at most 4096 here), 65 535 over TCP.
 pub fn reply_limit(query: &Query, tcp: bool) -> usize {
@@ -159,9 +178,10 @@ pub fn answer(packet: &[u8], query: &Query, ips: &[IpAddr], limit: usize) -> Vec
         .collect();
     let mut out = header(query, packet, Rcode::NoError, 0);
     let mut count: u16 = 0;
+    let opt = if query.edns_size.is_some() { OPT_LEN } else { 0 };
     for ip in wanted {
         let record_len = 12 + if ip.is_ipv4() { 4 } else { 16 };
-        if out.len() + record_len > limit || count == u16::MAX {
+        if out.len() + record_len + opt > limit || count == u16::MAX {
             out[2] |= 0x02; // TC: truncated
             break;
         }
@@ -178,12 +198,12 @@ pub fn answer(packet: &[u8], query: &Query, ips: &[IpAddr], limit: usize) -> Vec
         out.extend_from_slice(&data);
     }
     out[6..8].copy_from_slice(&count.to_be_bytes());
-    out
+    finish(out, query)
 }
 
 /// A reply carrying only `rcode` (and the question).
 pub fn error(packet: &[u8], query: &Query, rcode: Rcode) -> Vec<u8> {
-    header(query, packet, rcode, 0)
+    finish(header(query, packet, rcode, 0), query)
 }
 
 /// A FORMERR reply to a packet that could not be parsed, when at least its id is readable.
@@ -304,6 +324,10 @@ mod tests {
         let big = answer(&edns, &q, &ips, reply_limit(&q, false));
         assert!(!is_truncated(&big));
         assert_eq!(parse_answers(&big).unwrap().1.len(), 60);
+        // The reply carries its own OPT record (additional count 1, type 41 at the end).
+        assert_eq!(u16_at(&big, 10).unwrap(), 1);
+        assert_eq!(u16_at(&big, big.len() - 10).unwrap(), TYPE_OPT);
+        assert_eq!(u16_at(&udp, 10).unwrap(), 0, "no OPT without one in the query");
     }
 
     #[test]

@@ -17,10 +17,30 @@ impl Host {
     /// of removed containers that the cluster could not take back at the time.
     pub async fn janitor(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        // nftables notifications: a flushed port table comes back at once, not at the next change.
+        let mut nft = weft_net::nft_events::NftEvents::subscribe()
+            .inspect_err(|e| tracing::warn!(error = %e, "no nftables notifications for the port table"))
+            .ok();
         loop {
-            tokio::select! {
+            let nft_changed = async {
+                match nft.as_mut() {
+                    Some(nft) => nft.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let notified = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
-                _ = tick.tick() => {}
+                _ = tick.tick() => None,
+                changed = nft_changed => Some(changed.is_ok()),
+            };
+            if let Some(ok) = notified {
+                if !ok {
+                    nft = None;
+                }
+                // Let a burst of changes settle, then look at weft's table only.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                self.heal_ports().await;
+                continue;
             }
             // `--rm` containers that exited go first (removal takes the lock below itself). The
             // listing reads every container's files: on a blocking thread, not a runtime worker.

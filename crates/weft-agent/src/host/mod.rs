@@ -52,8 +52,8 @@ pub struct Host {
     core: RwLock<Option<Arc<Core>>>,
     /// Serialises changes that check-then-act on names, ports and namespaces.
     serial: tokio::sync::Mutex<()>,
-    /// The port table last loaded into nftables.
-    ports_loaded: tokio::sync::Mutex<Option<String>>,
+    /// The port table last loaded into nftables, and how the kernel listed it right after.
+    ports_loaded: tokio::sync::Mutex<Option<ports_sync::LoadedPorts>>,
     /// The state the overlay reconciler last applied in full.
     reconciled: std::sync::OnceLock<watch::Receiver<Arc<State>>>,
     /// A copy of the state has come from the cluster (not only from the last-state file).

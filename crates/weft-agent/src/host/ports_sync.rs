@@ -23,13 +23,43 @@ impl Host {
     pub(super) async fn sync_ports_from(&self, survey: &Survey) -> Result<()> {
         let script = ports::script(&survey.wanted_ports());
         let mut loaded = self.ports_loaded.lock().await;
-        if loaded.as_deref() == Some(script.as_str()) {
+        if loaded.as_ref().is_some_and(|l| l.script == script) {
             return Ok(());
         }
         ports::apply(&script).await.map_err(|e| HostError::Internal(format!("nftables: {e}")))?;
-        *loaded = Some(script);
+        *loaded = Some(LoadedPorts { listing: ports::listing().await, script });
         Ok(())
     }
+
+    /// After an nftables change notification: when the port table is not as weft left it (a
+    /// `nft flush ruleset`, an edited rule), it is loaded again. weft's own loads notify too;
+    /// their listing matches and nothing happens.
+    pub(super) async fn heal_ports(&self) {
+        let mut loaded = self.ports_loaded.lock().await;
+        let Some(current) = loaded.as_mut() else { return };
+        let now = ports::listing().await;
+        if now == current.listing {
+            return;
+        }
+        match ports::apply(&current.script).await {
+            Ok(()) => {
+                current.listing = ports::listing().await;
+                tracing::warn!(
+                    "weft's published-ports table was changed or removed by someone else; restored"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "restoring the published-ports table failed"),
+        }
+    }
+}
+
+/// What weft last loaded as its port table.
+#[derive(Debug)]
+pub(super) struct LoadedPorts {
+    /// The script.
+    pub(super) script: String,
+    /// `nft -s list` of the table right after (`None`: no table, no ports published).
+    pub(super) listing: Option<String>,
 }
 
 impl Survey {
