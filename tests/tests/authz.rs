@@ -215,7 +215,9 @@ fn every_row_of_the_table_admits_exactly_its_callers() {
     // closes the connection): the call never reaches the service.
     let err = outcome.expect_err("a foreign certificate is refused");
     assert!(
-        err.contains("connection closed") || err.contains("alert") || err.contains("certificate"),
+        ["connection closed", "alert", "certificate", "broken pipe", "transport error"]
+            .iter()
+            .any(|m| err.contains(m)),
         "{err}"
     );
     // Without a certificate, a request is cut at 16 KiB before it is decoded: 8 KiB reaches the

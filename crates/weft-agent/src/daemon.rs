@@ -374,6 +374,9 @@ async fn run_manager(
     let node = weft_raft::start(me.id, &initial, storage, Arc::new(transport.clone()))?;
     transport.attach(node.clone());
     let liveness_config = LivenessConfig { down_after: config.down_after, lease_ttl: config.lease_ttl };
+    // The role's stop signal: background tasks and the long-lived streams this manager serves
+    // (Watch, raft) end with it, so a demoted manager's server can finish.
+    let (stop_tx, stop_rx) = watch::channel(false);
     let core = Arc::new(Core {
         id: me.id,
         name: me.name.clone(),
@@ -384,19 +387,22 @@ async fn run_manager(
         role: RoleCore::Manager(ManagerCore {
             node: node.clone(),
             keys,
+            stopping: stop_rx.clone(),
             cert_ttl: config.cert_ttl,
             liveness: Mutex::new(Liveness::new(Instant::now())),
             liveness_config,
         }),
     });
     telemetry.set_raft_refusals(node.refusals().clone());
-    let (stop_tx, stop_rx) = watch::channel(false);
     let server_cert = Arc::new(ServerCert::new(&node_tls.cert)?);
     let tls_server = {
         let cluster = pb::cluster_server::ClusterServer::new(ClusterService::new(core.clone()))
             .max_decoding_message_size(CLUSTER_MESSAGE_LIMIT);
-        let raft = pb::raft_transport_server::RaftTransportServer::new(RaftReceiver::new(node.clone()))
-            .max_decoding_message_size(RAFT_MESSAGE_LIMIT);
+        let raft = pb::raft_transport_server::RaftTransportServer::new(RaftReceiver::new(
+            node.clone(),
+            stop_rx.clone(),
+        ))
+        .max_decoding_message_size(RAFT_MESSAGE_LIMIT);
         let agent = pb::agent_server::AgentServer::new(AgentService::new(host.clone()))
             .max_decoding_message_size(AGENT_MESSAGE_LIMIT);
         let mut stop = stop_rx.clone();

@@ -68,6 +68,10 @@ pub struct ManagerCore {
     pub keys: ManagerKeys,
     /// How long the certificates this manager issues are valid.
     pub cert_ttl: Duration,
+    /// Turns true when this node stops being a manager (demotion, shutdown): the Watch streams
+    /// it serves end then, so their workers move to another manager instead of waiting on a
+    /// stream that no longer carries anything.
+    pub stopping: watch::Receiver<bool>,
     /// The leader's heartbeat table (used while this node leads).
     pub liveness: Mutex<Liveness>,
     /// Liveness timing.
@@ -489,6 +493,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         let m = self.core.manager()?;
         // A node removed while it watches loses its stream within a revocation tick.
         let revocable = caller.node().map(|id| (id, m.node.clone()));
+        let mut stopping = m.stopping.clone();
         let from = request.into_inner().from_revision;
         let (start, mut live) = m.node.history().subscribe(from);
         let (tx, rx) = mpsc::channel::<Result<pb::WatchResponse, Status>>(256);
@@ -516,9 +521,19 @@ impl pb::cluster_server::Cluster for ClusterService {
                 }
             }
             let mut revocation = tokio::time::interval(REVOCATION_TICK);
+            if *stopping.borrow() {
+                return;
+            }
             loop {
                 let received = tokio::select! {
-                    received = live.recv() => received,
+                    received = live.recv() => Some(received),
+                    changed = stopping.changed() => {
+                        let stopped = changed.is_err() || *stopping.borrow();
+                        if !stopped {
+                            continue;
+                        }
+                        None
+                    }
                     _ = revocation.tick() => {
                         if let Some((id, node)) = &revocable
                             && node.state().is_revoked(*id)
@@ -528,6 +543,12 @@ impl pb::cluster_server::Cluster for ClusterService {
                         }
                         continue;
                     }
+                };
+                let Some(received) = received else {
+                    let _ = tx
+                        .send(Err(Status::unavailable("this manager stepped down: watch another one")))
+                        .await;
+                    return;
                 };
                 match received {
                     Ok(batch) if batch.revision > last => {

@@ -175,12 +175,14 @@ async fn peer_loop(id: u64, mut rx: mpsc::Receiver<Message>, shared: Arc<Shared>
 /// batch or revocation tick.
 pub struct RaftReceiver {
     node: NodeHandle,
+    /// Turns true when this manager's role ends: open streams end with it.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl RaftReceiver {
-    /// Receives for `node`.
-    pub fn new(node: NodeHandle) -> RaftReceiver {
-        RaftReceiver { node }
+    /// Receives for `node` until `stopping` turns true.
+    pub fn new(node: NodeHandle, stopping: tokio::sync::watch::Receiver<bool>) -> RaftReceiver {
+        RaftReceiver { node, stopping }
     }
 }
 
@@ -198,8 +200,10 @@ impl pb::raft_transport_server::RaftTransport for RaftReceiver {
         let revoked = || self.node.state().is_revoked(sender);
         let mut stream = request.into_inner();
         let mut tick = tokio::time::interval(crate::service::REVOCATION_TICK);
+        let mut stopping = self.stopping.clone();
         loop {
             let batch = tokio::select! {
+                _ = stopping.wait_for(|s| *s) => break,
                 batch = stream.next() => match batch {
                     Some(batch) => batch?,
                     None => break,
