@@ -134,13 +134,7 @@ pub async fn apply(script: &str) -> std::io::Result<()> {
 
 /// The port table as the kernel holds it now, without counters, or `None` when it is missing.
 pub async fn listing() -> Option<String> {
-    let out = tokio::process::Command::new("nft")
-        .args(["-s", "list", "table", TABLE])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .await
-        .ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    weft_overlay::firewall::listing_of(TABLE).await
 }
 
 #[cfg(test)]

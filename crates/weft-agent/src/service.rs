@@ -336,16 +336,9 @@ impl Core {
         pb::NodesResponse { nodes, revision: state.revision() }
     }
 
-    fn join_response(
-        &self,
-        m: &ManagerCore,
-        id: u64,
-        name: &str,
-        manager: bool,
-    ) -> Result<pb::JoinResponse, Status> {
+    fn join_response(&self, m: &ManagerCore, id: u64, manager: bool) -> Result<pb::JoinResponse, Status> {
         let role = if manager { CertRole::Manager } else { CertRole::Worker };
         let cert = m.keys.ca.issue_node(id, role, m.cert_ttl).map_err(|e| Status::internal(e.to_string()))?;
-        let _ = name;
         let state = m.node.state();
         let mut managers: Vec<pb::ManagerAddr> = state
             .nodes()
@@ -460,7 +453,7 @@ impl pb::cluster_server::Cluster for ClusterService {
             now_ms(),
         );
         core.propose(&command).await?;
-        Ok(Response::new(core.join_response(m, id, &req.name, wants_manager)?))
+        Ok(Response::new(core.join_response(m, id, wants_manager)?))
     }
 
     async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
@@ -729,7 +722,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         if node.role != Role::Manager {
             return Err(crate::authz::denied(format!("node {} is not a manager", node.name)));
         }
-        Ok(Response::new(core.join_response(m, node.id, &node.name.clone(), true)?))
+        Ok(Response::new(core.join_response(m, node.id, true)?))
     }
 
     async fn rotate_token(

@@ -88,9 +88,10 @@ pub fn upstreams_of(resolv_conf: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-fn bind(addr: IpAddr) -> std::io::Result<UdpSocket> {
-    let socket =
-        Socket::new(Domain::for_address(SocketAddr::new(addr, 53)), Type::DGRAM, Some(Protocol::UDP))?;
+/// A non-blocking socket bound to `addr`:53 with IP_FREEBIND (the gateway may not be there yet).
+fn bound_socket(addr: IpAddr, kind: Type, protocol: Protocol) -> std::io::Result<Socket> {
+    let at = SocketAddr::new(addr, 53);
+    let socket = Socket::new(Domain::for_address(at), kind, Some(protocol))?;
     if addr.is_ipv4() {
         socket.set_freebind_v4(true)?;
     } else {
@@ -98,21 +99,16 @@ fn bind(addr: IpAddr) -> std::io::Result<UdpSocket> {
     }
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
-    socket.bind(&SocketAddr::new(addr, 53).into())?;
-    UdpSocket::from_std(socket.into())
+    socket.bind(&at.into())?;
+    Ok(socket)
+}
+
+fn bind(addr: IpAddr) -> std::io::Result<UdpSocket> {
+    UdpSocket::from_std(bound_socket(addr, Type::DGRAM, Protocol::UDP)?.into())
 }
 
 fn bind_tcp(addr: IpAddr) -> std::io::Result<TcpListener> {
-    let socket =
-        Socket::new(Domain::for_address(SocketAddr::new(addr, 53)), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv4() {
-        socket.set_freebind_v4(true)?;
-    } else {
-        socket.set_freebind_v6(true)?;
-    }
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&SocketAddr::new(addr, 53).into())?;
+    let socket = bound_socket(addr, Type::STREAM, Protocol::TCP)?;
     socket.listen(64)?;
     TcpListener::from_std(socket.into())
 }

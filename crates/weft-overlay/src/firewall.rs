@@ -144,8 +144,13 @@ pub async fn apply(script: &str) -> std::io::Result<()> {
 /// weft's table as the kernel holds it now, without counters (`nft -s`), or `None` when it is
 /// missing: what a change notification is checked against.
 pub async fn listing() -> Option<String> {
+    listing_of(TABLE).await
+}
+
+/// Table `table` (`FAMILY NAME`) as the kernel holds it now, without counters, or `None`.
+pub async fn listing_of(table: &str) -> Option<String> {
     let out = tokio::process::Command::new("nft")
-        .args(["-s", "list", "table", TABLE])
+        .args(["-s", "list", "table", table])
         .stderr(std::process::Stdio::null())
         .output()
         .await
