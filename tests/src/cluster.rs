@@ -193,6 +193,74 @@ impl<'a> WeftCluster<'a> {
         child.wait().expect("wait for weftd")
     }
 
+    /// What a reboot of host `i` does to weft, short of the kernel: weftd and every process of
+    /// its containers are killed (through each container's cgroups, as the power going does),
+    /// their cgroups are removed, every mount under the host's state dir goes (the containers'
+    /// namespace bind mounts and root file systems), and the host namespace loses every link but
+    /// `lo` and `eth0`, its nftables rules and its forwarding sysctls. The state dir itself stays,
+    /// as a disk does. Start weftd again with [`WeftCluster::restart`].
+    pub fn reboot(&self, i: usize) {
+        self.kill(i);
+        let state = self.state_dir(i);
+        let ids: Vec<String> = std::fs::read_dir(state.join("containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        // Monitors name their container's directory on their command line.
+        let _ = std::process::Command::new("pkill").args(["-KILL", "-f", &state.to_string_lossy()]).status();
+        for id in &ids {
+            let groups: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|c| c.path().join(format!("weft-{id}")))
+                .filter(|g| g.is_dir())
+                .collect();
+            for _ in 0..50 {
+                let mut alive = false;
+                for group in &groups {
+                    let procs = std::fs::read_to_string(group.join("cgroup.procs")).unwrap_or_default();
+                    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                        alive = true;
+                        // SAFETY: killing a process of a test container's cgroup.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+                if !alive {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            for group in &groups {
+                let _ = std::fs::remove_dir(group);
+            }
+        }
+        let prefix = format!("{}/", state.display());
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let host = self.bed.host(i);
+        let links = host.output("ip", &["-o", "link", "show"]);
+        for line in String::from_utf8_lossy(&links.stdout).lines() {
+            let name = line.split(':').nth(1).map(str::trim).unwrap_or("");
+            let name = name.split('@').next().unwrap_or("");
+            if !name.is_empty() && name != "lo" && name != "eth0" {
+                let _ = host.output("ip", &["link", "del", name]);
+            }
+        }
+        let _ = host.output("nft", &["flush", "ruleset"]);
+        let _ = host.output("sysctl", &["-qw", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0"]);
+    }
+
     /// Restarts weftd on host `i` from its state dir.
     pub fn restart(&self, i: usize) {
         self.start(i, &[]);

@@ -104,6 +104,15 @@ impl NetNs {
         validate_name(name).is_ok() && Path::new(NETNS_RUN_DIR).join(name).exists()
     }
 
+    /// True when a namespace is bind-mounted at `path`. The mount point of a namespace made by
+    /// [`NetNs::create_at`] under a persistent directory outlives the namespace across a reboot
+    /// (as an empty file): this tells the two apart.
+    pub fn is_mounted_at(path: &Path) -> bool {
+        /// `NSFS_MAGIC` of linux/magic.h: the file system of namespace files.
+        const NSFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x6e73_6673);
+        nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type() == NSFS_MAGIC)
+    }
+
     /// Removes the named namespace `/run/netns/NAME` (as `ip netns delete NAME`). The namespace
     /// itself goes away once no process and no open handle holds it.
     pub fn delete(name: &str) -> Result<()> {

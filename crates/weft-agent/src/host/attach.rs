@@ -1,6 +1,7 @@
 //! Wiring one endpoint: allocates an endpoint of a network through the cluster, records it in
 //! the container's netconf, and puts its interface into the container's namespace (for `run`'s
-//! first network and `connect`'s further ones).
+//! first network and `connect`'s further ones, and again for a container whose namespace died
+//! with its host, see `rewire`).
 
 use weft_net::NetNs;
 use weft_proto::v1 as pb;
@@ -31,8 +32,7 @@ impl Host {
         let Some(pb::outcome::Kind::Endpoint(endpoint)) = response.outcome.and_then(|o| o.kind) else {
             return Err(HostError::Internal("the cluster answered an allocation without an endpoint".into()));
         };
-        let state = self.state();
-        let mut attachment = Attachment {
+        let attachment = Attachment {
             network: network.name.clone(),
             endpoint: endpoint.id,
             host_ifname: weft_overlay::attach::host_ifname(endpoint.id),
@@ -40,29 +40,47 @@ impl Host {
             ips: endpoint.ips.iter().filter_map(|i| i.parse().ok()).collect(),
             mac: endpoint.mac.clone(),
             gateway: None,
+            aliases: aliases.to_vec(),
         };
-        conf.attachments.push(attachment.clone());
+        // Recorded before the interface exists, so an undo after a failure releases the endpoint.
+        conf.attachments.push(attachment);
         self.save_netconf(container_id, conf)?;
+        let at = conf.attachments.len() - 1;
+        self.wire(ns, network, container_id, &mut conf.attachments[at]).await?;
+        self.save_netconf(container_id, conf)?;
+        self.wait_reconciled(response_revision).await;
+        Ok(conf.attachments[at].clone())
+    }
+
+    /// Puts the interface of an endpoint this host holds into `ns` (as `attachment.ifname`) and
+    /// records the gateway it uses in `attachment`.
+    pub(super) async fn wire(
+        &self,
+        ns: &NetNs,
+        network: &weft_state::Network,
+        container_id: &str,
+        attachment: &mut Attachment,
+    ) -> Result<()> {
+        let state = self.state();
         let mtu = match state.node(self.id) {
             Some(me) => self.nl.underlay_mtu(me.underlay).await.unwrap_or(1500),
             None => 1500,
         };
-        let mut spec = weft_overlay::attach::spec_for(&state, endpoint.id, mtu).ok_or_else(|| {
-            HostError::Internal(format!("endpoint {} is not in this host's copy of the state", endpoint.id))
+        let mut spec = weft_overlay::attach::spec_for(&state, attachment.endpoint, mtu).ok_or_else(|| {
+            HostError::Internal(format!(
+                "endpoint {} of container {container_id} is not in this host's copy of the state",
+                attachment.endpoint
+            ))
         })?;
-        spec.ifname = ifname.into();
-        if ifname != "eth0" {
+        spec.ifname = attachment.ifname.clone();
+        if attachment.ifname != "eth0" {
             // A second network adds routes to its subnets, not a second default route.
             spec.extra_routes = spec.gateways.iter().zip(&network.subnets).map(|(g, s)| (*s, *g)).collect();
             spec.gateways.clear();
         }
         attachment.gateway = spec.gateways.first().copied().or(spec.extra_routes.first().map(|r| r.1));
-        conf.attachments.last_mut().expect("pushed").gateway = attachment.gateway;
-        self.save_netconf(container_id, conf)?;
         weft_overlay::attach::attach(&self.nl, ns, &spec)
             .await
-            .map_err(|e| HostError::Internal(e.to_string()))?;
-        self.wait_reconciled(response_revision).await;
-        Ok(attachment)
+            .map_err(|e| HostError::Internal(e.to_string()))
     }
 }

@@ -7,7 +7,8 @@
 //! `netconf` (what weft wired for each container, on disk), `run`, `attach` (an endpoint wired
 //! into a namespace, for run and connect), `connect`, `disconnect`, `stop`, `remove` (and the
 //! undo of everything wired), `ports_sync` (the published-port table), `revoke` (addresses the
-//! cluster took back) and `janitor` (periodic housekeeping).
+//! cluster took back), `rewire` (a container's namespace made again after a reboot), `restarts`
+//! (restart policies) and `janitor` (periodic housekeeping).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -30,6 +31,7 @@ mod ports_sync;
 mod remove;
 mod restarts;
 mod revoke;
+mod rewire;
 mod run;
 mod state_cache;
 mod stop;

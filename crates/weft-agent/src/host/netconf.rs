@@ -28,6 +28,10 @@ pub struct Attachment {
     pub mac: String,
     /// The gateway (and DNS server) it uses.
     pub gateway: Option<IpAddr>,
+    /// Its `--network-alias` names, kept so the endpoint can be allocated again with them (after
+    /// a reboot, when the cluster had released it).
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// What weft did to a container's network, kept beside the runtime's own record so removal undoes

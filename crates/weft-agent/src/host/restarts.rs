@@ -150,6 +150,11 @@ impl Host {
         if !matches!(current, Ok(ContainerStatus::Exited(_))) || self.restart_record(id).manually_stopped {
             return;
         }
+        // After a reboot its network namespace is gone: made and wired again first.
+        if let Err(e) = self.rewire(id, name).await {
+            tracing::warn!(container = name, error = %e, "wiring the container's network again failed; retrying");
+            return;
+        }
         let runtime = self.runtime.clone();
         let started = {
             let id = id.to_string();

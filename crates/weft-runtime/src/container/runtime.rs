@@ -297,17 +297,12 @@ impl Runtime {
             for sub in ["rootfs/upper", "rootfs/work", "rootfs/merged"] {
                 fs::create_dir_all(dir.join(sub))?;
             }
-            let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-            for line in &spec.hosts {
-                hosts.push_str(line);
-                hosts.push('\n');
-            }
-            fs::write(dir.join("hosts"), hosts)?;
+            fs::write(dir.join("hosts"), hosts_file(&spec.hosts))?;
             fs::write(dir.join("hostname"), format!("{}\n", spec.hostname))?;
             let resolv = if spec.dns.is_empty() {
                 fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
             } else {
-                spec.dns.iter().map(|d| format!("nameserver {d}\n")).collect()
+                resolv_file(&spec.dns)
             };
             fs::write(dir.join("resolv.conf"), resolv)?;
             if let Some(bpf) = &seccomp {
@@ -321,6 +316,22 @@ impl Runtime {
             return Err(RuntimeError::io("create container", &dir)(e));
         }
         Ok(spec)
+    }
+
+    /// Rewrites the container's `/etc/hosts` (localhost lines, then `hosts`) and, when `dns` is
+    /// given, its `/etc/resolv.conf`: its addresses changed while it was stopped (a reboot). The
+    /// files are bind-mounted from its directory at every start.
+    pub fn rewrite_name_files(&self, id: &str, hosts: &[String], dns: Option<&[String]>) -> Result<()> {
+        let id = &self.resolve(id)?;
+        let dir = self.container_dir(id);
+        let write = |name: &str, text: String| {
+            fs::write(dir.join(name), text).map_err(RuntimeError::io("rewrite", dir.join(name)))
+        };
+        write("hosts", hosts_file(hosts))?;
+        if let Some(dns) = dns {
+            write("resolv.conf", resolv_file(dns))?;
+        }
+        Ok(())
     }
 
     /// Where the container stands, from its directory.
@@ -538,4 +549,19 @@ impl Runtime {
         };
         Cgroup::create(&Hierarchy::detect(&spec.cgroup_root), &spec.cgroup_path, &Limits::default())?.stats()
     }
+}
+
+/// A container's `/etc/hosts`: localhost for both families, then `lines`.
+fn hosts_file(lines: &[String]) -> String {
+    let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for line in lines {
+        hosts.push_str(line);
+        hosts.push('\n');
+    }
+    hosts
+}
+
+/// A container's `/etc/resolv.conf` naming `servers`.
+fn resolv_file(servers: &[String]) -> String {
+    servers.iter().map(|d| format!("nameserver {d}\n")).collect()
 }
