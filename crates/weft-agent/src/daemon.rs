@@ -23,6 +23,7 @@ use crate::liveness::{Liveness, LivenessConfig};
 use crate::membership::{Members, next_change};
 use crate::peers::Peers;
 use crate::pki::{self, CertRole, ClusterCa, NodeCert, Token};
+use crate::reason;
 use crate::service::{ClusterService, Core, ManagerCore, RoleCore, Upstream, WorkerCore, now_ms};
 use crate::supervisor::Supervisor;
 use crate::telemetry::Telemetry;
@@ -239,29 +240,55 @@ fn bootstrap(config: &Config, dir: &StateDir) -> Result<NodeFile> {
     Ok(node)
 }
 
+/// How long a joining node waits out a cluster that is electing a leader or not listening yet.
+const JOIN_PATIENCE: Duration = Duration::from_secs(60);
+
 async fn join(config: &Config, dir: &StateDir) -> Result<NodeFile> {
     let addr = config.join.clone().unwrap_or_default();
     let token = Token::parse(config.token.as_deref().ok_or_else(|| anyhow!("--join needs --token TOKEN"))?)?;
     let name = config.node_name()?;
     weft_state::names::dns_label("node", &name).map_err(|e| anyhow!("--name: {e}"))?;
-    let channel = tls::join_channel(&addr, &token.ca_fingerprint)
-        .await
-        .map_err(|e| anyhow!("cannot reach manager {addr}: {e}"))?;
-    let mut client = pb::cluster_client::ClusterClient::new(channel);
     let role = if config.manager { pb::NodeRole::Manager } else { pb::NodeRole::Worker };
-    let response = client
-        .join(pb::JoinRequest {
-            secret: token.secret.clone(),
-            name: name.clone(),
-            underlay_addr: config.underlay()?.to_string(),
-            // Workers too: a worker promoted later is reached by its raft peers at this address.
-            api_addr: config.api_addr()?,
-            role: role as i32,
-            underlay_prefix_len: underlay_prefix_len(config.underlay()?).await,
-        })
-        .await
-        .map_err(|s| anyhow!("join refused by {addr}: {}", s.message()))?
-        .into_inner();
+    let request = pb::JoinRequest {
+        secret: token.secret.clone(),
+        name: name.clone(),
+        underlay_addr: config.underlay()?.to_string(),
+        // Workers too: a worker promoted later is reached by its raft peers at this address.
+        api_addr: config.api_addr()?,
+        role: role as i32,
+        underlay_prefix_len: underlay_prefix_len(config.underlay()?).await,
+    };
+    // A cluster that is electing a leader (just bootstrapped, or a manager lost) refuses for a
+    // moment with "no quorum": that is waited out, as is a manager not listening yet. Anything
+    // else (a wrong token, a name in use) is final.
+    let deadline = tokio::time::Instant::now() + JOIN_PATIENCE;
+    let mut pause = Duration::from_millis(250);
+    let response = loop {
+        let attempt = async {
+            // Not listening (yet) is worth waiting for; a TLS refusal (the wrong CA) is not.
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .map_err(|e| (true, anyhow!("cannot reach manager {addr}: {e}")))?;
+            let channel = tls::join_channel(&addr, &token.ca_fingerprint)
+                .await
+                .map_err(|e| (false, anyhow!("cannot reach manager {addr}: {e}")))?;
+            let mut client = pb::cluster_client::ClusterClient::new(channel);
+            client.join(request.clone()).await.map(tonic::Response::into_inner).map_err(|s| {
+                let transient =
+                    s.code() == tonic::Code::Unavailable || reason::of(&s) == pb::Reason::NoQuorum;
+                (transient, anyhow!("join refused by {addr}: {}", s.message()))
+            })
+        };
+        match attempt.await {
+            Ok(response) => break response,
+            Err((true, e)) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(error = %e, retry_in = ?pause, "joining the cluster: trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err((_, e)) => return Err(e),
+        }
+    };
     save_kit(dir, &response)?;
     let node = NodeFile { id: response.node_id, name, manager: config.manager };
     dir.save_node(&node)?;
