@@ -39,6 +39,8 @@ pub struct WeftCluster<'a> {
     pub flags: Vec<String>,
     /// Extra environment variables for every weftd (failpoints).
     pub env: Vec<(String, String)>,
+    /// The hosts speak over their IPv6 underlay addresses (listen, advertise, join, VXLAN).
+    pub ipv6_underlay: bool,
 }
 
 impl<'a> WeftCluster<'a> {
@@ -52,6 +54,7 @@ impl<'a> WeftCluster<'a> {
             procs: Mutex::new(HashMap::new()),
             flags: vec!["--down-after".into(), "2s".into()],
             env: Vec::new(),
+            ipv6_underlay: false,
         }
     }
 
@@ -67,7 +70,7 @@ impl<'a> WeftCluster<'a> {
 
     /// Host `i`'s API address.
     pub fn api(&self, i: usize) -> String {
-        format!("{}:{API_PORT}", self.bed.host(i).addr)
+        std::net::SocketAddr::new(self.bed.host(i).underlay(self.ipv6_underlay), API_PORT).to_string()
     }
 
     fn log(&self, i: usize) -> PathBuf {
@@ -111,7 +114,7 @@ impl<'a> WeftCluster<'a> {
             .arg("--listen")
             .arg(self.api(i))
             .arg("--advertise")
-            .arg(host.addr.to_string())
+            .arg(host.underlay(self.ipv6_underlay).to_string())
             .arg("--name")
             .arg(format!("h{i}"));
         cmd

@@ -2,7 +2,7 @@
 //!
 //! [`VirtualHosts`] builds N hosts, each a network namespace whose `eth0` is a veth to a bridge
 //! inside a switch namespace, with underlay addresses from 198.51.100.0/24 (TEST-NET-2, never
-//! routed). Names carry a per-test unique suffix, so tests run in parallel, and every namespace
+//! routed) and 2001:db8::/64 (IPv6 documentation space). Names carry a per-test unique suffix, so tests run in parallel, and every namespace
 //! the bed made is removed when it is dropped, also when a test panics. It never touches the root
 //! network namespace.
 
@@ -13,7 +13,7 @@ pub mod overlay;
 
 use std::future::Future;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output};
@@ -42,6 +42,8 @@ pub struct Namespace {
     name: String,
     ns: Option<NetNs>,
     worker: Option<NetnsWorker>,
+    /// Made by this test bed (and removed when dropped), not only opened.
+    owned: bool,
 }
 
 impl Namespace {
@@ -60,7 +62,15 @@ impl Namespace {
                 return Err(e);
             }
         };
-        Ok(Namespace { name: name.to_string(), ns: Some(ns), worker: Some(worker) })
+        Ok(Namespace { name: name.to_string(), ns: Some(ns), worker: Some(worker), owned: true })
+    }
+
+    /// The network namespace of process `pid` (a container's), opened for commands and netlink
+    /// work; it is left alone when dropped.
+    pub fn of_process(pid: u32) -> weft_net::Result<Namespace> {
+        let ns = NetNs::of_pid(pid)?;
+        let worker = ns.worker()?;
+        Ok(Namespace { name: format!("pid {pid}"), ns: Some(ns), worker: Some(worker), owned: false })
     }
 
     /// The namespace's name under /run/netns.
@@ -135,7 +145,9 @@ impl Drop for Namespace {
     fn drop(&mut self) {
         self.worker.take();
         self.ns.take();
-        let _ = NetNs::delete(&self.name);
+        if self.owned {
+            let _ = NetNs::delete(&self.name);
+        }
     }
 }
 
@@ -147,7 +159,17 @@ pub struct VirtualHost {
     pub index: usize,
     /// Underlay address of `eth0`.
     pub addr: Ipv4Addr,
+    /// IPv6 underlay address of `eth0` (2001:db8::N/64, documentation space), for the tests of
+    /// an IPv6 underlay.
+    pub addr6: Ipv6Addr,
     port: String,
+}
+
+impl VirtualHost {
+    /// The underlay address of the family asked for.
+    pub fn underlay(&self, ipv6: bool) -> IpAddr {
+        if ipv6 { self.addr6.into() } else { self.addr.into() }
+    }
 }
 
 impl std::ops::Deref for VirtualHost {
@@ -218,6 +240,7 @@ impl VirtualHosts {
     fn make_host(&self, index: usize, mtu: u32) -> VirtualHost {
         let ns = Namespace::create(&format!("{}-h{index}", self.prefix)).expect("create host namespace");
         let addr = Ipv4Addr::new(198, 51, 100, index as u8 + 1);
+        let addr6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, index as u16 + 1);
         let port = format!("h{index}");
         let target = ns.netns().clone();
         let port_name = port.clone();
@@ -238,10 +261,11 @@ impl VirtualHosts {
             nl.set_up(lo.index).await?;
             let eth0 = nl.require_link("eth0").await?;
             nl.ensure_address(eth0.index, Cidr::new(addr.into(), 24).expect("/24")).await?;
+            nl.ensure_address(eth0.index, Cidr::new(addr6.into(), 64).expect("/64")).await?;
             nl.set_up(eth0.index).await
         })
         .expect("host underlay address");
-        VirtualHost { ns, index, addr, port }
+        VirtualHost { ns, index, addr, addr6, port }
     }
 
     /// The unique prefix of every name this bed made.

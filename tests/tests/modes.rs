@@ -122,7 +122,7 @@ fn host_none_container_bridge_and_published_ports() {
     // Stopping the container withdraws its port.
     cluster.weft_ok(0, &["stop", "-t", "1", "web"]);
     assert!(!fetch(bed.host(2)), "the port is gone once the container stops");
-    let table = bed.host(0).output("nft", &["list", "table", "ip", "weft_ports"]);
+    let table = bed.host(0).output("nft", &["list", "table", "inet", "weft_ports"]);
     assert!(!table.status.success() || !stdout(&table).contains("8080"), "{}", stdout(&table));
 
     // run's container flags, end to end.
@@ -245,7 +245,7 @@ fn a_flushed_firewall_is_restored_within_a_second() {
     );
     let host = bed.host(0);
     let ports = || {
-        let out = host.output("nft", &["-s", "list", "table", "ip", "weft_ports"]);
+        let out = host.output("nft", &["-s", "list", "table", "inet", "weft_ports"]);
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     };
     let listing = || {

@@ -1,6 +1,8 @@
 //! Published ports (`-p [ip:]host:container[/tcp|udp]`): parsing, conflict checks, and weft's
-//! own nftables table of DNAT rules, `ip weft_ports`, rewritten whole whenever the set changes.
-//! Pure but for [`apply`].
+//! own nftables table of DNAT rules, `inet weft_ports`, rewritten whole whenever the set
+//! changes. A port is published on the host's IPv4 addresses towards the container's IPv4
+//! address and on its IPv6 addresses towards the container's IPv6 address, for the families the
+//! container has (as Docker does with IPv6 enabled). Pure but for [`apply`].
 
 use std::net::IpAddr;
 
@@ -8,8 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{HostError, Result};
 
-/// The name of weft's port table (family ip).
-pub const TABLE: &str = "ip weft_ports";
+/// The name of weft's port table (family inet: both IPv4 and IPv6).
+pub const TABLE: &str = "inet weft_ports";
+
+/// The IPv4-only table earlier versions loaded; removed with every load of [`TABLE`].
+const LEGACY_TABLE: &str = "ip weft_ports";
 
 /// One published port.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -22,14 +27,34 @@ pub struct PortSpec {
     pub host_ip: Option<IpAddr>,
     /// The container's port.
     pub container_port: u16,
-    /// The container's address, once it has one.
+    /// The container's IPv4 address (an IPv6 one only in files of earlier versions), once it
+    /// has one.
     pub container_ip: Option<IpAddr>,
+    /// The container's IPv6 address, when its network has an IPv6 subnet.
+    #[serde(default)]
+    pub container_ip6: Option<IpAddr>,
 }
 
 impl PortSpec {
-    /// This mapping towards the container at `ip`.
-    pub fn to(self, ip: IpAddr) -> PortSpec {
-        PortSpec { container_ip: Some(ip), ..self }
+    /// This mapping towards the container at `ips` (its first address of each family).
+    pub fn to(self, ips: &[IpAddr]) -> PortSpec {
+        PortSpec {
+            container_ip: ips.iter().find(|ip| ip.is_ipv4()).copied(),
+            container_ip6: ips.iter().find(|ip| ip.is_ipv6()).copied(),
+            ..self
+        }
+    }
+
+    /// Where this port leads, per family: (IPv4 target, IPv6 target).
+    fn targets(&self) -> (Option<IpAddr>, Option<IpAddr>) {
+        let mut v4 = None;
+        let mut v6 = self.container_ip6;
+        match self.container_ip {
+            Some(ip) if ip.is_ipv4() => v4 = Some(ip),
+            Some(ip) => v6 = v6.or(Some(ip)),
+            None => {}
+        }
+        (v4, v6)
     }
 }
 
@@ -49,25 +74,36 @@ pub fn parse(text: &str) -> Result<PortSpec> {
         }
         None => (text, "tcp"),
     };
-    let parts: Vec<&str> = rest.rsplitn(3, ':').collect();
-    let (host_ip, host, container) = match parts.as_slice() {
-        [container, host] => (None, *host, *container),
-        [container, host, ip] => {
-            let ip: IpAddr = ip
-                .parse()
-                .map_err(|_| HostError::Invalid(format!("-p {text}: {ip:?} is not an IP address")))?;
-            if !ip.is_ipv4() {
+    // `[IPv6]:host:container`, as Docker writes an IPv6 host address.
+    let (bracketed, rest) = match rest.strip_prefix('[') {
+        Some(inner) => match inner.split_once("]:") {
+            Some((ip, rest)) => (Some(ip), rest),
+            None => {
                 return Err(HostError::Invalid(format!(
-                    "-p {text}: only IPv4 host addresses can be published"
+                    "-p {text}: an IPv6 host address is written [IP]:HOST_PORT:CONTAINER_PORT"
                 )));
             }
-            (Some(ip), *host, *container)
-        }
+        },
+        None => (None, rest),
+    };
+    let parts: Vec<&str> = rest.rsplitn(3, ':').collect();
+    let ip_text = match (bracketed, parts.as_slice()) {
+        (Some(ip), [_, _]) => Some(ip),
+        (None, [_, _, ip]) => Some(*ip),
+        (None, [_, _]) => None,
         _ => {
             return Err(HostError::Invalid(format!(
                 "-p {text}: expected [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]"
             )));
         }
+    };
+    let (container, host) = (parts[0], parts[1]);
+    let host_ip = match ip_text {
+        None => None,
+        Some(ip) => Some(
+            ip.parse::<IpAddr>()
+                .map_err(|_| HostError::Invalid(format!("-p {text}: {ip:?} is not an IP address")))?,
+        ),
     };
     Ok(PortSpec {
         protocol: protocol.into(),
@@ -75,6 +111,7 @@ pub fn parse(text: &str) -> Result<PortSpec> {
         host_ip,
         container_port: port(container, "container", text)?,
         container_ip: None,
+        container_ip6: None,
     })
 }
 
@@ -98,23 +135,28 @@ pub fn check_free(existing: &[PortSpec], new: &[PortSpec]) -> Result<()> {
 }
 
 /// The nft script that (re)defines weft's port table: DNAT in prerouting (from other hosts)
-/// and output (from this host itself) for every port, towards the container's address.
+/// and output (from this host itself) for every port, towards the container's address of the
+/// same family as the host address the packet came to.
 pub fn script(ports: &[PortSpec]) -> String {
-    let mut s = format!("table {TABLE}\ndelete table {TABLE}\n");
-    let rules: Vec<String> = ports
-        .iter()
-        .filter_map(|p| {
-            let ip = p.container_ip?;
+    let mut s =
+        format!("table {LEGACY_TABLE}\ndelete table {LEGACY_TABLE}\ntable {TABLE}\ndelete table {TABLE}\n");
+    let mut rules = Vec::new();
+    for p in ports {
+        let (v4, v6) = p.targets();
+        for (target, family, nat) in [(v4, "ipv4", "ip"), (v6, "ipv6", "ip6")] {
+            let Some(ip) = target else { continue };
             let dst = match p.host_ip {
-                Some(h) => format!("ip daddr {h}"),
-                None => "fib daddr type local".into(),
+                Some(h) if h.is_ipv4() != (family == "ipv4") => continue,
+                Some(h) => format!("{nat} daddr {h}"),
+                None => format!("meta nfproto {family} fib daddr type local"),
             };
-            Some(format!(
-                "    {dst} {} dport {} counter dnat to {ip}:{}\n",
+            let to = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+            rules.push(format!(
+                "    {dst} {} dport {} counter dnat {nat} to {to}:{}\n",
                 p.protocol, p.host_port, p.container_port
-            ))
-        })
-        .collect();
+            ));
+        }
+    }
     if rules.is_empty() {
         return s;
     }
@@ -150,12 +192,20 @@ mod tests {
             (p.host_ip.unwrap().to_string(), p.host_port, p.protocol.as_str()),
             ("198.51.100.7".into(), 53, "udp")
         );
+        let p = parse("[2001:db8::7]:8443:443").unwrap();
+        assert_eq!(
+            (p.host_ip.unwrap().to_string(), p.host_port, p.container_port),
+            ("2001:db8::7".into(), 8443, 443)
+        );
         for (bad, want) in [
             ("80", "expected"),
             ("0:80", "host port"),
             ("80:99999", "container port"),
             ("80:80/sctp", "tcp or udp"),
             ("x:80:80", "not an IP"),
+            ("[2001:db8::7:80:80", "[IP]:HOST_PORT"),
+            ("[x]:80:80", "not an IP"),
+            ("[::1]:1:80:80", "expected"),
         ] {
             let err = parse(bad).unwrap_err().to_string();
             assert!(err.contains(want), "{bad}: {err}");
@@ -175,10 +225,24 @@ mod tests {
         );
         assert!(check_free(std::slice::from_ref(&a), std::slice::from_ref(&c)).is_ok());
         assert!(check_free(&[], &[c.clone(), c.clone()]).is_err());
-        let ip: IpAddr = "10.44.0.2".parse().unwrap();
-        let text = script(&[a.to(ip), b.to(ip)]);
-        assert!(text.contains("fib daddr type local tcp dport 8080 counter dnat to 10.44.0.2:80"), "{text}");
-        assert!(text.contains("ip daddr 198.51.100.7 tcp dport 8080 counter dnat to 10.44.0.2:81"));
-        assert_eq!(script(&[]), "table ip weft_ports\ndelete table ip weft_ports\n");
+        let ips: Vec<IpAddr> = vec!["10.44.0.2".parse().unwrap(), "fd00:44::2".parse().unwrap()];
+        let v6 = parse("[2001:db8::7]:8443:443").unwrap();
+        let text = script(&[a.clone().to(&ips), b.to(&ips[..1]), v6.to(&ips)]);
+        for want in [
+            "meta nfproto ipv4 fib daddr type local tcp dport 8080 counter dnat ip to 10.44.0.2:80",
+            "meta nfproto ipv6 fib daddr type local tcp dport 8080 counter dnat ip6 to [fd00:44::2]:80",
+            "ip daddr 198.51.100.7 tcp dport 8080 counter dnat ip to 10.44.0.2:81",
+            "ip6 daddr 2001:db8::7 tcp dport 8443 counter dnat ip6 to [fd00:44::2]:443",
+        ] {
+            assert!(text.contains(want), "{want}\n{text}");
+        }
+        assert!(!text.contains("dnat ip6 to [fd00:44::2]:81"), "b's container has no IPv6 target: {text}");
+        assert_eq!(
+            script(&[]),
+            "table ip weft_ports\ndelete table ip weft_ports\ntable inet weft_ports\ndelete table inet weft_ports\n"
+        );
+        // A file of an earlier version: one address, which may be either family.
+        let old = PortSpec { container_ip: Some(ips[1]), ..a.clone() };
+        assert!(script(&[old]).contains("dnat ip6 to [fd00:44::2]:80"));
     }
 }

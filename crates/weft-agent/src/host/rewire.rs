@@ -127,13 +127,13 @@ fn interface_order(ifname: &str) -> (usize, String) {
     (digits.parse().unwrap_or(usize::MAX), ifname.to_string())
 }
 
-/// Published ports that pointed at one of `old` point at the address of the same family in `new`.
+/// Published ports that pointed at one of `old` point at `new` (by family).
 fn retarget_ports(conf: &mut NetConf, old: &[IpAddr], new: &[IpAddr]) {
     for port in &mut conf.ports {
-        if let Some(current) = port.container_ip.filter(|ip| old.contains(ip))
-            && let Some(ip) = new.iter().find(|ip| ip.is_ipv4() == current.is_ipv4())
+        if port.container_ip.is_some_and(|ip| old.contains(&ip))
+            || port.container_ip6.is_some_and(|ip| old.contains(&ip))
         {
-            port.container_ip = Some(*ip);
+            *port = port.clone().to(new);
         }
     }
 }

@@ -188,10 +188,7 @@ impl Host {
                     spec.dns = vec![gateway.to_string()];
                 }
                 if !ports.is_empty() {
-                    let ip = attachment.ips.iter().find(|i| i.is_ipv4()).copied().ok_or_else(|| {
-                        HostError::Invalid("-p needs an IPv4 address on the container's network".into())
-                    })?;
-                    conf.ports = ports.into_iter().map(|p| p.to(ip)).collect();
+                    conf.ports = ports.into_iter().map(|p| p.to(&attachment.ips)).collect();
                     self.save_netconf(&spec.id, conf)?;
                     self.sync_ports().await?;
                 }
