@@ -1,7 +1,8 @@
 //! The janitor: every half second removes exited `--rm` containers, withdraws the ports of
 //! containers that exited by themselves, undoes orphaned netconf files (retrying endpoint
-//! releases the cluster could not take at the time) and revokes addresses the cluster took
-//! back, all from one survey of this host's containers and netconf files.
+//! releases the cluster could not take at the time), revokes addresses the cluster took back
+//! and releases endpoints no container holds, all from one survey of this host's containers and
+//! netconf files.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ impl Host {
     /// of removed containers that the cluster could not take back at the time.
     pub async fn janitor(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut orphans_since = std::collections::HashMap::new();
         // nftables notifications: a flushed port table comes back at once, not at the next change.
         let mut nft = weft_net::nft_events::NftEvents::subscribe()
             .inspect_err(|e| tracing::warn!(error = %e, "no nftables notifications for the port table"))
@@ -69,6 +71,7 @@ impl Host {
                     _ => {}
                 }
             }
+            self.release_orphan_endpoints(&survey, &mut orphans_since).await;
         }
     }
 

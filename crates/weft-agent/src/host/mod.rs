@@ -7,7 +7,8 @@
 //! `netconf` (what weft wired for each container, on disk), `run`, `attach` (an endpoint wired
 //! into a namespace, for run and connect), `connect`, `disconnect`, `stop`, `remove` (and the
 //! undo of everything wired), `ports_sync` (the published-port table), `revoke` (addresses the
-//! cluster took back), `rewire` (a container's namespace made again after a reboot), `restarts`
+//! cluster took back), `rewire` (a container's namespace made again after a reboot), `orphans` (endpoints no
+//! container holds), `restarts`
 //! (restart policies) and `janitor` (periodic housekeeping).
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ mod connect;
 mod disconnect;
 mod janitor;
 mod netconf;
+mod orphans;
 mod ports_sync;
 mod remove;
 mod restarts;
