@@ -162,6 +162,11 @@ impl<'a> WeftCluster<'a> {
         });
     }
 
+    /// The pid of weftd on host `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs.lock().unwrap().get(&i).map(Child::id)
+    }
+
     /// Kills weftd on host `i` with SIGKILL.
     pub fn kill(&self, i: usize) {
         if let Some(mut child) = self.procs.lock().unwrap().remove(&i) {

@@ -7,6 +7,7 @@
 //! network namespace.
 
 pub mod cluster;
+pub mod history;
 /// Test images (re-exported from `weft-test-images`, which the runtime's tests use alone).
 pub use weft_test_images as images;
 pub mod overlay;
