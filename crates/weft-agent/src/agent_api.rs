@@ -98,6 +98,25 @@ fn image_info(image: &ImageRecord) -> pb::ImageInfo {
     }
 }
 
+/// `SIGTERM` for 15 (the number itself for one nix does not name).
+fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal).map_or_else(|_| signal.to_string(), |s| s.as_str().to_string())
+}
+
+/// The health of a container with a health check: `starting` for a run no check has finished in
+/// yet (as Docker shows it from the start), else the last recorded.
+fn health_info(host: &Host, spec: &ContainerSpec, status: &ContainerStatus) -> Option<pb::Health> {
+    spec.healthcheck.as_ref()?;
+    let recorded = host.health_of(&spec.id);
+    let state = match status {
+        ContainerStatus::Running(run) => recorded
+            .filter(|h| h.run_started_ns == run.started_ns)
+            .unwrap_or_else(|| crate::host::HealthState::starting(run.started_ns)),
+        _ => recorded?,
+    };
+    Some(state.to_proto())
+}
+
 fn container_info(host: &Host, spec: &ContainerSpec, status: &ContainerStatus) -> pb::ContainerInfo {
     let conf = host.netconf_for_display(&spec.id);
     let mut info = pb::ContainerInfo {
@@ -131,6 +150,8 @@ fn container_info(host: &Host, spec: &ContainerSpec, status: &ContainerStatus) -
         auto_remove: conf.auto_remove,
         restart_policy: conf.restart.render(),
         restart_count: host.restart_record(&spec.id).count,
+        health: health_info(host, spec, status),
+        stop_signal: signal_name(spec.stop_signal.unwrap_or(libc::SIGTERM)),
         ..Default::default()
     };
     match status {

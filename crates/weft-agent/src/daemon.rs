@@ -798,6 +798,7 @@ impl LocalServices {
         );
         supervisor.spawn("janitor", shutdown.clone(), host.clone().janitor(shutdown.clone()));
         supervisor.spawn("restart manager", shutdown.clone(), host.clone().restart_manager(shutdown.clone()));
+        supervisor.spawn("health checks", shutdown.clone(), host.clone().health_monitor(shutdown.clone()));
         supervisor.spawn("state persister", shutdown.clone(), host.clone().persist_state(shutdown.clone()));
         if let Some(addr) = config.metrics {
             let listener = tokio::net::TcpListener::bind(addr)

@@ -3,11 +3,12 @@
 //! environment overrides the image's by key. Pure.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::Value;
 use weft_proto::v1 as pb;
 use weft_runtime::container::{
-    BindMount, ContainerSpec, DeviceMapping, SeccompMode, Security, SpecLimits, TmpfsMount,
+    BindMount, ContainerSpec, DeviceMapping, HealthConfig, SeccompMode, Security, SpecLimits, TmpfsMount,
 };
 use weft_runtime::image::ImageRecord;
 
@@ -161,7 +162,110 @@ pub fn container_spec(
     spec.mounts = request.volumes.iter().map(|v| parse_volume(v)).collect::<Result<_>>()?;
     spec.readonly_rootfs = request.read_only;
     spec.security = security(request)?;
+    spec.stop_signal = stop_signal(config, &request.stop_signal)?;
+    spec.healthcheck = healthcheck(&config["Healthcheck"], request)?;
     Ok(spec)
+}
+
+/// The signal `stop` sends first: `--stop-signal`, else the image's STOPSIGNAL, else none
+/// (SIGTERM). Names (`SIGUSR1`, `usr1`) or numbers, as Docker takes them.
+pub fn stop_signal(config: &Value, flag: &str) -> Result<Option<i32>> {
+    let (text, whence) = if flag.is_empty() {
+        (config["StopSignal"].as_str().unwrap_or(""), "the image's STOPSIGNAL")
+    } else {
+        (flag, "--stop-signal")
+    };
+    if text.is_empty() {
+        return Ok(None);
+    }
+    signal_number(text)
+        .map(Some)
+        .ok_or_else(|| HostError::Invalid(format!("{whence} {text:?}: not a signal name or number")))
+}
+
+/// `SIGUSR1`, `USR1`, `usr1` or `10`.
+fn signal_number(text: &str) -> Option<i32> {
+    if let Ok(n) = text.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).ok().map(|s| s as i32);
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    name.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
+}
+
+/// The container's health check: the image's HEALTHCHECK (Docker's `Healthcheck` config,
+/// durations in nanoseconds) with `--health-*` laid over it; none for `["NONE"]`, an image
+/// without one, or `--no-healthcheck`.
+pub fn healthcheck(image: &Value, request: &pb::RunRequest) -> Result<Option<HealthConfig>> {
+    let duration = |flag: &str, text: &str, image_ns: &Value, default: Duration| -> Result<Duration> {
+        if !text.is_empty() {
+            return weft_runtime::duration::parse(text)
+                .map_err(|e| HostError::Invalid(format!("{flag}: {e}")));
+        }
+        Ok(match image_ns.as_u64() {
+            Some(ns) if ns > 0 => Duration::from_nanos(ns),
+            _ => default,
+        })
+    };
+    let any_flag = !request.health_interval.is_empty()
+        || !request.health_timeout.is_empty()
+        || !request.health_start_period.is_empty()
+        || request.health_retries > 0;
+    if request.no_healthcheck {
+        if !request.health_cmd.is_empty() || any_flag {
+            return Err(HostError::Invalid("--no-healthcheck conflicts with the --health-* options".into()));
+        }
+        return Ok(None);
+    }
+    let test = if !request.health_cmd.is_empty() {
+        vec!["CMD-SHELL".to_string(), request.health_cmd.clone()]
+    } else {
+        strings(&image["Test"])
+    };
+    match test.first().map(String::as_str) {
+        None | Some("NONE") => {
+            if any_flag {
+                return Err(HostError::Invalid(
+                    "--health-interval, --health-timeout, --health-start-period and --health-retries need a health check: the image has none, give --health-cmd".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        Some("CMD" | "CMD-SHELL") if test.len() > 1 => {}
+        Some(other) => {
+            return Err(HostError::Invalid(format!(
+                "health check {test:?}: expected [\"CMD\", ...] or [\"CMD-SHELL\", command], got {other:?}"
+            )));
+        }
+    }
+    let interval = duration(
+        "--health-interval",
+        &request.health_interval,
+        &image["Interval"],
+        HealthConfig::DEFAULT_INTERVAL,
+    )?;
+    let timeout = duration(
+        "--health-timeout",
+        &request.health_timeout,
+        &image["Timeout"],
+        HealthConfig::DEFAULT_TIMEOUT,
+    )?;
+    let start_period = duration(
+        "--health-start-period",
+        &request.health_start_period,
+        &image["StartPeriod"],
+        Duration::ZERO,
+    )?;
+    if interval.is_zero() || timeout.is_zero() {
+        return Err(HostError::Invalid(
+            "--health-interval and --health-timeout must be longer than 0".into(),
+        ));
+    }
+    let retries = match request.health_retries {
+        0 => image["Retries"].as_u64().filter(|r| *r > 0).map_or(HealthConfig::DEFAULT_RETRIES, |r| r as u32),
+        n => n,
+    };
+    Ok(Some(HealthConfig { test, interval, timeout, start_period, retries }))
 }
 
 #[cfg(test)]
@@ -176,6 +280,61 @@ mod tests {
             diff_ids: vec![],
             config: json!({"config": {"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo hi"], "Env": ["PATH=/bin", "A=1"], "WorkingDir": "/srv"}}),
         }
+    }
+
+    #[test]
+    fn stop_signal_from_the_flag_or_the_image() {
+        let image = json!({"StopSignal": "SIGUSR1"});
+        assert_eq!(stop_signal(&image, "").unwrap(), Some(libc::SIGUSR1));
+        assert_eq!(stop_signal(&image, "hup").unwrap(), Some(libc::SIGHUP));
+        assert_eq!(stop_signal(&image, "9").unwrap(), Some(libc::SIGKILL));
+        assert_eq!(stop_signal(&json!({}), "").unwrap(), None);
+        assert!(stop_signal(&image, "SIGNOPE").unwrap_err().to_string().contains("--stop-signal"));
+        assert!(stop_signal(&json!({"StopSignal": "x"}), "").unwrap_err().to_string().contains("STOPSIGNAL"));
+    }
+
+    #[test]
+    fn health_checks_from_the_image_and_the_flags() {
+        let image = json!({"Test": ["CMD-SHELL", "true"], "Interval": 5_000_000_000u64, "Retries": 2});
+        let none = pb::RunRequest::default();
+        let h = healthcheck(&image, &none).unwrap().unwrap();
+        assert_eq!(
+            (h.argv(), h.interval, h.timeout, h.start_period, h.retries),
+            (
+                vec!["/bin/sh".to_string(), "-c".into(), "true".into()],
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+                Duration::ZERO,
+                2
+            )
+        );
+        let flags = pb::RunRequest {
+            health_cmd: "wget -q localhost".into(),
+            health_interval: "1s".into(),
+            health_start_period: "1m30s".into(),
+            ..Default::default()
+        };
+        let h = healthcheck(&image, &flags).unwrap().unwrap();
+        assert_eq!(
+            (h.test[1].as_str(), h.interval, h.start_period, h.retries),
+            ("wget -q localhost", Duration::from_secs(1), Duration::from_secs(90), 2)
+        );
+        assert_eq!(healthcheck(&json!({"Test": ["NONE"]}), &none).unwrap(), None);
+        assert_eq!(healthcheck(&json!(null), &none).unwrap(), None);
+        let off = pb::RunRequest { no_healthcheck: true, ..Default::default() };
+        assert_eq!(healthcheck(&image, &off).unwrap(), None);
+        for (bad, why) in [
+            (
+                pb::RunRequest { no_healthcheck: true, health_cmd: "x".into(), ..Default::default() },
+                "conflicts",
+            ),
+            (pb::RunRequest { health_interval: "5".into(), ..Default::default() }, "missing unit"),
+            (pb::RunRequest { health_interval: "0".into(), ..Default::default() }, "longer than 0"),
+        ] {
+            assert!(healthcheck(&image, &bad).unwrap_err().to_string().contains(why), "{why}");
+        }
+        let lone = pb::RunRequest { health_retries: 5, ..Default::default() };
+        assert!(healthcheck(&json!(null), &lone).unwrap_err().to_string().contains("--health-cmd"));
     }
 
     #[test]

@@ -89,6 +89,27 @@ pub(crate) struct RunArgs {
     /// Restart policy: no, on-failure[:MAX-RETRIES], always, unless-stopped (also after a reboot).
     #[arg(long, default_value = "no")]
     restart: String,
+    /// The signal `stop` sends first (default: the image's STOPSIGNAL, else SIGTERM).
+    #[arg(long = "stop-signal", default_value = "")]
+    stop_signal: String,
+    /// Health check command, run by /bin/sh -c inside the container (replaces the image's).
+    #[arg(long = "health-cmd", default_value = "")]
+    health_cmd: String,
+    /// Time between health checks (e.g. 30s, 1m30s).
+    #[arg(long = "health-interval", default_value = "")]
+    health_interval: String,
+    /// Time one health check may take.
+    #[arg(long = "health-timeout", default_value = "")]
+    health_timeout: String,
+    /// Time after the start during which failed checks do not count.
+    #[arg(long = "health-start-period", default_value = "")]
+    health_start_period: String,
+    /// Failed checks in a row that make the container unhealthy.
+    #[arg(long = "health-retries", default_value_t = 0)]
+    health_retries: u32,
+    /// Disable the image's health check.
+    #[arg(long = "no-healthcheck")]
+    no_healthcheck: bool,
     /// The image.
     image: String,
     /// The command and its arguments.
@@ -103,7 +124,13 @@ fn container_json(c: &pb::ContainerInfo) -> serde_json::Value {
         "exit_code": c.exit_code, "pid": c.pid, "started_ns": c.started_ns, "finished_ns": c.finished_ns,
         "oom_killed": c.oom_killed, "error": c.error, "hostname": c.hostname,
         "network_mode": c.network_mode, "auto_remove": c.auto_remove,
-        "restart_policy": c.restart_policy, "restart_count": c.restart_count,
+        "restart_policy": c.restart_policy, "restart_count": c.restart_count, "stop_signal": c.stop_signal,
+        "health": c.health.as_ref().map(|h| serde_json::json!({
+            "status": h.status, "failing_streak": h.failing_streak,
+            "log": h.log.iter().map(|r| serde_json::json!({
+                "start_ns": r.start_ns, "end_ns": r.end_ns, "exit_code": r.exit_code, "output": r.output,
+            })).collect::<Vec<_>>(),
+        })),
         "networks": c.networks.iter().map(|n| serde_json::json!({
             "network": n.network, "ips": n.ips, "mac": n.mac, "gateway": n.gateway, "endpoint": n.endpoint_id,
         })).collect::<Vec<_>>(),
@@ -168,6 +195,13 @@ pub(crate) async fn run(api: &mut Api, args: RunArgs) -> Result<u8, Failure> {
         devices: args.device,
         tmpfs: args.tmpfs,
         restart: args.restart.clone(),
+        stop_signal: args.stop_signal,
+        health_cmd: args.health_cmd,
+        health_interval: args.health_interval,
+        health_timeout: args.health_timeout,
+        health_start_period: args.health_start_period,
+        health_retries: args.health_retries,
+        no_healthcheck: args.no_healthcheck,
     };
     if args.rm && !matches!(args.restart.as_str(), "" | "no") {
         return Err(Failure::from(format!(
@@ -316,7 +350,13 @@ pub(crate) async fn container(api: &mut Api, command: ContainerCommand) -> Resul
                 .iter()
                 .map(|c| {
                     let status = match c.state.as_str() {
-                        "running" => format!("Up {}", age(c.started_ns)),
+                        "running" => match &c.health {
+                            Some(h) if h.status == "starting" => {
+                                format!("Up {} (health: starting)", age(c.started_ns))
+                            }
+                            Some(h) => format!("Up {} ({})", age(c.started_ns), h.status),
+                            None => format!("Up {}", age(c.started_ns)),
+                        },
                         "exited" => format!("Exited ({}) {} ago", c.exit_code, age(c.finished_ns)),
                         other => other.to_string(),
                     };
@@ -520,6 +560,18 @@ mod tests {
             "no-new-privileges",
             "--device",
             "/dev/fuse:/dev/fuse:rwm",
+            "--stop-signal",
+            "SIGUSR1",
+            "--health-cmd",
+            "wget -q localhost",
+            "--health-interval",
+            "5s",
+            "--health-timeout",
+            "2s",
+            "--health-start-period",
+            "1m",
+            "--health-retries",
+            "4",
             "busybox",
         ]);
         assert!(a.rm && a.privileged && !a.detach && !a.read_only);
@@ -541,7 +593,14 @@ mod tests {
         assert_eq!(a.cap_drop, ["ALL"]);
         assert_eq!(a.security_opt, ["no-new-privileges"]);
         assert_eq!(a.device, ["/dev/fuse:/dev/fuse:rwm"]);
+        assert_eq!(a.stop_signal, "SIGUSR1");
+        assert_eq!(
+            (a.health_cmd.as_str(), a.health_interval.as_str(), a.health_timeout.as_str()),
+            ("wget -q localhost", "5s", "2s")
+        );
+        assert_eq!((a.health_start_period.as_str(), a.health_retries, a.no_healthcheck), ("1m", 4, false));
         assert!(a.command.is_empty());
+        assert!(run_args(&["run", "--no-healthcheck", "busybox"]).no_healthcheck);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod build;
 pub mod cgroup;
 pub mod container;
 pub mod devices;
+pub mod duration;
 pub mod image;
 pub mod security;
 

@@ -168,3 +168,44 @@ proptest! {
         let _ = parse(&parts.concat(), &BTreeMap::new());
     }
 }
+
+#[test]
+fn healthcheck_options_and_forms() {
+    use weft_runtime::build::dockerfile::HealthcheckSpec;
+    let df = ok(
+        "FROM scratch\nHEALTHCHECK --interval=5s --timeout=3s --start-period=1m30s --retries=4 CMD wget -q localhost || exit 1\nHEALTHCHECK CMD [\"/bin/check\", \"-v\"]\nHEALTHCHECK NONE\n",
+    );
+    let checks: Vec<&HealthcheckSpec> = df.stages[0]
+        .steps
+        .iter()
+        .map(|s| match &s.instruction {
+            Instruction::Healthcheck(h) => h,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        *checks[0],
+        HealthcheckSpec {
+            test: vec!["CMD-SHELL".into(), "wget -q localhost || exit 1".into()],
+            interval: Some(5_000_000_000),
+            timeout: Some(3_000_000_000),
+            start_period: Some(90_000_000_000),
+            start_interval: None,
+            retries: Some(4),
+        }
+    );
+    assert_eq!(checks[1].test, ["CMD", "/bin/check", "-v"]);
+    assert_eq!(checks[2].test, ["NONE"]);
+    for (bad, why) in [
+        ("HEALTHCHECK --interval=5 CMD true", "missing unit"),
+        ("HEALTHCHECK --bogus=1s CMD true", "unknown option"),
+        ("HEALTHCHECK --retries=x CMD true", "expected a number"),
+        ("HEALTHCHECK true", "NONE or CMD"),
+        ("HEALTHCHECK NONE x", "no arguments"),
+        ("HEALTHCHECK CMD", "needs a command"),
+    ] {
+        let (line, message) = fails(&format!("FROM scratch\n{bad}\n"));
+        assert_eq!(line, 2, "{bad}");
+        assert!(message.contains(why), "{bad}: {message}");
+    }
+}

@@ -7,7 +7,7 @@
 //! `netconf` (what weft wired for each container, on disk), `run`, `attach` (an endpoint wired
 //! into a namespace, for run and connect), `connect`, `disconnect`, `stop`, `remove` (and the
 //! undo of everything wired), `ports_sync` (the published-port table), `revoke` (addresses the
-//! cluster took back), `rewire` (a container's namespace made again after a reboot), `orphans` (endpoints no
+//! cluster took back), `health` (health checks), `rewire` (a container's namespace made again after a reboot), `orphans` (endpoints no
 //! container holds), `restarts`
 //! (restart policies) and `janitor` (periodic housekeeping).
 
@@ -26,6 +26,7 @@ use crate::service::Core;
 mod attach;
 mod connect;
 mod disconnect;
+mod health;
 mod janitor;
 mod netconf;
 mod orphans;
@@ -39,6 +40,7 @@ mod state_cache;
 mod stop;
 
 pub use crate::error::{HostError, Result};
+pub use health::{CheckResult, HealthState};
 pub use netconf::{Attachment, NetConf};
 pub use run::{DEFAULT_BRIDGE, DEFAULT_BRIDGE_SUBNET, ModeRequest, parse_mode};
 

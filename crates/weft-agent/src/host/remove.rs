@@ -77,6 +77,7 @@ impl Host {
         }
         left.attachments = kept;
         self.forget_restarts(id);
+        self.forget_health(id);
         if left.attachments.is_empty() {
             match std::fs::remove_file(self.netconf_path(id)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -168,8 +168,15 @@ impl RunConfig {
             Instruction::StopSignal(sig) => {
                 self.oci.set_stop_signal(Some(sig.clone()));
             }
-            Instruction::Healthcheck(words) => {
-                self.healthcheck = Some(Healthcheck { test: Some(words.clone()), ..Healthcheck::default() });
+            Instruction::Healthcheck(spec) => {
+                self.healthcheck = Some(Healthcheck {
+                    test: Some(spec.test.clone()),
+                    interval: spec.interval,
+                    timeout: spec.timeout,
+                    start_period: spec.start_period,
+                    start_interval: spec.start_interval,
+                    retries: spec.retries,
+                });
             }
             Instruction::Arg(..)
             | Instruction::Run(_)
@@ -237,6 +244,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::build::dockerfile::HealthcheckSpec;
 
     fn applied(instructions: &[Instruction]) -> RunConfig {
         let mut config = RunConfig::default();
@@ -286,14 +294,22 @@ mod tests {
         let mut config = RunConfig::from_image(&json!({ "Cmd": ["sh"], "Entrypoint": null })).unwrap();
         config.apply(&Instruction::Shell(vec!["/bin/bash".into(), "-ec".into()]));
         config.apply(&Instruction::Entrypoint(Command::Shell("exec app".into())));
-        config.apply(&Instruction::Healthcheck(vec!["CMD".into(), "true".into()]));
+        config.apply(&Instruction::Healthcheck(HealthcheckSpec {
+            test: vec!["CMD".into(), "true".into()],
+            interval: Some(5_000_000_000),
+            retries: Some(2),
+            ..HealthcheckSpec::default()
+        }));
         assert_eq!(config.argv(&Command::Shell("x".into())), ["/bin/bash", "-ec", "x"]);
         assert_eq!(config.argv(&Command::Exec(vec!["a".into()])), ["a"]);
         let value = serde_json::to_value(&config).unwrap();
         assert_eq!(value["Entrypoint"], json!(["/bin/bash", "-ec", "exec app"]));
         assert_eq!(value["Cmd"], Value::Null, "ENTRYPOINT clears the base image's Cmd");
         assert_eq!(value["Shell"], json!(["/bin/bash", "-ec"]));
-        assert_eq!(value["Healthcheck"], json!({ "Test": ["CMD", "true"] }));
+        assert_eq!(
+            value["Healthcheck"],
+            json!({ "Test": ["CMD", "true"], "Interval": 5_000_000_000_i64, "Retries": 2 })
+        );
         assert_eq!(RunConfig::default().argv(&Command::Shell("y".into())), ["/bin/sh", "-c", "y"]);
     }
 

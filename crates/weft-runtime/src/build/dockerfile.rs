@@ -84,8 +84,66 @@ pub enum Instruction {
     Shell(Vec<String>),
     /// The stop signal.
     StopSignal(String),
-    /// A health check, stored in the config as given.
-    Healthcheck(Vec<String>),
+    /// A health check (`HEALTHCHECK [OPTIONS] CMD ...`) or none (`HEALTHCHECK NONE`).
+    Healthcheck(HealthcheckSpec),
+}
+
+/// `HEALTHCHECK`'s test and options, durations in nanoseconds as Docker stores them; an option
+/// not given stays unset (the runtime's defaults apply).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthcheckSpec {
+    /// `["NONE"]`, `["CMD", args...]` (exec form) or `["CMD-SHELL", command]` (shell form).
+    pub test: Vec<String>,
+    /// `--interval`.
+    pub interval: Option<i64>,
+    /// `--timeout`.
+    pub timeout: Option<i64>,
+    /// `--start-period`.
+    pub start_period: Option<i64>,
+    /// `--start-interval`.
+    pub start_interval: Option<i64>,
+    /// `--retries`.
+    pub retries: Option<i64>,
+}
+
+/// Parses `HEALTHCHECK`'s arguments: options, then `NONE` or `CMD` in shell or exec form.
+fn healthcheck(args: &str, line: usize) -> Parsed<HealthcheckSpec> {
+    let mut spec = HealthcheckSpec::default();
+    let mut rest = args.trim();
+    while let Some(option) = rest.strip_prefix("--") {
+        let (word, after) = option.split_once(char::is_whitespace).unwrap_or((option, ""));
+        let Some((name, value)) = word.split_once('=') else {
+            return err(line, format!("HEALTHCHECK --{word}: expected --{word}=VALUE"));
+        };
+        let duration = || -> Parsed<Option<i64>> {
+            let d = crate::duration::parse(value)
+                .map_err(|e| ParseError { line, message: format!("HEALTHCHECK --{name}: {e}") })?;
+            Ok(Some(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)))
+        };
+        match name {
+            "interval" => spec.interval = duration()?,
+            "timeout" => spec.timeout = duration()?,
+            "start-period" => spec.start_period = duration()?,
+            "start-interval" => spec.start_interval = duration()?,
+            "retries" => match value.parse::<i64>() {
+                Ok(n) if n >= 0 => spec.retries = Some(n),
+                _ => return err(line, format!("HEALTHCHECK --retries={value}: expected a number")),
+            },
+            _ => return err(line, format!("HEALTHCHECK: unknown option --{name}")),
+        }
+        rest = after.trim_start();
+    }
+    let (kind, command_args) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    spec.test = match kind.to_ascii_uppercase().as_str() {
+        "NONE" if command_args.trim().is_empty() => vec!["NONE".into()],
+        "NONE" => return err(line, "HEALTHCHECK NONE takes no arguments"),
+        "CMD" => match command(command_args, line, "HEALTHCHECK CMD")? {
+            Command::Exec(list) => std::iter::once("CMD".to_string()).chain(list).collect(),
+            Command::Shell(text) => vec!["CMD-SHELL".into(), text],
+        },
+        _ => return err(line, "HEALTHCHECK needs NONE or CMD after its options"),
+    };
+    Ok(spec)
 }
 
 /// An instruction with its line.
@@ -492,7 +550,7 @@ pub fn parse(source: &str, build_args: &BTreeMap<String, String>) -> Parsed<Dock
                 Instruction::Volume(list)
             }
             "STOPSIGNAL" => Instruction::StopSignal(sub(args, &vars)?),
-            "HEALTHCHECK" => Instruction::Healthcheck(words(args, escape, line)?),
+            "HEALTHCHECK" => Instruction::Healthcheck(healthcheck(args, line)?),
             "ONBUILD" => return err(line, "ONBUILD is not supported"),
             _ => return err(line, format!("unknown instruction {word:?}")),
         };

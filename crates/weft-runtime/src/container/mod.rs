@@ -13,6 +13,6 @@ pub mod spec;
 pub use exec::ExecOptions;
 pub use runtime::{ContainerStatus, Runtime};
 pub use spec::{
-    BindMount, ContainerSpec, DeviceMapping, ExitState, LogLine, NetworkMode, RunState, SeccompMode,
-    Security, SpecLimits, TmpfsMount,
+    BindMount, ContainerSpec, DeviceMapping, ExitState, HealthConfig, LogLine, NetworkMode, RunState,
+    SeccompMode, Security, SpecLimits, TmpfsMount,
 };

@@ -450,7 +450,8 @@ impl Runtime {
         }
     }
 
-    /// Docker's stop: SIGTERM, then SIGKILL after `grace`.
+    /// Docker's stop: the container's stop signal (its image's STOPSIGNAL or `--stop-signal`,
+    /// SIGTERM when it has none), then SIGKILL after `grace`.
     pub fn stop(&self, id: &str, grace: Duration) -> Result<ExitState> {
         let id = &self.resolve(id)?;
         match self.status(id)? {
@@ -458,7 +459,10 @@ impl Runtime {
             ContainerStatus::Created => return Err(RuntimeError::NotRunning(id.into())),
             ContainerStatus::Running(_) => {}
         }
-        let _ = self.kill(id, libc::SIGTERM);
+        let signal = read_json::<ContainerSpec>(&self.container_dir(id).join("config.json"))
+            .and_then(|spec| spec.stop_signal)
+            .unwrap_or(libc::SIGTERM);
+        let _ = self.kill(id, signal);
         match self.wait(id, Some(grace)) {
             Err(RuntimeError::Timeout(_)) => {
                 let _ = self.kill(id, libc::SIGKILL);

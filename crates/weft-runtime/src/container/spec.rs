@@ -2,6 +2,7 @@
 //! records about it (`state.json`, `exit.json`).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +71,50 @@ pub struct ContainerSpec {
     /// How it is confined (Docker's security options).
     #[serde(default)]
     pub security: Security,
+    /// The signal `stop` sends first (the image's STOPSIGNAL or `--stop-signal`); SIGTERM when
+    /// unset.
+    #[serde(default)]
+    pub stop_signal: Option<i32>,
+    /// The health check the agent runs in the container (the image's HEALTHCHECK or `--health-*`).
+    #[serde(default)]
+    pub healthcheck: Option<HealthConfig>,
+}
+
+/// A container's health check, as Docker's `Healthcheck` config: a command run in the container
+/// every `interval`, failed when it exits non-zero or outlives `timeout`; `retries` failures in a
+/// row make the container unhealthy, except failures within `start_period` of its start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthConfig {
+    /// The command: `["CMD", arg...]` run as is, or `["CMD-SHELL", line]` run by `/bin/sh -c`.
+    pub test: Vec<String>,
+    /// Between the end of one check and the start of the next.
+    pub interval: Duration,
+    /// How long one check may run.
+    pub timeout: Duration,
+    /// How long after the start failures do not count.
+    pub start_period: Duration,
+    /// Failures in a row that make the container unhealthy.
+    pub retries: u32,
+}
+
+impl HealthConfig {
+    /// Docker's defaults: every 30 s, 30 s timeout, no start period, 3 retries.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+    /// The default timeout of one check.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+    /// The default number of failures in a row before unhealthy.
+    pub const DEFAULT_RETRIES: u32 = 3;
+
+    /// The argv that runs the check inside the container.
+    pub fn argv(&self) -> Vec<String> {
+        match self.test.split_first() {
+            Some((kind, rest)) if kind == "CMD-SHELL" => {
+                vec!["/bin/sh".into(), "-c".into(), rest.join(" ")]
+            }
+            Some((kind, rest)) if kind == "CMD" => rest.to_vec(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Which seccomp filter a container runs under.
@@ -152,6 +197,8 @@ impl ContainerSpec {
             cgroup_root: PathBuf::new(),
             cgroup_path: PathBuf::new(),
             security: Security::default(),
+            stop_signal: None,
+            healthcheck: None,
         }
     }
 }
