@@ -256,16 +256,6 @@ fn hostile_archives_are_refused_and_leave_nothing_behind() {
     let mut t = Vec::new();
     raw_entry(&mut t, b"link", tar::EntryType::Link, b"../../etc/passwd", b"");
     cases.push(("hardlink-escape", finish(t), "hard link"));
-    let mut t = Vec::new();
-    let mut header = tar::Header::new_gnu();
-    header.set_path("dev-sda").unwrap();
-    header.set_entry_type(tar::EntryType::Block);
-    header.set_device_major(8).unwrap();
-    header.set_device_minor(0).unwrap();
-    header.set_size(0);
-    header.set_cksum();
-    t.extend_from_slice(header.as_bytes());
-    cases.push(("device", finish(t), "device nodes"));
 
     for (label, layer, want) in cases {
         let dir = tmp.0.join(label);
@@ -290,4 +280,86 @@ fn hostile_archives_are_refused_and_leave_nothing_behind() {
     assert!(err.to_string().contains("nope"), "{err}");
     let err = store.import(&dir, Some("Bad Name")).unwrap_err();
     assert!(err.to_string().contains("image name"), "{err}");
+}
+
+/// A device node entry: `kind` (Char or Block), `major:minor`, permission bits `mode`.
+fn device_entry(t: &mut Vec<u8>, path: &str, kind: tar::EntryType, major: u32, minor: u32, mode: u32) {
+    let mut header = tar::Header::new_gnu();
+    header.set_path(path).unwrap();
+    header.set_entry_type(kind);
+    header.set_device_major(major).unwrap();
+    header.set_device_minor(minor).unwrap();
+    header.set_mode(mode);
+    header.set_size(0);
+    header.set_cksum();
+    t.extend_from_slice(header.as_bytes());
+}
+
+/// Images with device nodes (debootstrap'd and older distribution images carry /dev entries) are
+/// imported as Docker imports them: the nodes are made as they are; the device allow-list of a
+/// container's cgroup decides what it may open.
+#[test]
+fn device_nodes_in_a_layer_are_made_as_they_are() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let tmp = TempDir::new("devices");
+    let store = ImageStore::open(tmp.0.join("store")).unwrap();
+    let mut t = Vec::new();
+    raw_entry(&mut t, b"dev/", tar::EntryType::Directory, b"", b"");
+    device_entry(&mut t, "dev/console", tar::EntryType::Char, 5, 1, 0o600);
+    device_entry(&mut t, "dev/null", tar::EntryType::Char, 1, 3, 0o666);
+    device_entry(&mut t, "dev/sda", tar::EntryType::Block, 8, 0, 0o660);
+    let dir = tmp.0.join("with-devices");
+    docker_dir(&dir, &finish(t), None);
+    let images = store.import(&dir, Some("devices:latest")).unwrap();
+    let layer = &store.layer_dirs(&images[0]).unwrap()[0];
+    for (name, char_dev, major, minor, mode) in
+        [("console", true, 5, 1, 0o600), ("null", true, 1, 3, 0o666), ("sda", false, 8, 0, 0o660)]
+    {
+        let meta = fs::symlink_metadata(layer.join("dev").join(name)).unwrap();
+        let ft = meta.file_type();
+        assert!(if char_dev { ft.is_char_device() } else { ft.is_block_device() }, "{name}: {ft:?}");
+        assert_eq!((libc::major(meta.rdev()), libc::minor(meta.rdev())), (major, minor), "{name}");
+        assert_eq!(meta.permissions().mode() & 0o7777, mode, "{name}");
+    }
+}
+
+/// A file that is not an image is refused naming the file and what was expected, not with a tar
+/// parser's internal error; a gzipped docker-save archive (`docker save | gzip`) imports.
+#[test]
+fn import_names_what_it_expected_and_takes_gzip() {
+    use std::io::Write;
+    let tmp = TempDir::new("formats");
+    let store = ImageStore::open(tmp.0.join("store")).unwrap();
+    let garbage = tmp.0.join("notes.txt");
+    fs::write(&garbage, vec![0xffu8; 2048]).unwrap();
+    let err = store.import(&garbage, None).unwrap_err().to_string();
+    assert!(err.contains("notes.txt") && err.contains("OCI image layout or a docker-save archive"), "{err}");
+    assert!(!err.contains('\u{fffd}'), "no garbage bytes in the message: {err}");
+    let short = tmp.0.join("short");
+    fs::write(&short, b"hi").unwrap();
+    assert!(store.import(&short, None).unwrap_err().to_string().contains("OCI image layout"));
+    assert_nothing_stored(&store);
+
+    let mut t = Vec::new();
+    raw_entry(&mut t, b"etc/ok", tar::EntryType::Regular, b"", b"fine");
+    let dir = tmp.0.join("plain");
+    docker_dir(&dir, &finish(t), None);
+    let mut archive = tar::Builder::new(Vec::new());
+    archive.append_dir_all(".", &dir).unwrap();
+    let tar_bytes = archive.into_inner().unwrap();
+    let gz_path = tmp.0.join("image.tar.gz");
+    let mut gz =
+        flate2::write::GzEncoder::new(fs::File::create(&gz_path).unwrap(), flate2::Compression::fast());
+    gz.write_all(&tar_bytes).unwrap();
+    gz.finish().unwrap();
+    let images = store.import(&gz_path, Some("zipped:latest")).unwrap();
+    assert_eq!(images.len(), 1);
+    // Garbage behind a gzip header is named too.
+    let bad_gz = tmp.0.join("bad.tar.gz");
+    let mut gz =
+        flate2::write::GzEncoder::new(fs::File::create(&bad_gz).unwrap(), flate2::Compression::fast());
+    gz.write_all(&[0x42u8; 4096]).unwrap();
+    gz.finish().unwrap();
+    let err = store.import(&bad_gz, None).unwrap_err().to_string();
+    assert!(err.contains("bad.tar.gz") && err.contains("gzip"), "{err}");
 }

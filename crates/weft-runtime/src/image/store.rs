@@ -367,8 +367,20 @@ impl ImageStore {
             return self.import_dir(path, name);
         }
         let scratch = self.scratch()?;
+        let (gzip, looks_like_tar) = archive_kind(path)?;
+        if !looks_like_tar {
+            return Err(RuntimeError::BadImage(format!(
+                "{}: not an image: expected an OCI image layout or a docker-save archive (a directory, a tar, or a gzipped tar){}",
+                path.display(),
+                if gzip { "; it is gzipped, but what it holds is not a tar" } else { "" }
+            )));
+        }
         let file = BufReader::new(File::open(path).map_err(RuntimeError::io("open", path))?);
-        unpack_layer(file, scratch.path())?;
+        if gzip {
+            unpack_layer(GzDecoder::new(file), scratch.path())?;
+        } else {
+            unpack_layer(file, scratch.path())?;
+        }
         self.import_dir(scratch.path(), name)
     }
 
@@ -679,4 +691,33 @@ fn check_layer_count(layers: usize, diff_ids: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether the file at `path` is gzipped, and whether what it holds (after gunzip) starts with
+/// a tar header (the `ustar` magic every archive docker, skopeo and weft write carries).
+fn archive_kind(path: &Path) -> Result<(bool, bool)> {
+    let mut head = [0u8; 2];
+    let n = File::open(path).and_then(|mut f| f.read(&mut head)).map_err(RuntimeError::io("read", path))?;
+    let gzip = n == 2 && head == [0x1f, 0x8b];
+    let file = File::open(path).map_err(RuntimeError::io("open", path))?;
+    let mut block = vec![0u8; 512];
+    let filled = if gzip {
+        read_up_to(&mut GzDecoder::new(file), &mut block)
+    } else {
+        read_up_to(&mut BufReader::new(file), &mut block)
+    };
+    let tar = filled == 512 && &block[257..262] == b"ustar";
+    Ok((gzip, tar))
+}
+
+/// Reads until `buf` is full or the input ends (or fails); how much was read.
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> usize {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
+    }
+    filled
 }

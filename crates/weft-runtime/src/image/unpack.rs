@@ -2,7 +2,8 @@
 //!
 //! Every entry is checked before anything is written: no absolute paths, no `..`, nothing written
 //! through a symlink (so a link to `/etc` cannot carry a later entry out of the layer), hard links
-//! only to files already in the layer, relative symlinks that stay inside it, and no device nodes.
+//! only to files already in the layer, relative symlinks that stay inside it; device nodes are
+//! made as they are (the container's device allow-list decides what can be opened).
 //! OCI whiteouts (`.wh.NAME`, `.wh..wh..opq`) become overlayfs whiteouts (a 0/0 character device,
 //! the `trusted.overlay.opaque` attribute), so layers stack directly as overlayfs lower dirs.
 
@@ -18,7 +19,7 @@ use tar::EntryType;
 use crate::{Result, RuntimeError};
 
 /// What an unpack did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct UnpackStats {
     /// Entries written.
     pub entries: u64,
@@ -26,6 +27,10 @@ pub struct UnpackStats {
     pub bytes: u64,
     /// Whiteouts converted.
     pub whiteouts: u64,
+    /// Device nodes made.
+    pub devices: u64,
+    /// Device nodes left out because this process may not make them (entry paths).
+    pub skipped_devices: Vec<String>,
 }
 
 /// The components of an entry's path, or why it is refused. `None` for the layer root itself.
@@ -275,10 +280,30 @@ pub fn unpack_layer<R: Read>(reader: R, root: &Path) -> Result<UnpackStats> {
                 stats.whiteouts += 1;
             }
             EntryType::Char | EntryType::Block => {
-                return Err(RuntimeError::unsafe_entry(
-                    shown,
-                    "device nodes are not allowed in image layers",
-                ));
+                // Device nodes (debootstrap'd and older distribution images carry /dev entries)
+                // are made as Docker makes them: a container reaches only what its device
+                // allow-list in the cgroup permits, whatever nodes its image holds. Where they
+                // cannot be made (no CAP_MKNOD), they are left out, as rootless engines do.
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                let kind = if kind == EntryType::Char { libc::S_IFCHR } else { libc::S_IFBLK };
+                clear(&path, false)?;
+                let dev = libc::makedev(major, minor);
+                // SAFETY: mknod on a NUL-terminated path inside the layer, made by prepare_parents.
+                let made = unsafe { libc::mknod(c_path(&path).as_ptr(), kind | mode, dev) };
+                if made != 0 {
+                    let e = io::Error::last_os_error();
+                    if e.raw_os_error() == Some(libc::EPERM) {
+                        stats.skipped_devices.push(shown);
+                        continue;
+                    }
+                    return Err(RuntimeError::io("create device node", &path)(e));
+                }
+                lchown(&path, uid, gid)?;
+                // mknod applied the umask.
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                    .map_err(RuntimeError::io("chmod", &path))?;
+                stats.devices += 1;
             }
             EntryType::XGlobalHeader
             | EntryType::XHeader
