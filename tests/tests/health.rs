@@ -32,6 +32,16 @@ CMD ["sh", "-c", "trap 'echo got-usr1; exit 0' USR1; touch /tmp/ok; while true; 
     )
     .unwrap();
     cluster.weft_ok(0, &["image", "build", "-t", "hc", ctx.to_str().unwrap()]);
+    // `weft image history`: newest step first, as `docker history` prints it.
+    let history = cluster.weft_ok(0, &["image", "history", "hc"]);
+    let rows: Vec<&str> = history.lines().collect();
+    assert!(rows[0].starts_with("CREATED") && rows[1].contains("CMD [\"sh\""), "{history}");
+    assert!(rows.iter().any(|r| r.contains("HEALTHCHECK --interval=300ms")), "{history}");
+    assert!(rows.last().unwrap().contains("<missing>") || rows.last().unwrap().contains("B"), "{history}");
+    let json: serde_json::Value =
+        serde_json::from_str(&cluster.weft_ok(0, &["image", "history", "--format", "json", "hc"])).unwrap();
+    assert_eq!(json[0]["empty_layer"], true, "{json}");
+    assert!(json.as_array().unwrap().iter().any(|h| h["size"].as_u64().unwrap_or(0) > 0), "{json}");
 
     // The image's STOPSIGNAL is what stop sends: the trap runs and the container exits 0 long
     // before the grace period ends. --stop-signal overrides it (TERM is not trapped: 143).

@@ -95,6 +95,7 @@ fn image_info(image: &ImageRecord) -> pb::ImageInfo {
         layers: image.diff_ids.len() as u32,
         created,
         config_json: image.runtime_config().to_string(),
+        history: Vec::new(),
     }
 }
 
@@ -377,8 +378,24 @@ impl pb::agent_server::Agent for AgentService {
         self.check(&request)?;
         let host = self.host.clone();
         let reference = request.into_inner().reference;
-        let image = blocking(move || Ok(host.images.get(&reference)?)).await?;
-        Ok(Response::new(image_info(&image)))
+        let (image, history) = blocking(move || {
+            let image = host.images.get(&reference)?;
+            let history = host.images.history(&image);
+            Ok((image, history))
+        })
+        .await?;
+        let mut info = image_info(&image);
+        info.history = history
+            .into_iter()
+            .map(|h| pb::ImageHistoryEntry {
+                created: h.created,
+                created_by: h.created_by,
+                comment: h.comment,
+                empty_layer: h.empty_layer,
+                size: h.size,
+            })
+            .collect();
+        Ok(Response::new(info))
     }
 
     async fn remove_image(&self, request: Request<pb::ImageRef>) -> Result<Response<pb::Empty>, Status> {
@@ -467,6 +484,15 @@ impl pb::agent_server::Agent for AgentService {
                 build_args.insert(k.to_string(), v.to_string());
             }
             let dockerfile = (!options.dockerfile.is_empty()).then(|| context2.join(&options.dockerfile));
+            // BuildKit's convention: --build-arg SOURCE_DATE_EPOCH=SECONDS fixes the image's times.
+            let source_date_epoch = match build_args.get("SOURCE_DATE_EPOCH") {
+                None => None,
+                Some(v) => Some(v.parse::<u64>().map_err(|_| {
+                    HostError::Invalid(format!(
+                        "--build-arg SOURCE_DATE_EPOCH={v}: expected seconds since the epoch"
+                    ))
+                })?),
+            };
             let report = weft_runtime::build::builder::Builder::new(&host.images, &host.runtime).build(
                 &weft_runtime::build::builder::BuildOptions {
                     context: context2.clone(),
@@ -476,6 +502,7 @@ impl pb::agent_server::Agent for AgentService {
                     target: (!options.target.is_empty()).then(|| options.target.clone()),
                     no_cache: options.no_cache,
                     network_host: false,
+                    source_date_epoch,
                 },
             )?;
             Ok(report)

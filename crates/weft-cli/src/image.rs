@@ -46,6 +46,17 @@ pub(crate) enum ImageCommand {
         #[arg(required = true)]
         images: Vec<String>,
     },
+    /// Shows how an image was made, newest step first (as `docker history`).
+    History {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Show whole instructions instead of cutting them at 45 characters.
+        #[arg(long = "no-trunc")]
+        no_trunc: bool,
+        /// The image.
+        image: String,
+    },
     /// Removes images (refused while containers use them).
     Rm {
         /// Image names or ids.
@@ -87,6 +98,48 @@ fn image_json(i: &pb::ImageInfo) -> serde_json::Value {
         "id": i.id, "names": i.names, "created": i.created, "layers": i.layers,
         "config": serde_json::from_str::<serde_json::Value>(&i.config_json).unwrap_or_default(),
     })
+}
+
+/// One history step as `image history --format json` prints it.
+fn history_json(h: &pb::ImageHistoryEntry) -> serde_json::Value {
+    serde_json::json!({
+        "created": h.created, "created_by": h.created_by, "comment": h.comment,
+        "empty_layer": h.empty_layer, "size": h.size,
+    })
+}
+
+/// `text` cut to `max` characters, marked with an ellipsis when cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+/// Bytes as Docker prints sizes (`0B`, `1.5kB`, `4.2MB`: powers of 1000).
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        return format!("{bytes}B");
+    }
+    // Three significant digits, as Docker's HumanSize.
+    let text = if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    };
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { &text };
+    format!("{text}{}", UNITS[unit])
 }
 
 /// Runs an `image` verb.
@@ -187,6 +240,24 @@ pub(crate) async fn image(api: &mut Api, command: ImageCommand) -> Result<u8, Fa
                 ));
             }
             json(&out);
+        }
+        ImageCommand::History { format, no_trunc, image } => {
+            let info = api.inspect_image(pb::ImageRef { reference: image }).await.map_err(err)?.into_inner();
+            let newest_first: Vec<&pb::ImageHistoryEntry> = info.history.iter().rev().collect();
+            if format == Format::Json {
+                json(&newest_first.iter().map(|h| history_json(h)).collect::<Vec<_>>());
+            } else {
+                let rows = newest_first
+                    .iter()
+                    .map(|h| {
+                        let by = if no_trunc { h.created_by.clone() } else { cut(&h.created_by, 45) };
+                        let created =
+                            if h.created.is_empty() { "<missing>".to_string() } else { h.created.clone() };
+                        vec![created, by, human_size(h.size), h.comment.clone()]
+                    })
+                    .collect();
+                print_table(&["CREATED", "CREATED BY", "SIZE", "COMMENT"], rows);
+            }
         }
         ImageCommand::Rm { images } => {
             for reference in images {
@@ -296,6 +367,11 @@ mod tests {
             verb(&["image", "tag", "a", "b:2"]),
             ImageCommand::Tag { image, name } if image == "a" && name == "b:2"
         ));
+        assert!(matches!(
+            verb(&["image", "history", "--no-trunc", "a"]),
+            ImageCommand::History { format: Format::Table, no_trunc: true, image } if image == "a"
+        ));
+        assert_eq!(refusal(&["image", "history"]), ErrorKind::MissingRequiredArgument);
         assert_eq!(refusal(&["image", "tag", "a"]), ErrorKind::MissingRequiredArgument);
         assert_eq!(refusal(&["image", "import"]), ErrorKind::MissingRequiredArgument);
     }
@@ -308,6 +384,7 @@ mod tests {
             created: "2024-01-01T00:00:00Z".into(),
             layers: 1,
             config_json: r#"{"Cmd":["sh"]}"#.into(),
+            history: vec![],
         };
         let json = image_json(&info);
         assert_eq!(json["id"], "sha256:0123");
@@ -316,5 +393,21 @@ mod tests {
         assert_eq!(json["config"]["Cmd"], serde_json::json!(["sh"]));
         let broken = pb::ImageInfo { config_json: "{".into(), ..info };
         assert_eq!(image_json(&broken)["config"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn sizes_and_cuts_as_docker_prints_them() {
+        for (bytes, want) in [
+            (0, "0B"),
+            (999, "999B"),
+            (1000, "1kB"),
+            (1536, "1.54kB"),
+            (12_345_678, "12.3MB"),
+            (123_456_789, "123MB"),
+        ] {
+            assert_eq!(human_size(bytes), want, "{bytes}");
+        }
+        assert_eq!(cut("COPY hello.py .", 45), "COPY hello.py .");
+        assert_eq!(cut("abcdef", 4), "abc…");
     }
 }

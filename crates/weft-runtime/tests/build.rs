@@ -124,7 +124,19 @@ fn multi_stage_build_runs_and_keeps_only_the_final_stage() {
     let base = env.store.get("busybox").unwrap();
     assert!(image.diff_ids.iter().all(|d| !base.diff_ids.contains(d)));
 
-    // The build cache: a second build executes no RUN and gives the same image.
+    // Every step is in the history with its time; the image is as old as its newest step.
+    let created = image.config["created"].as_str().unwrap_or_default().to_string();
+    assert!(created.len() == 20 && created.ends_with('Z'), "created {created:?}");
+    let history = image.config["history"].as_array().unwrap();
+    assert!(history.iter().all(|h| h["created"].as_str().is_some_and(|c| c.len() == 20)), "{history:?}");
+    assert_eq!(history.last().unwrap()["created"], created.as_str());
+    let steps = env.store.history(image);
+    assert_eq!(steps.iter().filter(|s| !s.empty_layer).count(), 2, "the two COPY layers of the final stage");
+    assert!(steps.iter().filter(|s| !s.empty_layer).all(|s| s.size > 0), "{steps:?}");
+
+    // The build cache: a second build (a second later) executes no RUN and gives the same image,
+    // its steps keeping the times they were first built at.
+    std::thread::sleep(Duration::from_millis(1100));
     let again = env.build(&ctx, "app:1").unwrap();
     assert_eq!(again.runs_executed, 0, "no RUN executed on a fully cached build");
     assert!(again.steps.iter().filter(|s| s.layer).all(|s| s.cached));

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 
-use super::config::ImageParts;
+use super::config::{ImageParts, rfc3339};
 use super::context::Ignore;
 use super::dockerfile::parse;
 use super::stage::{Build, Progress, StageState, build_err, stages_needed};
@@ -59,12 +59,16 @@ impl<'a> Builder<'a> {
         };
         let needed = stages_needed(self.store, &dockerfile, target)?;
         let ignore = Ignore::load(&options.context)?;
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let created = rfc3339(options.source_date_epoch.unwrap_or(now));
         let build = Build {
             store: self.store,
             runtime: self.runtime,
             dockerfile: &dockerfile,
             options,
             ignore: &ignore,
+            created: &created,
         };
         let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
         let mut progress = Progress::default();
@@ -75,7 +79,15 @@ impl<'a> Builder<'a> {
         let state = done
             .remove(&target)
             .ok_or_else(|| build_err(dockerfile.stages[target].line, "the target stage was not built"))?;
-        let parts = ImageParts { config: &state.config, diff_ids: &state.diff_ids, history: &state.history };
+        // The image is as old as its newest step (a build served from the cache is the image
+        // it built before).
+        let image_created = state.history.last().and_then(|h| h.created().clone()).unwrap_or(created);
+        let parts = ImageParts {
+            config: &state.config,
+            diff_ids: &state.diff_ids,
+            history: &state.history,
+            created: &image_created,
+        };
         let image = self.store.add_image(&parts.to_json()?, &options.tags)?;
         Ok(BuildReport { image, steps: progress.steps, runs_executed: progress.runs })
     }

@@ -2,7 +2,8 @@
 //! (`scratch`, an image id, or the key of the stage it is built on) and each instruction hashes
 //! its text into the key, RUN also the environment it runs with, COPY/ADD also a checksum of the
 //! content it copies and `--chown`. A key whose layer is still in the store is a hit:
-//! `<store>/build-cache/<key>.json` names the layer's diff id.
+//! `<store>/build-cache/<key>.json` names the layer's diff id; `<key>.time` keeps when the step
+//! was first built.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -166,6 +167,23 @@ impl<'a> LayerCache<'a> {
         let entry: Entry = serde_json::from_slice(&fs::read(self.path(key)).ok()?).ok()?;
         let diff: Digest = entry.diff_id.parse().ok()?;
         self.store.layer_dir(&diff).is_dir().then_some(diff)
+    }
+
+    /// When the step of `key` was first built (RFC 3339), if recorded: a step taken from the
+    /// cache keeps its first time, as Docker's history shows it, so a build served wholly from
+    /// the cache gives the same image id.
+    pub(crate) fn created(&self, key: &CacheKey) -> Option<String> {
+        let text = fs::read_to_string(self.dir().join(format!("{}.time", key.as_str()))).ok()?;
+        let text = text.trim();
+        (!text.is_empty()).then(|| text.to_string())
+    }
+
+    /// Records `created` as the time of `key`'s step.
+    pub(crate) fn record_created(&self, key: &CacheKey, created: &str) -> Result<()> {
+        let dir = self.dir();
+        fs::create_dir_all(&dir).map_err(RuntimeError::io("create", &dir))?;
+        let path = dir.join(format!("{}.time", key.as_str()));
+        fs::write(&path, created).map_err(RuntimeError::io("write", &path))
     }
 
     /// Records `diff` as the layer of `key`.

@@ -186,20 +186,47 @@ impl RunConfig {
     }
 }
 
-/// The history of a base image (its image config's `history`; none when missing).
-pub(crate) fn base_history(image_config: &Value) -> Result<Vec<History>> {
-    match &image_config["history"] {
-        Value::Null => Ok(Vec::new()),
-        history => serde_json::from_value(history.clone()).map_err(|e| bad_image("image history", e)),
+/// The history of a base image: its image config's `history`, led by an entry without
+/// details for each of its `layers` the history does not account for (an image imported without
+/// history), so every layer has its entry, as OCI asks.
+pub(crate) fn base_history(image_config: &Value, layers: usize) -> Result<Vec<History>> {
+    let mut history: Vec<History> = match &image_config["history"] {
+        Value::Null => Vec::new(),
+        history => serde_json::from_value(history.clone()).map_err(|e| bad_image("image history", e))?,
+    };
+    let accounted = history.iter().filter(|h| !h.empty_layer().unwrap_or(false)).count();
+    if accounted < layers {
+        let missing = (0..layers - accounted).map(|_| History::default());
+        history.splice(0..0, missing);
     }
+    Ok(history)
 }
 
-/// The history entry of a build step.
-pub(crate) fn step_history(text: &str, made_layer: bool) -> History {
+/// The history entry of a build step, made at `created` (RFC 3339).
+pub(crate) fn step_history(text: &str, made_layer: bool, created: &str) -> History {
     let mut entry = History::default();
+    entry.set_created(Some(created.to_string()));
     entry.set_created_by(Some(text.to_string()));
     entry.set_empty_layer(Some(!made_layer));
     entry
+}
+
+/// `secs` since the epoch as RFC 3339 in UTC (`2026-12-02T09:31:00Z`), as image configs write
+/// their times.
+pub(crate) fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// What a finished build's image config is made of.
@@ -211,6 +238,8 @@ pub(crate) struct ImageParts<'a> {
     pub(crate) diff_ids: &'a [Digest],
     /// One entry per step of every stage the image's layers came through.
     pub(crate) history: &'a [History],
+    /// When the image was made (RFC 3339).
+    pub(crate) created: &'a str,
 }
 
 impl ImageParts<'_> {
@@ -225,6 +254,7 @@ impl ImageParts<'_> {
             .set_os(Os::Linux)
             .set_config(Some(self.config.oci.clone()))
             .set_rootfs(rootfs)
+            .set_created(Some(self.created.to_string()))
             .set_history(Some(self.history.to_vec()));
         image
     }
@@ -339,11 +369,20 @@ mod tests {
         config.apply(&Instruction::Cmd(Command::Exec(vec!["/hello".into()])));
         config.apply(&Instruction::Shell(vec!["/bin/ash".into(), "-c".into()]));
         let base = json!({ "history": [{ "created": "2024-01-01T00:00:00Z", "created_by": "base" }] });
-        let mut history = base_history(&base).unwrap();
-        history.push(step_history("CMD [\"/hello\"]", false));
-        history.push(step_history("COPY hello /hello", true));
+        let mut history = base_history(&base, 1).unwrap();
+        let when = rfc3339(1_796_204_460);
+        assert_eq!(when, "2026-12-02T09:41:00Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z", "a leap day");
+        history.push(step_history("CMD [\"/hello\"]", false, &when));
+        history.push(step_history("COPY hello /hello", true, &when));
         let diff: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
-        let parts = ImageParts { config: &config, diff_ids: std::slice::from_ref(&diff), history: &history };
+        let parts = ImageParts {
+            config: &config,
+            diff_ids: std::slice::from_ref(&diff),
+            history: &history,
+            created: &when,
+        };
 
         let typed = parts.configuration();
         assert_eq!(typed.rootfs().diff_ids(), &[diff.to_string()]);
@@ -354,7 +393,7 @@ mod tests {
         let text = String::from_utf8(bytes).unwrap();
         assert!(
             text.starts_with(
-                r#"{"architecture":"amd64","config":{"Cmd":["/hello"],"Shell":["/bin/ash","-c"]},"history":["#
+                r#"{"architecture":"amd64","config":{"Cmd":["/hello"],"Shell":["/bin/ash","-c"]},"created":"2026-12-02T09:41:00Z","history":["#
             ),
             "{text}"
         );
@@ -365,10 +404,15 @@ mod tests {
             value["history"],
             json!([
                 { "created": "2024-01-01T00:00:00Z", "created_by": "base" },
-                { "created_by": "CMD [\"/hello\"]", "empty_layer": true },
-                { "created_by": "COPY hello /hello", "empty_layer": false },
+                { "created": "2026-12-02T09:41:00Z", "created_by": "CMD [\"/hello\"]", "empty_layer": true },
+                { "created": "2026-12-02T09:41:00Z", "created_by": "COPY hello /hello", "empty_layer": false },
             ])
         );
-        assert_eq!(base_history(&json!({})).unwrap(), []);
+        assert_eq!(base_history(&json!({}), 0).unwrap(), []);
+        // An image imported without history: one bare entry per layer.
+        let bare = base_history(&json!({}), 2).unwrap();
+        assert_eq!(bare, [History::default(), History::default()]);
+        // A history that accounts for fewer layers than the image has is led by bare entries.
+        assert_eq!(base_history(&base, 2).unwrap().len(), 2);
     }
 }

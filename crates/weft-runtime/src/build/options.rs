@@ -22,6 +22,9 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// Give RUN the host's network (else only loopback).
     pub network_host: bool,
+    /// The build's time, seconds since the epoch, for the image's `created` and its history
+    /// (`SOURCE_DATE_EPOCH`, for reproducible image ids); now when `None`.
+    pub source_date_epoch: Option<u64>,
 }
 
 /// What happened to one step.

@@ -54,6 +54,8 @@ pub(crate) struct Build<'a> {
     pub(crate) options: &'a BuildOptions,
     /// The context's `.dockerignore`.
     pub(crate) ignore: &'a Ignore,
+    /// When the build happens (RFC 3339), for the history entries.
+    pub(crate) created: &'a str,
 }
 
 /// What a build has done so far.
@@ -194,7 +196,7 @@ impl Build<'_> {
         Ok(StageState {
             diff_ids: parse_diffs(&image.diff_ids)?,
             config: RunConfig::from_image(image.runtime_config())?,
-            history: base_history(&image.config)?,
+            history: base_history(&image.config, image.diff_ids.len())?,
             key: CacheKey::image(&image.id),
             args: BTreeMap::new(),
         })
@@ -271,7 +273,15 @@ impl Build<'_> {
                 }
                 None => (false, false),
             };
-            state.history.push(step_history(&step.text, made_layer));
+            // A step before the first miss keeps the time it was first built at.
+            let created = match cache.created(&state.key) {
+                Some(first) if !missed => first,
+                _ => {
+                    cache.record_created(&state.key, self.created)?;
+                    self.created.to_string()
+                }
+            };
+            state.history.push(step_history(&step.text, made_layer, &created));
             progress.steps.push(StepReport {
                 stage: index,
                 line,

@@ -6,5 +6,5 @@ mod store;
 mod unpack;
 
 pub use digest::{Digest, HashingReader};
-pub use store::{ImageRecord, ImageStore, ScratchDir};
+pub use store::{HistoryStep, ImageRecord, ImageStore, ScratchDir};
 pub use unpack::{UnpackStats, unpack_layer};

@@ -34,6 +34,21 @@ pub struct ImageRecord {
     pub config: Value,
 }
 
+/// One step of an image's history (see [`ImageStore::history`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryStep {
+    /// When (RFC 3339), if recorded.
+    pub created: String,
+    /// The instruction that made it.
+    pub created_by: String,
+    /// A comment.
+    pub comment: String,
+    /// It made no layer.
+    pub empty_layer: bool,
+    /// The size of its layer's tar, bytes.
+    pub size: u64,
+}
+
 impl ImageRecord {
     /// The `config` object of the image config (Env, Cmd, Entrypoint, WorkingDir, User, ...).
     pub fn runtime_config(&self) -> &Value {
@@ -162,6 +177,53 @@ impl ImageStore {
     /// The unpacked layer directories of an image, bottom first.
     pub fn layer_dirs(&self, image: &ImageRecord) -> Result<Vec<PathBuf>> {
         image.diff_ids.iter().map(|d| Ok(self.layer_dir(&d.parse()?))).collect()
+    }
+
+    /// The history of an image, oldest first, each step with the size of the layer it made: the
+    /// config's `history`, whose entries that are not `empty_layer` take the image's layers in
+    /// order; an image without history gets one entry per layer.
+    pub fn history(&self, image: &ImageRecord) -> Vec<HistoryStep> {
+        let size = |i: usize| -> u64 {
+            image.diff_ids.get(i).and_then(|d| d.parse::<Digest>().ok()).map_or(0, |d| {
+                fs::metadata(self.root.join("blobs/sha256").join(d.hex())).map_or(0, |m| m.len())
+            })
+        };
+        let text = |v: &Value, key: &str| v[key].as_str().unwrap_or("").to_string();
+        match image.config["history"].as_array() {
+            Some(entries) if !entries.is_empty() => {
+                // Layers the history does not account for (an image imported without it, built
+                // on by an older weft) come first, without details.
+                let accounted =
+                    entries.iter().filter(|e| !e["empty_layer"].as_bool().unwrap_or(false)).count();
+                let missing = image.diff_ids.len().saturating_sub(accounted);
+                let mut layer = 0;
+                (0..missing)
+                    .map(|_| Value::Null)
+                    .chain(entries.iter().cloned())
+                    .collect::<Vec<Value>>()
+                    .iter()
+                    .map(|e| {
+                        let empty_layer = e["empty_layer"].as_bool().unwrap_or(false);
+                        let size = if empty_layer {
+                            0
+                        } else {
+                            layer += 1;
+                            size(layer - 1)
+                        };
+                        HistoryStep {
+                            created: text(e, "created"),
+                            created_by: text(e, "created_by"),
+                            comment: text(e, "comment"),
+                            empty_layer,
+                            size,
+                        }
+                    })
+                    .collect()
+            }
+            _ => (0..image.diff_ids.len())
+                .map(|i| HistoryStep { size: size(i), ..HistoryStep::default() })
+                .collect(),
+        }
     }
 
     /// Every image.
