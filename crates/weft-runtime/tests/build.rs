@@ -199,16 +199,18 @@ fn malformed_dockerfiles_are_refused_with_their_line_and_write_no_image() {
     let before = env.store.list().unwrap().len();
     let cases: &[(&str, usize, &str)] = &[
         ("FROM busybox\nRUN true\nFROBNICATE now\n", 3, "unknown instruction"),
-        ("FROM busybox\nCMD [\"sh\", \"-c\"\n", 2, "unterminated JSON"),
+        ("FROM busybox\nCOPY a.txt b.txt /dir\n", 2, "must be a directory and end with a /"),
         ("FROM busybox\nRUN true\nCOPY ../outside.txt /x\n", 3, "outside the build context"),
         ("FROM busybox AS a\nFROM scratch\nCOPY --from=nope /x /x\n", 3, "no stage or image"),
-        ("FROM busybox\nRUN exit 7\n", 2, "exited with code 7"),
+        ("FROM busybox\nRUN exit 7\n", 2, "returned a non-zero code: 7"),
         ("FROM nosuchimage\n", 1, "no such image"),
     ];
     for (i, (dockerfile, line, want)) in cases.iter().enumerate() {
         let ctx = env.dir.join(format!("ctx{i}"));
         fs::create_dir_all(&ctx).unwrap();
         fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        fs::write(ctx.join("a.txt"), "a").unwrap();
+        fs::write(ctx.join("b.txt"), "b").unwrap();
         let err = env.build(&ctx, "bad:1").unwrap_err();
         match &err {
             RuntimeError::Build { line: got, message } => {

@@ -60,6 +60,7 @@ STOPSIGNAL SIGINT
         &Instruction::Copy {
             from: None,
             chown: Some("1:1".into()),
+            chmod: None,
             sources: vec!["a.txt".into(), "b.txt".into()],
             dest: "/app/".into()
         }
@@ -75,7 +76,7 @@ STOPSIGNAL SIGINT
             ("description".into(), "two words".into())
         ])
     );
-    assert_eq!(i[6], &Instruction::Expose(vec!["80".into(), "53/udp".into()]));
+    assert_eq!(i[6], &Instruction::Expose(vec!["80/tcp".into(), "53/udp".into()]));
     assert_eq!(i[7], &Instruction::User("nobody".into()));
     let last = &df.stages[1];
     assert_eq!(last.base, "scratch");
@@ -84,6 +85,7 @@ STOPSIGNAL SIGINT
         Instruction::Copy {
             from: Some("build".into()),
             chown: None,
+            chmod: None,
             sources: vec!["/app".into()],
             dest: "/app".into()
         }
@@ -122,12 +124,20 @@ fn escape_directive_build_args_and_arg_scoping() {
     );
 }
 
+/// Docker: what does not parse as a JSON array of strings is the shell form.
+#[test]
+fn broken_json_is_the_shell_form() {
+    let df = ok("FROM busybox\nCMD [\"/bin/sh\", \"-c\"\nRUN [\"a\", 1]\nCMD ['/bin/echo', 'x']\n");
+    let i: Vec<&Instruction> = df.stages[0].steps.iter().map(|s| &s.instruction).collect();
+    assert_eq!(i[0], &Instruction::Cmd(Command::Shell("[\"/bin/sh\", \"-c\"".into())));
+    assert_eq!(i[1], &Instruction::Run(Command::Shell("[\"a\", 1]".into())));
+    assert_eq!(i[2], &Instruction::Cmd(Command::Shell("['/bin/echo', 'x']".into())));
+}
+
 #[test]
 fn malformed_dockerfiles_name_their_line() {
     let cases: &[(&str, usize, &str)] = &[
-        ("FROM busybox\nFROB x\n", 2, "unknown instruction"),
-        ("FROM busybox\nCMD [\"/bin/sh\", \"-c\"\n", 2, "unterminated JSON"),
-        ("FROM busybox\nRUN [\"a\", 1]\n", 2, "invalid JSON"),
+        ("FROM busybox\nFROB x\n", 2, "unknown instruction: FROB"),
         ("RUN echo\nFROM busybox\n", 1, "before the first FROM"),
         ("# nothing\n", 1, "no FROM"),
         ("FROM busybox\n\nCOPY onlyone\n", 3, "source and a destination"),
@@ -136,9 +146,13 @@ fn malformed_dockerfiles_name_their_line() {
         ("FROM busybox\nWORKDIR ${X\n", 2, "missing '}'"),
         ("FROM a AS x\nFROM b AS X\n", 2, "duplicate stage"),
         ("FROM busybox\nADD --from=x a b\n", 2, "--from"),
-        ("FROM busybox\nCOPY --chmod=755 a b\n", 2, "unsupported COPY flag"),
+        ("FROM busybox\nCOPY --chmod=9 a b\n", 2, "octal mode"),
+        ("FROM busybox\nCOPY --bogus=1 a b\n", 2, "unsupported COPY flag"),
         ("# escape=x\nFROM busybox\n", 1, "invalid escape"),
-        ("FROM busybox\nONBUILD RUN x\n", 2, "not supported"),
+        ("FROM busybox\nONBUILD ONBUILD RUN x\n", 2, "isn't allowed"),
+        ("FROM busybox\nONBUILD FROM x\n", 2, "isn't allowed"),
+        ("FROM busybox\nONBUILD\n", 2, "needs an instruction"),
+        ("FROM busybox\nEXPOSE 90-80\n", 2, "invalid port"),
         ("FROM busybox\nRUN\n", 2, "needs a command"),
     ];
     for (text, line, want) in cases {

@@ -13,7 +13,7 @@ use std::fs;
 
 use super::config::{ImageParts, rfc3339};
 use super::context::Ignore;
-use super::dockerfile::parse;
+use super::dockerfile::parse_with_bases;
 use super::stage::{Build, Progress, StageState, build_err, stages_needed};
 use crate::container::Runtime;
 use crate::image::ImageStore;
@@ -40,7 +40,18 @@ impl<'a> Builder<'a> {
             options.dockerfile.clone().unwrap_or_else(|| options.context.join("Dockerfile"));
         let text = fs::read_to_string(&dockerfile_path)
             .map_err(RuntimeError::io("read Dockerfile", &dockerfile_path))?;
-        let dockerfile = parse(&text, &options.build_args).map_err(|e| build_err(e.line, e.message))?;
+        // Variables expand with the base image's environment too (`ENV PATH=/app:$PATH`).
+        let base_env = |name: &str| {
+            let image = self.store.get(name).ok()?;
+            let env = image.runtime_config()["Env"]
+                .as_array()?
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            Some(env)
+        };
+        let dockerfile = parse_with_bases(&text, &options.build_args, &base_env)
+            .map_err(|e| build_err(e.line, e.message))?;
         for tag in &options.tags {
             if tag.is_empty()
                 || tag.contains(char::is_whitespace)

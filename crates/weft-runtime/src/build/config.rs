@@ -55,9 +55,15 @@ pub(crate) struct RunConfig {
     /// Docker's `Healthcheck`.
     #[serde(rename = "Healthcheck", default, skip_serializing_if = "Option::is_none")]
     pub(crate) healthcheck: Option<Healthcheck>,
-    /// Anything else the base image's config held (`OnBuild`, `ArgsEscaped`, ...), kept as is.
+    /// Docker's `OnBuild`: triggers run when an image is built FROM this one.
+    #[serde(rename = "OnBuild", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) on_build: Option<Vec<String>>,
+    /// Anything else the base image's config held (`ArgsEscaped`, ...), kept as is.
     #[serde(flatten)]
     pub(crate) other: BTreeMap<String, Value>,
+    /// A CMD was given in this stage (an ENTRYPOINT then keeps it; it clears an inherited one).
+    #[serde(skip)]
+    pub(crate) cmd_set_here: bool,
 }
 
 fn bad_image(what: &str, e: impl std::fmt::Display) -> RuntimeError {
@@ -111,12 +117,28 @@ impl RunConfig {
         }
     }
 
-    /// Sets `key=value` in `Env`, replacing an earlier value of `key`.
+    /// Sets `key=value` in `Env`: in the place of an earlier value of `key`, else at the end.
     pub(crate) fn set_env(&mut self, key: &str, value: &str) {
-        let mut env: Vec<String> =
-            self.env().iter().filter(|e| e.split('=').next() != Some(key)).cloned().collect();
-        env.push(format!("{key}={value}"));
+        let mut env: Vec<String> = self.env().to_vec();
+        let entry = format!("{key}={value}");
+        match env.iter_mut().find(|e| e.split('=').next() == Some(key)) {
+            Some(slot) => *slot = entry,
+            None => env.push(entry),
+        }
         self.oci.set_env(Some(env));
+    }
+
+    /// What a stage starts from: this config as the base left it, with Docker's default `PATH`
+    /// in front when the base has none, its `OnBuild` triggers taken out (they run now, in the
+    /// stage), and no CMD given in the stage yet. Returns the triggers.
+    pub(crate) fn start_stage(&mut self) -> Vec<String> {
+        if !self.env().iter().any(|e| e.split('=').next() == Some("PATH")) {
+            let mut env = vec![format!("PATH={}", super::dockerfile::DEFAULT_PATH)];
+            env.extend(self.env().iter().cloned());
+            self.oci.set_env(Some(env));
+        }
+        self.cmd_set_here = false;
+        self.on_build.take().unwrap_or_default()
     }
 
     /// Applies a metadata instruction (ENV, WORKDIR, CMD, ENTRYPOINT, EXPOSE, USER, LABEL,
@@ -131,18 +153,25 @@ impl RunConfig {
             }
             Instruction::Workdir(dir) => {
                 let dir = if dir.starts_with('/') {
-                    dir.clone()
+                    Path::new(dir).to_path_buf()
                 } else {
-                    Path::new(self.working_dir()).join(dir).display().to_string()
+                    Path::new(self.working_dir()).join(dir)
                 };
-                self.oci.set_working_dir(Some(dir));
+                self.oci.set_working_dir(Some(clean(&dir)));
             }
             Instruction::Cmd(cmd) => {
                 self.oci.set_cmd(Some(self.argv(cmd)));
+                self.cmd_set_here = true;
             }
             Instruction::Entrypoint(cmd) => {
                 self.oci.set_entrypoint(Some(self.argv(cmd)));
-                self.oci.set_cmd(None);
+                // Docker: an ENTRYPOINT clears the CMD the base image had, not one of this stage.
+                if !self.cmd_set_here {
+                    self.oci.set_cmd(None);
+                }
+            }
+            Instruction::OnBuild(trigger) => {
+                self.on_build.get_or_insert_with(Vec::new).push(trigger.clone());
             }
             Instruction::Expose(ports) => {
                 for p in ports {
@@ -184,6 +213,23 @@ impl RunConfig {
             | Instruction::Add { .. } => {}
         }
     }
+}
+
+/// `path` made absolute and lexically clean, as Go's `filepath.Clean` makes WORKDIR: no `.`,
+/// no `..` (none above the root), no doubled or trailing slash.
+pub(crate) fn clean(path: &Path) -> String {
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::Normal(p) => parts.push(p),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    let joined: Vec<String> = parts.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    format!("/{}", joined.join("/"))
 }
 
 /// The history of a base image: its image config's `history`, led by an entry without
@@ -358,7 +404,11 @@ mod tests {
         assert_eq!(config.env(), ["PATH=/usr/bin"]);
         assert_eq!(config.working_dir(), "", "an empty WorkingDir stays empty");
         assert_eq!(config.other["ArgsEscaped"], json!(true));
-        assert_eq!(serde_json::to_value(&config).unwrap(), base);
+        let mut without_null = base.clone();
+        without_null.as_object_mut().unwrap().remove("OnBuild");
+        assert_eq!(serde_json::to_value(&config).unwrap(), without_null, "a null OnBuild is left out");
+        let triggers = RunConfig::from_image(&json!({ "OnBuild": ["COPY a /b"] })).unwrap();
+        assert_eq!(triggers.on_build.as_deref(), Some(&["COPY a /b".to_string()][..]));
         assert_eq!(RunConfig::from_image(&Value::Null).unwrap(), RunConfig::default());
         assert!(RunConfig::from_image(&json!({ "Env": "not a list" })).is_err());
     }

@@ -48,6 +48,8 @@ pub enum Instruction {
         from: Option<String>,
         /// `--chown=user[:group]`.
         chown: Option<String>,
+        /// `--chmod=MODE` (octal).
+        chmod: Option<u32>,
         /// Sources.
         sources: Vec<String>,
         /// Destination.
@@ -57,6 +59,8 @@ pub enum Instruction {
     Add {
         /// `--chown=user[:group]`.
         chown: Option<String>,
+        /// `--chmod=MODE` (octal).
+        chmod: Option<u32>,
         /// Sources.
         sources: Vec<String>,
         /// Destination.
@@ -86,6 +90,9 @@ pub enum Instruction {
     StopSignal(String),
     /// A health check (`HEALTHCHECK [OPTIONS] CMD ...`) or none (`HEALTHCHECK NONE`).
     Healthcheck(HealthcheckSpec),
+    /// A trigger (`ONBUILD INSTRUCTION ...`, the instruction as written) kept in the image and
+    /// run when another image is built FROM it.
+    OnBuild(String),
 }
 
 /// `HEALTHCHECK`'s test and options, durations in nanoseconds as Docker stores them; an option
@@ -245,12 +252,36 @@ pub fn substitute(text: &str, vars: &BTreeMap<String, String>, escape: char, lin
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::new();
     let mut i = 0;
+    // Inside single quotes nothing is expanded (Docker's shell-like lexer); the quotes stay for
+    // the word splitting that follows.
+    let mut single = false;
+    let mut double = false;
     while i < chars.len() {
         let c = chars[i];
+        if single {
+            single = c != '\'';
+            out.push(c);
+            i += 1;
+            continue;
+        }
         if c == escape && chars.get(i + 1) == Some(&'$') {
             out.push('$');
             i += 2;
             continue;
+        }
+        if c == escape
+            && let Some(next) = chars.get(i + 1)
+        {
+            // An escaped character (a quote among them) is left for the word splitting.
+            out.push(c);
+            out.push(*next);
+            i += 2;
+            continue;
+        }
+        if c == '\'' && !double {
+            single = true;
+        } else if c == '"' {
+            double = !double;
         }
         if c != '$' {
             out.push(c);
@@ -355,11 +386,9 @@ fn json_array(args: &str, line: usize) -> Parsed<Option<Vec<String>>> {
     if !trimmed.starts_with('[') {
         return Ok(None);
     }
-    match serde_json::from_str::<Vec<String>>(trimmed) {
-        Ok(list) => Ok(Some(list)),
-        Err(e) if e.is_eof() => err(line, format!("unterminated JSON array {trimmed:?}")),
-        Err(e) => err(line, format!("invalid JSON array {trimmed:?}: {e}")),
-    }
+    // As Docker: what does not parse as a JSON array of strings is the shell form.
+    let _ = line;
+    Ok(serde_json::from_str::<Vec<String>>(trimmed).ok())
 }
 
 fn command(args: &str, line: usize, what: &str) -> Parsed<Command> {
@@ -395,12 +424,41 @@ fn pairs(args: &str, escape: char, line: usize, what: &str) -> Parsed<Vec<(Strin
 
 /// Parses a Dockerfile, substituting `build_args` (`--build-arg`) for declared ARGs.
 pub fn parse(source: &str, build_args: &BTreeMap<String, String>) -> Parsed<Dockerfile> {
+    parse_with_bases(source, build_args, &|_| None)
+}
+
+/// The `PATH` Docker gives a stage whose base image has none (`FROM scratch` included).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The environment a stage starts with: its base image's `Env` (or, for a stage built on an
+/// earlier one, that stage's), with Docker's default `PATH` when it has none.
+fn starting_env(env: Option<Vec<String>>) -> BTreeMap<String, String> {
+    let mut vars: BTreeMap<String, String> = env
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    vars.entry("PATH".into()).or_insert_with(|| DEFAULT_PATH.into());
+    vars
+}
+
+/// [`parse`], with `base_env` giving the `Env` of a base image by name (`None`: unknown), so that
+/// `$PATH` and the other variables of the base image expand in the stage as Docker expands them.
+pub fn parse_with_bases(
+    source: &str,
+    build_args: &BTreeMap<String, String>,
+    base_env: &dyn Fn(&str) -> Option<Vec<String>>,
+) -> Parsed<Dockerfile> {
     let mut directive_lines = 0;
     let escape = directives(source, &mut directive_lines)?;
     let mut stages: Vec<Stage> = Vec::new();
     // ARGs before the first FROM: usable in FROM lines, and in stages that re-declare them.
     let mut global: BTreeMap<String, String> = BTreeMap::new();
+    // What substitution sees in the current stage: its environment (base image and ENV) and
+    // its ARGs, ENV winning; and each finished stage's environment, for stages built on it.
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    let mut env_vars: BTreeMap<String, String> = BTreeMap::new();
+    let mut stage_envs: Vec<BTreeMap<String, String>> = Vec::new();
     for (line, text) in logical_lines(source, escape) {
         let trimmed = text.trim();
         let (word, args) = trimmed.split_once(char::is_whitespace).unwrap_or((trimmed, ""));
@@ -424,8 +482,18 @@ pub fn parse(source: &str, build_args: &BTreeMap<String, String>) -> Parsed<Dock
             {
                 return err(line, format!("duplicate stage name {n:?}"));
             }
+            if !stages.is_empty() {
+                stage_envs.push(std::mem::take(&mut env_vars));
+            }
+            let earlier =
+                stages.iter().position(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&base)));
+            env_vars = match earlier {
+                Some(i) => stage_envs[i].clone(),
+                None if base == "scratch" => starting_env(None),
+                None => starting_env(base_env(&base)),
+            };
+            vars = env_vars.clone();
             stages.push(Stage { base, name, line, steps: Vec::new() });
-            vars = BTreeMap::new();
             continue;
         }
         if keyword == "ARG" {
@@ -445,7 +513,10 @@ pub fn parse(source: &str, build_args: &BTreeMap<String, String>) -> Parsed<Dock
             // Inside a stage: a build argument wins, then the default given here, then the value
             // of a global ARG of the same name.
             let value = build_args.get(&name).cloned().or(default).or_else(|| global.get(&name).cloned());
-            if let Some(v) = &value {
+            // ENV always wins over an ARG of the same name.
+            if let Some(v) = &value
+                && !env_vars.contains_key(&name)
+            {
                 vars.insert(name.clone(), v.clone());
             }
             let stage = stages.last_mut().expect("inside a stage");
@@ -475,6 +546,7 @@ pub fn parse(source: &str, build_args: &BTreeMap<String, String>) -> Parsed<Dock
                 };
                 let mut from = None;
                 let mut chown = None;
+                let mut chmod = None;
                 while list.first().is_some_and(|w| w.starts_with("--")) {
                     let flag = list.remove(0);
                     if let Some(v) = flag.strip_prefix("--from=") {
@@ -484,6 +556,16 @@ pub fn parse(source: &str, build_args: &BTreeMap<String, String>) -> Parsed<Dock
                         from = Some(v.to_string());
                     } else if let Some(v) = flag.strip_prefix("--chown=") {
                         chown = Some(v.to_string());
+                    } else if let Some(v) = flag.strip_prefix("--chmod=") {
+                        match u32::from_str_radix(v, 8) {
+                            Ok(m) if m <= 0o7777 => chmod = Some(m),
+                            _ => {
+                                return err(
+                                    line,
+                                    format!("{keyword} --chmod={v}: expected an octal mode such as 0644"),
+                                );
+                            }
+                        }
                     } else {
                         return err(line, format!("unsupported {keyword} flag {flag:?}"));
                     }
@@ -493,9 +575,9 @@ pub fn parse(source: &str, build_args: &BTreeMap<String, String>) -> Parsed<Dock
                 }
                 let dest = list.pop().expect("checked");
                 if keyword == "COPY" {
-                    Instruction::Copy { from, chown, sources: list, dest }
+                    Instruction::Copy { from, chown, chmod, sources: list, dest }
                 } else {
-                    Instruction::Add { chown, sources: list, dest }
+                    Instruction::Add { chown, chmod, sources: list, dest }
                 }
             }
             "ENV" => {
@@ -505,6 +587,7 @@ pub fn parse(source: &str, build_args: &BTreeMap<String, String>) -> Parsed<Dock
                         return err(line, format!("ENV: invalid name {k:?}"));
                     }
                     vars.insert(k.clone(), v.clone());
+                    env_vars.insert(k.clone(), v.clone());
                 }
                 Instruction::Env(list)
             }
@@ -526,17 +609,23 @@ pub fn parse(source: &str, build_args: &BTreeMap<String, String>) -> Parsed<Dock
             }
             "EXPOSE" => {
                 let ports = words(&sub(args, &vars)?, escape, line)?;
+                let mut expanded = Vec::new();
                 for p in &ports {
-                    let (num, proto) = p.split_once('/').unwrap_or((p, "tcp"));
-                    if num.parse::<u16>().map_or(true, |n| n == 0) || !matches!(proto, "tcp" | "udp" | "sctp")
-                    {
-                        return err(line, format!("EXPOSE: invalid port {p:?}"));
+                    let (range, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+                    let proto = proto.to_ascii_lowercase();
+                    let (low, high) = range.split_once('-').unwrap_or((range, range));
+                    let port = |t: &str| t.parse::<u16>().ok().filter(|n| *n > 0);
+                    match (port(low), port(high)) {
+                        (Some(l), Some(h)) if l <= h && matches!(proto.as_str(), "tcp" | "udp" | "sctp") => {
+                            expanded.extend((l..=h).map(|n| format!("{n}/{proto}")));
+                        }
+                        _ => return err(line, format!("EXPOSE: invalid port {p:?}")),
                     }
                 }
-                if ports.is_empty() {
+                if expanded.is_empty() {
                     return err(line, "EXPOSE needs a port");
                 }
-                Instruction::Expose(ports)
+                Instruction::Expose(expanded)
             }
             "VOLUME" => {
                 let s = sub(args, &vars)?;
@@ -551,8 +640,23 @@ pub fn parse(source: &str, build_args: &BTreeMap<String, String>) -> Parsed<Dock
             }
             "STOPSIGNAL" => Instruction::StopSignal(sub(args, &vars)?),
             "HEALTHCHECK" => Instruction::Healthcheck(healthcheck(args, line)?),
-            "ONBUILD" => return err(line, "ONBUILD is not supported"),
-            _ => return err(line, format!("unknown instruction {word:?}")),
+            "ONBUILD" => {
+                let (inner, _) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
+                match inner.to_ascii_uppercase().as_str() {
+                    "" => return err(line, "ONBUILD needs an instruction"),
+                    "ONBUILD" => return err(line, "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"),
+                    "FROM" | "MAINTAINER" => {
+                        return err(
+                            line,
+                            format!("{} isn't allowed as an ONBUILD trigger", inner.to_ascii_uppercase()),
+                        );
+                    }
+                    _ => {}
+                }
+                // Stored as written; expanded and run when an image is built FROM this one.
+                Instruction::OnBuild(args.to_string())
+            }
+            _ => return err(line, format!("unknown instruction: {}", word.to_ascii_uppercase())),
         };
         stage.steps.push(Step { line, text: trimmed.to_string(), instruction });
     }

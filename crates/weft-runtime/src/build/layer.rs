@@ -32,11 +32,13 @@ pub(crate) struct Owner {
     pub(crate) gid: u64,
 }
 
-/// How a tree is added: ownership, and which source paths to leave out.
+/// How a tree is added: ownership, mode, and which source paths to leave out.
 #[derive(Clone, Copy)]
 pub(crate) struct TreeOptions<'a> {
     /// Ownership for every entry, or each file's own when `None`.
     pub(crate) owner: Option<Owner>,
+    /// Permission bits for every file and directory (`--chmod`), or each one's own when `None`.
+    pub(crate) mode: Option<u32>,
     /// Called with each path relative to the source root; true leaves it (and what is below it)
     /// out.
     pub(crate) skip: &'a dyn Fn(&Path) -> bool,
@@ -161,9 +163,28 @@ impl LayerWriter {
         self.append(&meta, &rel.with_file_name(name), io::empty())
     }
 
+    /// Writes directory `rel` (unless it was written already) with the given mode, owner and
+    /// time: a directory on the way to what a COPY writes.
+    pub(crate) fn dir(&mut self, rel: &Path, mode: u32, owner: Owner, mtime: u64) -> Result<()> {
+        if rel.as_os_str().is_empty() || !self.dirs.insert(rel.to_path_buf()) {
+            return Ok(());
+        }
+        self.parents(rel)?;
+        let meta =
+            Meta { kind: tar::EntryType::Directory, mode, uid: owner.uid, gid: owner.gid, mtime, size: 0 };
+        self.append(&meta, rel, io::empty())
+    }
+
     /// Adds the file-system object at `src` (not what is below it) as `rel`, with `owner`
-    /// overriding its ownership. Sockets and devices other than whiteouts are left out.
-    pub(crate) fn add(&mut self, src: &Path, rel: &Path, owner: Option<Owner>) -> Result<()> {
+    /// overriding its ownership and `chmod` its permission bits (not a symlink's). Sockets and
+    /// devices other than whiteouts are left out.
+    pub(crate) fn add(
+        &mut self,
+        src: &Path,
+        rel: &Path,
+        owner: Option<Owner>,
+        chmod: Option<u32>,
+    ) -> Result<()> {
         self.parents(rel)?;
         let meta = fs::symlink_metadata(src).map_err(RuntimeError::io("read", src))?;
         let owner = owner.unwrap_or(Owner { uid: u64::from(meta.uid()), gid: u64::from(meta.gid()) });
@@ -175,7 +196,7 @@ impl LayerWriter {
             mtime: meta.mtime().max(0) as u64,
             size,
         };
-        let mode = meta.mode() & 0o7777;
+        let mode = chmod.unwrap_or(meta.mode() & 0o7777);
         let ft = meta.file_type();
         if ft.is_dir() {
             if self.dirs.insert(rel.to_path_buf()) {
@@ -210,7 +231,7 @@ impl LayerWriter {
         if (options.skip)(src_rel) {
             return Ok(());
         }
-        self.add(src, dest, options.owner)?;
+        self.add(src, dest, options.owner, options.mode)?;
         let meta = fs::symlink_metadata(src).map_err(RuntimeError::io("read", src))?;
         if meta.is_dir() {
             if opaque(src) {
@@ -223,8 +244,8 @@ impl LayerWriter {
         Ok(())
     }
 
-    /// COPY of a directory: what is below `src` lands below `dest` (the directory itself only
-    /// gives `dest` its mode and ownership, unless `dest` is the root).
+    /// COPY of a directory: what is below `src` lands below `dest` (the directory itself is not
+    /// copied: `dest` is written by the caller, as the image has it or as created).
     pub(crate) fn add_dir_contents(
         &mut self,
         src: &Path,
@@ -232,9 +253,6 @@ impl LayerWriter {
         src_rel: &Path,
         options: TreeOptions<'_>,
     ) -> Result<()> {
-        if !dest.as_os_str().is_empty() {
-            self.add(src, dest, options.owner)?;
-        }
         for name in sorted_names(src)? {
             self.add_tree(&src.join(&name), &dest.join(&name), &src_rel.join(&name), options)?;
         }
@@ -257,7 +275,7 @@ impl LayerWriter {
                 _ => false,
             }
         };
-        let options = TreeOptions { owner: None, skip: &setup_mount_point };
+        let options = TreeOptions { owner: None, mode: None, skip: &setup_mount_point };
         for name in sorted_names(upper)? {
             let rel = Path::new(&name);
             self.add_tree(&upper.join(rel), rel, rel, options)?;
@@ -450,18 +468,27 @@ mod tests {
         fs::write(dir.join("ctx/file"), "f").unwrap();
 
         let skip = |rel: &Path| rel == Path::new("src/skip.me");
-        let options = TreeOptions { owner: Some(Owner { uid: 1000, gid: 1000 }), skip: &skip };
+        let owner = Owner { uid: 1000, gid: 1000 };
+        let options = TreeOptions { owner: Some(owner), mode: None, skip: &skip };
         let mut writer = LayerWriter::create(dir.join("layer.tar")).unwrap();
+        // The destination directory is the caller's to write (as the image has it, or created).
+        writer.dir(Path::new("opt/app"), 0o750, owner, 0).unwrap();
+        writer.dir(Path::new("opt/app"), 0o700, owner, 0).unwrap();
         writer.add_dir_contents(&src, Path::new("opt/app"), Path::new("src"), options).unwrap();
-        writer.add(&dir.join("ctx/file"), Path::new("opt/file"), None).unwrap();
+        writer.add(&dir.join("ctx/file"), Path::new("opt/file"), None, Some(0o600)).unwrap();
         let layer = writer.finish().unwrap();
 
         let entries = read_back(&layer.path);
         let paths: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(paths, ["opt", "opt/app", "opt/app/keep", "opt/app/keep/a", "opt/file"]);
         assert_eq!((entries[0].2, entries[0].3), (0o755, 0), "made-up parents are root's, 0755");
-        assert_eq!(entries[1].3, 1000, "--chown applies to the destination directory");
+        assert_eq!(
+            (entries[1].2, entries[1].3),
+            (0o750, 1000),
+            "a directory is written once, as first asked"
+        );
         assert_eq!(entries[3].3, 1000);
+        assert_eq!(entries[4].2, 0o600, "--chmod");
         fs::remove_dir_all(&dir).unwrap();
     }
 

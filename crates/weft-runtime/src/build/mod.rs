@@ -2,8 +2,8 @@
 //!
 //! [`builder`] is the entry point. Behind it: `context` (the build context, `.dockerignore`,
 //! COPY/ADD sources), `stage` (the stage loop and instruction execution), `layer` (directory
-//! diffs written as layer tars), `cache` (layer cache keys, lookup and store) and `config` (the
-//! image config, typed with `oci-spec`).
+//! diffs written as layer tars), `view` (a stage's layers read as one file system), `cache`
+//! (layer cache keys, lookup and store) and `config` (the image config, typed with `oci-spec`).
 
 pub mod builder;
 mod cache;
@@ -13,3 +13,4 @@ pub mod dockerfile;
 mod layer;
 mod options;
 mod stage;
+mod view;

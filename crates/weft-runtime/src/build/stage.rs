@@ -14,9 +14,10 @@ use oci_spec::image::History;
 use super::cache::{CacheKey, ContentHasher, LayerCache};
 use super::config::{RunConfig, base_history, step_history};
 use super::context::{Ignore, SourceRoot};
-use super::dockerfile::{Command, Dockerfile, Instruction};
-use super::layer::{Layer, LayerWriter, Owner, TreeOptions, is_archive, normal_components};
+use super::dockerfile::{Command, Dockerfile, Instruction, Step, parse_with_bases};
+use super::layer::{Layer, LayerWriter, Owner, TreeOptions, is_archive};
 use super::options::{BuildOptions, StepReport};
+use super::view::ImageView;
 use crate::container::{ContainerSpec, NetworkMode, Runtime};
 use crate::image::{Digest, ImageStore, ScratchDir};
 use crate::{Result, RuntimeError};
@@ -74,6 +75,8 @@ struct CopyStep<'a> {
     from: Option<&'a str>,
     /// `--chown`.
     chown: Option<&'a str>,
+    /// `--chmod`.
+    chmod: Option<u32>,
     sources: &'a [String],
     dest: &'a str,
     /// ADD: local archives are extracted.
@@ -202,7 +205,8 @@ impl Build<'_> {
         })
     }
 
-    /// Builds stage `index`; `done` holds the stages built before it.
+    /// Builds stage `index`; `done` holds the stages built before it. The base image's ONBUILD
+    /// triggers run first, as if they were the stage's first instructions.
     pub(crate) fn stage(
         &self,
         index: usize,
@@ -210,9 +214,12 @@ impl Build<'_> {
         progress: &mut Progress,
     ) -> Result<StageState> {
         let mut state = self.start(index, done)?;
+        let from_line = self.dockerfile.stages[index].line;
+        let triggers = state.config.start_stage();
+        let trigger_steps = self.trigger_steps(&triggers, &state, from_line)?;
         let cache = self.cache();
         let mut missed = self.options.no_cache;
-        for step in &self.dockerfile.stages[index].steps {
+        for step in trigger_steps.iter().chain(&self.dockerfile.stages[index].steps) {
             let line = step.line;
             let layer = match &step.instruction {
                 Instruction::Run(cmd) => {
@@ -224,17 +231,18 @@ impl Build<'_> {
                         None => {
                             missed = true;
                             progress.runs += 1;
-                            let diff = self.run(&state, cmd, line)?;
+                            let diff = self.run(&state, cmd, &step.text, line)?;
                             cache.store(&key, &diff)?;
                             diff
                         }
                     };
                     Some(StepLayer { diff, key, cached })
                 }
-                Instruction::Copy { from, chown, sources, dest } => {
+                Instruction::Copy { from, chown, chmod, sources, dest } => {
                     let copy = CopyStep {
                         from: from.as_deref(),
                         chown: chown.as_deref(),
+                        chmod: *chmod,
                         sources,
                         dest,
                         extract: false,
@@ -243,10 +251,11 @@ impl Build<'_> {
                     };
                     Some(self.copy(&state, done, copy, missed)?)
                 }
-                Instruction::Add { chown, sources, dest } => {
+                Instruction::Add { chown, chmod, sources, dest } => {
                     let copy = CopyStep {
                         from: None,
                         chown: chown.as_deref(),
+                        chmod: *chmod,
                         sources,
                         dest,
                         extract: true,
@@ -260,8 +269,15 @@ impl Build<'_> {
                         state.args.insert(name.clone(), value.clone());
                     }
                     state.config.apply(other);
-                    state.key = state.key.metadata(&step.text);
-                    None
+                    let key = state.key.metadata(&step.text);
+                    // WORKDIR makes its directory when the image lacks it (a layer of its own).
+                    match other {
+                        Instruction::Workdir(_) => self.workdir(&state, key, missed)?,
+                        _ => {
+                            state.key = key;
+                            None
+                        }
+                    }
                 }
             };
             let (made_layer, cached) = match layer {
@@ -293,8 +309,41 @@ impl Build<'_> {
         Ok(state)
     }
 
+    /// The base image's ONBUILD triggers as steps: each parsed as an instruction of this stage,
+    /// its variables expanded with the stage's environment (Docker expands them in the child).
+    fn trigger_steps(&self, triggers: &[String], state: &StageState, line: usize) -> Result<Vec<Step>> {
+        if triggers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let text = format!("FROM base\n{}\n", triggers.join("\n"));
+        let env = state.config.env().to_vec();
+        let parsed = parse_with_bases(&text, &self.options.build_args, &|_| Some(env.clone()))
+            .map_err(|e| build_err(line, format!("ONBUILD trigger: {}", e.message)))?;
+        Ok(parsed.stages.into_iter().flat_map(|s| s.steps).map(|step| Step { line, ..step }).collect())
+    }
+
+    /// WORKDIR: the layer that makes the working directory (and its parents: 0755, owned by
+    /// root, as Docker's classic builder makes them whatever USER says), or none when the image
+    /// has it already.
+    fn workdir(&self, state: &StageState, key: CacheKey, missed: bool) -> Result<Option<StepLayer>> {
+        let view = ImageView::new(self.layer_dirs(&state.diff_ids));
+        let dir = view.resolve(Path::new(state.config.working_dir()));
+        if dir.as_os_str().is_empty() || view.metadata(&dir).is_some_and(|m| m.is_dir()) {
+            return Ok(None);
+        }
+        if !missed && let Some(diff) = self.cache().lookup(&key) {
+            return Ok(Some(StepLayer { diff, key, cached: true }));
+        }
+        let scratch = self.store.scratch_dir()?;
+        let mut writer = LayerWriter::create(scratch.path().join("layer.tar"))?;
+        write_dir_chain(&mut writer, &view, &dir, DirAttrs::created(None))?;
+        let diff = self.store_layer(&writer.finish()?)?;
+        self.cache().store(&key, &diff)?;
+        Ok(Some(StepLayer { diff, key, cached: false }))
+    }
+
     /// Executes a RUN in a build container and stores its writable layer.
-    fn run(&self, state: &StageState, cmd: &Command, line: usize) -> Result<Digest> {
+    fn run(&self, state: &StageState, cmd: &Command, text: &str, line: usize) -> Result<Digest> {
         if state.diff_ids.is_empty() {
             return Err(build_err(
                 line,
@@ -303,12 +352,13 @@ impl Build<'_> {
         }
         let mut env = state.config.env().to_vec();
         env.extend(state.args.iter().map(|(k, v)| format!("{k}={v}")));
+        let argv = state.config.argv(cmd);
         let spec = ContainerSpec {
             env,
             cwd: state.config.working_dir().to_string(),
             user: state.config.user().to_string(),
             network: if self.options.network_host { NetworkMode::Host } else { NetworkMode::None },
-            ..ContainerSpec::new(self.layer_dirs(&state.diff_ids), state.config.argv(cmd))
+            ..ContainerSpec::new(self.layer_dirs(&state.diff_ids), argv.clone())
         };
         let spec = self.runtime.create(spec).map_err(|e| build_err(line, e.to_string()))?;
         let result = (|| -> Result<Digest> {
@@ -317,9 +367,18 @@ impl Build<'_> {
             if exit.code != 0 {
                 let (logs, _) = self.runtime.logs(&spec.id, 0)?;
                 let tail: Vec<String> = logs.iter().rev().take(5).rev().map(|l| l.line.clone()).collect();
+                let shown = text.strip_prefix("RUN ").unwrap_or(text).trim();
                 return Err(build_err(
                     line,
-                    format!("RUN exited with code {}: {}", exit.code, tail.join(" | ")),
+                    format!(
+                        "The command '{shown}' returned a non-zero code: {}{}",
+                        exit.code,
+                        if tail.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (last output: {})", tail.join(" | "))
+                        }
+                    ),
                 ));
             }
             let upper = self.runtime.upper_dir(&spec.id)?;
@@ -332,7 +391,14 @@ impl Build<'_> {
         result
     }
 
-    /// A COPY or ADD: its layer from the cache, or written.
+    /// A COPY or ADD: its layer from the cache, or written, with Docker's rules for the
+    /// destination: a path ending in `/`, or a directory the image has already, receives the
+    /// sources inside it; otherwise it is the name of the one file copied. Several sources need
+    /// a destination ending in `/`. A directory source copies its contents. A source named
+    /// through a symlink is followed; symlinks inside a copied directory are kept. Everything is
+    /// owned by root (or `--chown`) and keeps its mode (or takes `--chmod`); directories the
+    /// copy creates on the way are 0755, owned as the copied files; the image's own directories
+    /// on the way keep their mode and owner, and its symlinks are followed.
     fn copy(
         &self,
         state: &StageState,
@@ -369,37 +435,77 @@ impl Build<'_> {
         for src in step.sources {
             resolved.extend(root.resolve(src).map_err(|e| e.at(line))?);
         }
+        if resolved.is_empty() {
+            return Err(build_err(line, "no source files were specified"));
+        }
+        let wants_dir = step.dest.ends_with('/');
+        if resolved.len() > 1 && !wants_dir {
+            return Err(build_err(
+                line,
+                "When using COPY with more than one source file, the destination must be a directory and end with a /",
+            ));
+        }
         let skip = |rel: &Path| root.skips(rel);
         let mut content = ContentHasher::new(&origin);
         for source in &resolved {
             content.add(&source.path, &source.rel, &skip)?;
         }
-        let key = state.key.copy(step.text, &content.finish(), step.chown);
+        let mode_text = step.chmod.map(|m| format!("{m:o}"));
+        let flags = [step.chown.unwrap_or(""), mode_text.as_deref().unwrap_or("")].join(" ");
+        let key = state.key.copy(
+            step.text,
+            &content.finish(),
+            Some(flags.as_str()).filter(|f| !f.trim().is_empty()),
+        );
         if !missed && let Some(diff) = self.cache().lookup(&key) {
             return Ok(StepLayer { diff, key, cached: true });
         }
         let owner = match step.chown {
-            None => None,
-            Some(spec) => Some(self.resolve_owner(state, spec, line)?),
+            None => Owner { uid: 0, gid: 0 },
+            Some(spec) => self.resolve_owner(state, spec, line)?,
         };
-        let dest = step.dest;
+        let image = ImageView::new(self.layer_dirs(&state.diff_ids));
         let workdir = state.config.working_dir();
-        let dest_abs =
-            if dest.starts_with('/') { PathBuf::from(dest) } else { Path::new(workdir).join(dest) };
-        let dest_rel = normal_components(&dest_abs);
-        let into_dir = dest.ends_with('/') || resolved.len() > 1;
+        let dest_abs = if step.dest.starts_with('/') {
+            PathBuf::from(step.dest)
+        } else {
+            Path::new(workdir).join(step.dest)
+        };
+        let dest = image.resolve(&dest_abs);
+        let existing = image.metadata(&dest);
+        let archives = step.extract && resolved.iter().any(|s| is_archive(&s.path));
+        let into_dir = wants_dir || archives || existing.as_ref().is_some_and(|m| m.is_dir());
+        let created = DirAttrs::created(step.chown.map(|_| owner));
         let scratch = self.store.scratch_dir()?;
         let mut writer = LayerWriter::create(scratch.path().join("layer.tar"))?;
-        let options = TreeOptions { owner, skip: &skip };
+        let options = TreeOptions { owner: Some(owner), mode: step.chmod, skip: &skip };
+        let not_a_dir = |what: &Path| {
+            build_err(line, format!("cannot copy into /{}: not a directory in the image", what.display()))
+        };
+        let chain =
+            if into_dir { dest.clone() } else { dest.parent().map(Path::to_path_buf).unwrap_or_default() };
+        write_dir_chain(&mut writer, &image, &chain, created).map_err(|e| match e {
+            RuntimeError::Build { .. } => e,
+            RuntimeError::Invalid { value, .. } => not_a_dir(Path::new(&value)),
+            other => other,
+        })?;
         for source in &resolved {
-            let path = &source.path;
-            let meta = fs::symlink_metadata(path).map_err(RuntimeError::io("read", path))?;
+            // A source named through a symlink is followed (it stays inside the root: resolve
+            // checked that); what is found inside a copied directory is taken as it is.
+            let path = fs::canonicalize(&source.path).map_err(RuntimeError::io("read", &source.path))?;
+            let meta = fs::metadata(&path).map_err(RuntimeError::io("read", &path))?;
             let name = source.rel.file_name().map(PathBuf::from).unwrap_or_default();
             if meta.is_dir() {
+                if !into_dir && existing.is_some() {
+                    return Err(not_a_dir(&dest));
+                }
+                if !into_dir {
+                    write_dir_chain(&mut writer, &image, &dest, created)?;
+                }
                 // A directory's contents are copied, not the directory itself.
-                writer.add_dir_contents(path, &dest_rel, &source.rel, options)?;
-            } else if step.extract && is_archive(path) {
-                writer.extract_archive(path, &dest_rel).map_err(|e| match e {
+                writer.add_dir_contents(&path, &dest, &source.rel, options)?;
+            } else if step.extract && is_archive(&path) {
+                writer.extract_archive(&path, &dest).map_err(|e| match e {
                     RuntimeError::UnsafeEntry { entry, .. } => build_err(
                         line,
                         format!("ADD {}: entry {entry} escapes the destination", path.display()),
@@ -407,14 +513,14 @@ impl Build<'_> {
                     other => other,
                 })?;
             } else {
-                let target = if into_dir { dest_rel.join(&name) } else { dest_rel.clone() };
+                let target = if into_dir { dest.join(&name) } else { dest.clone() };
                 if target.as_os_str().is_empty() {
                     return Err(build_err(
                         line,
-                        format!("cannot copy a file onto / (use {dest}{})", name.display()),
+                        format!("cannot copy a file onto / (use {}{})", step.dest, name.display()),
                     ));
                 }
-                writer.add(path, &target, owner)?;
+                writer.add(&path, &target, Some(owner), step.chmod)?;
             }
         }
         let layer = writer.finish()?;
@@ -439,18 +545,20 @@ impl Build<'_> {
             }
             None
         };
-        let uid = user
-            .parse()
-            .ok()
-            .or_else(|| lookup("etc/passwd", user))
-            .ok_or_else(|| build_err(line, format!("--chown: unknown user {user}")))?;
+        let uid = user.parse().ok().or_else(|| lookup("etc/passwd", user)).ok_or_else(|| {
+            build_err(
+                line,
+                format!("--chown: unable to find user {user}: no matching entries in /etc/passwd"),
+            )
+        })?;
         let gid = match group {
             None => uid,
-            Some(g) => g
-                .parse()
-                .ok()
-                .or_else(|| lookup("etc/group", g))
-                .ok_or_else(|| build_err(line, format!("--chown: unknown group {g}")))?,
+            Some(g) => g.parse().ok().or_else(|| lookup("etc/group", g)).ok_or_else(|| {
+                build_err(
+                    line,
+                    format!("--chown: unable to find group {g}: no matching entries in /etc/group"),
+                )
+            })?,
         };
         Ok(Owner { uid, gid })
     }
@@ -479,6 +587,59 @@ impl Build<'_> {
         .map_err(|e| RuntimeError::io("mount layers", &root)(std::io::Error::from_raw_os_error(e as i32)))?;
         Ok(LayerView { root, mounted: true, _scratch: Some(scratch) })
     }
+}
+
+/// How a directory the build writes looks: the image's own (its mode, owner and time kept) or
+/// one it creates.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DirAttrs {
+    mode: u32,
+    owner: Owner,
+    mtime: u64,
+}
+
+impl DirAttrs {
+    /// A directory the build creates: 0755, owned by `owner` (`--chown`) or root.
+    pub(crate) fn created(owner: Option<Owner>) -> DirAttrs {
+        DirAttrs { mode: 0o755, owner: owner.unwrap_or(Owner { uid: 0, gid: 0 }), mtime: 0 }
+    }
+
+    fn of(meta: &fs::Metadata) -> DirAttrs {
+        use std::os::unix::fs::MetadataExt;
+        DirAttrs {
+            mode: meta.mode() & 0o7777,
+            owner: Owner { uid: u64::from(meta.uid()), gid: u64::from(meta.gid()) },
+            mtime: meta.mtime().max(0) as u64,
+        }
+    }
+}
+
+/// Writes `dir` and every directory above it into the layer: those the image has keep their
+/// mode, owner and time (a layer must not change them), the others get `created`. A non-
+/// directory of the image on the way is refused (`RuntimeError::Invalid` naming it).
+pub(crate) fn write_dir_chain(
+    writer: &mut LayerWriter,
+    image: &ImageView,
+    dir: &Path,
+    created: DirAttrs,
+) -> Result<()> {
+    let mut acc = PathBuf::new();
+    for part in dir.components() {
+        acc.push(part);
+        let attrs = match image.metadata(&acc) {
+            Some(meta) if meta.is_dir() => DirAttrs::of(&meta),
+            Some(_) => {
+                return Err(RuntimeError::invalid(
+                    "destination",
+                    acc.display().to_string(),
+                    "not a directory",
+                ));
+            }
+            None => created,
+        };
+        writer.dir(&acc, attrs.mode, attrs.owner, attrs.mtime)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
