@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages weft's tests and demo use, when any is missing. Root only.
 set -euo pipefail
-packages=(iproute2 nftables iptables iputils-ping iperf3 busybox-static procps umoci skopeo tar util-linux curl libseccomp-dev)
+packages=(iproute2 nftables iptables iputils-ping iperf3 busybox-static procps umoci skopeo tar util-linux curl libseccomp-dev debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
