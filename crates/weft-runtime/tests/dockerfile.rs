@@ -152,6 +152,8 @@ fn malformed_dockerfiles_name_their_line() {
         ("FROM busybox\nONBUILD ONBUILD RUN x\n", 2, "isn't allowed"),
         ("FROM busybox\nONBUILD FROM x\n", 2, "isn't allowed"),
         ("FROM busybox\nONBUILD\n", 2, "needs an instruction"),
+        ("FROM busybox\nRUN --mount=type=cache,target=/x true\n", 2, "RUN --mount is not supported"),
+        ("FROM busybox\nCOPY --link a b\n", 2, "unsupported COPY flag"),
         ("FROM busybox\nEXPOSE 90-80\n", 2, "invalid port"),
         ("FROM busybox\nRUN\n", 2, "needs a command"),
     ];

@@ -532,7 +532,13 @@ pub fn parse_with_bases(
         };
         let sub = |s: &str, vars: &BTreeMap<String, String>| substitute(s, vars, escape, line);
         let instruction = match keyword.as_str() {
-            "RUN" => Instruction::Run(command(args, line, "RUN")?),
+            "RUN" => {
+                if let Some(flag) = args.strip_prefix("--") {
+                    let name = flag.split(['=', ' ']).next().unwrap_or(flag);
+                    return err(line, format!("RUN --{name} is not supported (a BuildKit flag)"));
+                }
+                Instruction::Run(command(args, line, "RUN")?)
+            }
             "CMD" => Instruction::Cmd(command(args, line, "CMD")?),
             "ENTRYPOINT" => Instruction::Entrypoint(command(args, line, "ENTRYPOINT")?),
             "SHELL" => match json_array(args, line)? {
