@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # weft's test command: installs what the tests need, checks formatting and lints, runs every test
-# of the workspace, and then checks that the root network namespace is exactly as it was before
+# of the workspace and the multi-VM test (tests/vm), and then checks that the root network namespace is exactly as it was before
 # (no namespace, link, address, route, weft cgroup, mount or weftd process left behind). Run as root from anywhere in the checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +32,14 @@ cargo build --workspace --bins --quiet
 echo "== cargo test"
 status=0
 cargo test --workspace --no-fail-fast -- "$@" || status=$?
+
+# weft on three QEMU VMs with their own kernels (tests/vm/README.md; about 11 minutes under TCG),
+# with the debug binaries built above (copied in without their debug info). Skipped when a test
+# name filter is given or WEFT_SKIP_VM=1.
+if [ "$#" -eq 0 ] && [ "${WEFT_SKIP_VM:-0}" != 1 ]; then
+  echo "== multi-VM test (tests/vm/run.sh)"
+  WEFT_BIN_DIR=target/debug bash tests/vm/run.sh || status=$?
+fi
 
 root_state >"$after"
 if ! diff -u "$before" "$after"; then
