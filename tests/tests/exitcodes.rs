@@ -22,6 +22,14 @@ fn run_and_exec_exit_as_docker_does() {
         args.extend_from_slice(extra);
         code(&args)
     };
+    // A reader that goes away ends weft quietly (no panic on the broken pipe).
+    let socket = format!("unix://{}", cluster.socket(0).display());
+    let weft = weft_tests::cluster::bin("weft");
+    let piped = std::process::Command::new("sh")
+        .args(["-c", &format!("{} -H {socket} node ls --format json | true", weft.display())])
+        .output()
+        .unwrap();
+    assert!(!stderr(&piped).contains("panicked"), "{}", stderr(&piped));
     // weft's own errors: a bad flag, an unknown image, bad input.
     assert_eq!(code(&["run", "--no-such-flag", "busybox"]).0, Some(125));
     let (status, text) = run(&["no-such-image", "true"]);

@@ -133,9 +133,11 @@ pub async fn run(
     let mut node = match dir.node()? {
         Some(node) => {
             if config.bootstrap || config.join.is_some() {
-                tracing::warn!(
+                // A restart (or a reboot) of a node whose configuration still says how it first
+                // came in: nothing to warn about.
+                tracing::info!(
                     id = node.id,
-                    "state dir already belongs to a cluster; --bootstrap/--join ignored"
+                    "resuming from the state dir; bootstrap/join settings apply to a first start only"
                 );
             }
             node
@@ -579,6 +581,31 @@ async fn role_watch_manager(
 }
 
 /// While this manager leads: liveness transitions and membership changes.
+/// Logs a liveness transition the leader committed: what operators look for when a host went
+/// away (Down), came back, or lost its addresses after the lease TTL.
+fn log_liveness(state: &weft_state::State, command: &pb::Command) {
+    let name = |id: u64| state.node(id).map_or_else(|| format!("{id:016x}"), |n| n.name.clone());
+    match &command.kind {
+        Some(pb::command::Kind::SetNodeStatus(s)) if s.status == pb::NodeStatus::Down as i32 => {
+            tracing::warn!(node = %name(s.node_id), "node Down: no heartbeat within --down-after");
+        }
+        Some(pb::command::Kind::SetNodeStatus(s)) => {
+            tracing::info!(node = %name(s.node_id), "node Ready again");
+        }
+        Some(pb::command::Kind::ExpireNode(e)) => {
+            let blocks: usize = state
+                .networks()
+                .map(|n| state.blocks(n.id).iter().filter(|b| b.node == e.node_id).count())
+                .sum();
+            tracing::warn!(
+                node = %name(e.node_id), blocks, ttl_ms = e.ttl_ms,
+                "node's lease expired: its blocks and endpoints are released and its routes leave every host"
+            );
+        }
+        _ => {}
+    }
+}
+
 async fn leader_duties(core: Arc<Core>, me: u64) {
     let RoleCore::Manager(m) = &core.role else { return };
     let mut leading = false;
@@ -598,8 +625,9 @@ async fn leader_duties(core: Arc<Core>, me: u64) {
         let commands =
             m.liveness.lock().unwrap().decide(&state, Instant::now(), now_ms(), &m.liveness_config);
         for c in commands {
-            if let Err(e) = core.propose(&c).await {
-                tracing::warn!(error = %e.message(), "liveness update failed");
+            match core.propose(&c).await {
+                Ok(_) => log_liveness(&state, &c),
+                Err(e) => tracing::warn!(error = %e.message(), "liveness update failed"),
             }
         }
         if status.conf_pending {

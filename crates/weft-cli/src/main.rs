@@ -95,6 +95,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
 }
 
 fn main() -> ExitCode {
+    // A reader that goes away (`weft ps | head -1`) ends weft quietly, as it does any Unix tool,
+    // instead of a panic on the failed write.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread is started.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // Usage errors exit 125 like every other weft error (Docker does the same); --help and
     // --version print and exit 0.
     let cli = match Cli::try_parse() {
