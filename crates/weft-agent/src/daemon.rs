@@ -259,6 +259,7 @@ async fn join(config: &Config, dir: &StateDir) -> Result<NodeFile> {
         api_addr: config.api_addr()?,
         role: role as i32,
         underlay_prefix_len: underlay_prefix_len(config.underlay()?).await,
+        underlay_mtu: underlay_mtu(config.underlay()?).await,
     };
     // A cluster that is electing a leader (just bootstrapped, or a manager lost) refuses for a
     // moment with "no quorum": that is waited out, as is a manager not listening yet. Anything
@@ -514,17 +515,28 @@ async fn underlay_prefix_len(underlay: IpAddr) -> u32 {
     found.await.unwrap_or(0)
 }
 
+/// The MTU of the link holding `underlay` (0 when no local interface has it).
+async fn underlay_mtu(underlay: IpAddr) -> u32 {
+    match weft_net::Netlink::connect() {
+        Ok(netlink) => netlink.underlay_mtu(underlay).await.unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
 async fn register_self(core: &Core, config: &Config, me: &NodeFile) -> Result<()> {
     let RoleCore::Manager(m) = &core.role else { unreachable!("manager") };
     let underlay = config.underlay()?;
-    let command = cmd::register_agent(
-        me.id,
-        &me.name,
-        &underlay.to_string(),
-        underlay_prefix_len(underlay).await,
-        &config.api_addr()?,
-        Role::Manager,
-        now_ms(),
+    let command = cmd::with_underlay_mtu(
+        cmd::register_agent(
+            me.id,
+            &me.name,
+            &underlay.to_string(),
+            underlay_prefix_len(underlay).await,
+            &config.api_addr()?,
+            Role::Manager,
+            now_ms(),
+        ),
+        underlay_mtu(underlay).await,
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

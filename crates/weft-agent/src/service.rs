@@ -443,14 +443,17 @@ impl pb::cluster_server::Cluster for ClusterService {
             Some(id) => id,
             None => pki::random_id().map_err(|e| Status::internal(e.to_string()))?,
         };
-        let command = cmd::register_agent(
-            id,
-            &req.name,
-            &req.underlay_addr,
-            req.underlay_prefix_len,
-            &req.api_addr,
-            role,
-            now_ms(),
+        let command = cmd::with_underlay_mtu(
+            cmd::register_agent(
+                id,
+                &req.name,
+                &req.underlay_addr,
+                req.underlay_prefix_len,
+                &req.api_addr,
+                role,
+                now_ms(),
+            ),
+            req.underlay_mtu,
         );
         core.propose(&command).await?;
         Ok(Response::new(core.join_response(m, id, wants_manager)?))

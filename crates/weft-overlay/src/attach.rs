@@ -57,7 +57,7 @@ pub fn spec_for(state: &State, id: EndpointId, underlay_mtu: u32) -> Option<Atta
         bridge_addresses.push(Cidr::new(gateway, block.cidr.prefix_len()).ok()?);
     }
     let (mtu, bridge_addresses) = match network.driver {
-        Driver::Overlay => (overlay_mtu(underlay_mtu, underlay), Vec::new()),
+        Driver::Overlay => (overlay_mtu(crate::desired::path_mtu(state, underlay_mtu), underlay), Vec::new()),
         Driver::Bridge => (underlay_mtu, bridge_addresses),
     };
     Some(AttachSpec {

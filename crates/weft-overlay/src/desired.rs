@@ -69,6 +69,13 @@ pub fn vtep_mac(node: NodeId, vni: u32) -> MacAddr {
     MacAddr::derived(&seed)
 }
 
+/// The MTU the overlay's packets must fit on every path: the smallest underlay MTU any node
+/// reported, or this host's own (`local`) when that is smaller or nobody reported one. A host
+/// with a 1500-byte link must not send 1450-byte overlay packets to one whose link carries 1400.
+pub fn path_mtu(state: &State, local: u32) -> u32 {
+    state.nodes().map(|n| n.underlay_mtu).filter(|m| *m > 0).fold(local, u32::min)
+}
+
 /// The MTU inside the overlay: the underlay's minus the VXLAN encapsulation (50 bytes over IPv4,
 /// 70 over IPv6).
 pub fn overlay_mtu(underlay_mtu: u32, underlay: IpAddr) -> u32 {
@@ -143,7 +150,8 @@ fn host_prefix(ip: IpAddr) -> Cidr {
     Cidr::new(ip, len).expect("host prefix fits")
 }
 
-/// The desired overlay of node `me`, whose underlay link has MTU `underlay_mtu`.
+/// The desired overlay of node `me`, whose underlay link has MTU `underlay_mtu` (overlay devices
+/// take the cluster's smallest, see [`path_mtu`]; local bridges this host's).
 pub fn desired(state: &State, me: NodeId, underlay_mtu: u32) -> Desired {
     let cluster_hosts = state.nodes().map(|n| n.underlay).collect();
     let Some(local) = state.node(me).map(|n| n.underlay) else {
@@ -185,7 +193,7 @@ pub fn desired(state: &State, me: NodeId, underlay_mtu: u32) -> Desired {
             vni: net.vni,
             subnets: net.subnets.clone(),
             internal: net.internal,
-            mtu: overlay_mtu(underlay_mtu, local),
+            mtu: overlay_mtu(path_mtu(state, underlay_mtu), local),
             vtep_mac: vtep_mac(me, net.vni),
             local,
             gateways: BTreeSet::new(),
@@ -254,5 +262,32 @@ mod tests {
         assert_eq!(d.cluster_hosts.len(), 3);
         // Host 3 holds no block: it takes no part in the network.
         assert!(desired(&s, 3, 1500).networks.is_empty());
+    }
+
+    #[test]
+    fn the_overlay_takes_the_smallest_underlay_mtu_of_the_cluster() {
+        let mut s = State::default();
+        let register = |id, name: &str, addr: &str, mtu| {
+            weft_state::cmd::with_underlay_mtu(
+                weft_state::cmd::register_node(id, name, addr, Role::Manager, 0),
+                mtu,
+            )
+        };
+        s.apply(&register(1, "h1", "198.51.100.1", 1500)).unwrap();
+        s.apply(&register(2, "h2", "198.51.100.2", 0)).unwrap();
+        s.apply(&weft_state::cmd::create_network("n", Driver::Overlay, &["10.9.0.0/16"], 0, 0)).unwrap();
+        s.apply(&weft_state::cmd::allocate_endpoint("n", 1, &"a".repeat(64), "a", "")).unwrap();
+        assert_eq!(path_mtu(&s, 1500), 1500, "an unknown MTU does not count");
+        assert_eq!(desired(&s, 1, 1500).networks.values().next().unwrap().mtu, 1450);
+        s.apply(&register(3, "h3", "198.51.100.3", 1400)).unwrap();
+        assert_eq!(path_mtu(&s, 1500), 1400);
+        assert_eq!(
+            desired(&s, 1, 1500).networks.values().next().unwrap().mtu,
+            1350,
+            "h3's link carries 1400"
+        );
+        assert_eq!(path_mtu(&s, 1300), 1300, "this host's own link is smaller still");
+        let id = s.endpoints().next().unwrap().id;
+        assert_eq!(crate::attach::spec_for(&s, id, 1500).unwrap().mtu, 1350, "containers too");
     }
 }

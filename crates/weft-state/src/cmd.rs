@@ -18,7 +18,17 @@ pub fn register_node(id: u64, name: &str, underlay: &str, role: Role, now_ms: u6
         now_ms,
         api_addr: String::new(),
         underlay_prefix_len: 0,
+        underlay_mtu: 0,
     }))
+}
+
+/// `command` (a RegisterNode) with the node's underlay MTU (0: unknown); other commands as they
+/// are.
+pub fn with_underlay_mtu(mut command: pb::Command, underlay_mtu: u32) -> pb::Command {
+    if let Some(Kind::RegisterNode(r)) = command.kind.as_mut() {
+        r.underlay_mtu = underlay_mtu;
+    }
+    command
 }
 
 /// Registers an agent's node: its cluster API at `api_addr`, its underlay interface's subnet

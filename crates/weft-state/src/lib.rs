@@ -343,6 +343,7 @@ impl State {
             underlay,
             underlay_net,
             api_addr: c.api_addr.clone(),
+            underlay_mtu: c.underlay_mtu,
             role,
             status: Status::Ready,
             status_since_ms: c.now_ms,

@@ -54,6 +54,8 @@ pub struct Node {
     pub underlay_net: Cidr,
     /// Address of its cluster API (`IP:PORT`), empty when it serves none.
     pub api_addr: String,
+    /// MTU of its underlay interface (0: unknown); the overlay's MTU follows the smallest.
+    pub underlay_mtu: u32,
     /// Manager or worker.
     pub role: Role,
     /// Ready or down.
@@ -216,6 +218,7 @@ impl Node {
             status_since_ms: self.status_since_ms,
             api_addr: self.api_addr.clone(),
             underlay_prefix_len: u32::from(self.underlay_net.prefix_len()),
+            underlay_mtu: self.underlay_mtu,
         }
     }
 }

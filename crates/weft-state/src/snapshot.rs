@@ -78,6 +78,7 @@ impl State {
                 underlay,
                 underlay_net: crate::model::underlay_net(underlay, n.underlay_prefix_len),
                 api_addr: n.api_addr.clone(),
+                underlay_mtu: n.underlay_mtu,
                 role: Role::from_proto(n.role).ok_or_else(|| corrupt(format!("node {} role", n.id)))?,
                 status: Status::from_proto(n.status)
                     .ok_or_else(|| corrupt(format!("node {} status", n.id)))?,

@@ -191,6 +191,7 @@ fn arbitrary_command() -> impl Strategy<Value = pb::Command> {
                     now_ms,
                     api_addr: String::new(),
                     underlay_prefix_len: (id % 40) as u32,
+                    underlay_mtu: (id % 3) as u32 * 700,
                 })
             }
         ),
