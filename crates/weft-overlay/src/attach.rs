@@ -7,7 +7,7 @@ use weft_ipam::Cidr;
 use weft_net::{BridgeSpec, MacAddr, NetNs, Netlink, RouteSpec, VethSpec};
 use weft_state::{Driver, EndpointId, State};
 
-use crate::desired::{bridge_device, overlay_mtu};
+use crate::desired::{bridge_device, overlay_mtu, path_mtu};
 use crate::{OverlayError, Result};
 
 /// How to wire one endpoint.
@@ -57,7 +57,7 @@ pub fn spec_for(state: &State, id: EndpointId, underlay_mtu: u32) -> Option<Atta
         bridge_addresses.push(Cidr::new(gateway, block.cidr.prefix_len()).ok()?);
     }
     let (mtu, bridge_addresses) = match network.driver {
-        Driver::Overlay => (overlay_mtu(crate::desired::path_mtu(state, underlay_mtu), underlay), Vec::new()),
+        Driver::Overlay => (overlay_mtu(path_mtu(state, underlay_mtu), underlay), Vec::new()),
         Driver::Bridge => (underlay_mtu, bridge_addresses),
     };
     Some(AttachSpec {
@@ -132,4 +132,34 @@ pub async fn detach(host: &Netlink, host_ifname: &str) -> Result<bool> {
     host.delete_link_by_name(host_ifname)
         .await
         .map_err(|e| OverlayError::Attach { ifname: host_ifname.to_string(), source: e })
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_state::{Role, cmd};
+
+    use super::*;
+
+    #[test]
+    fn a_container_on_an_overlay_fits_the_smallest_underlay_of_the_cluster() {
+        let mut s = State::default();
+        s.apply(&cmd::with_underlay_mtu(cmd::register_node(1, "h1", "198.51.100.1", Role::Manager, 0), 1500))
+            .unwrap();
+        s.apply(&cmd::with_underlay_mtu(cmd::register_node(2, "h2", "198.51.100.2", Role::Worker, 0), 1400))
+            .unwrap();
+        s.apply(&cmd::create_network("n", Driver::Overlay, &["10.9.0.0/16"], 0, 0)).unwrap();
+        s.apply(&cmd::create_network("b", Driver::Bridge, &["10.10.0.0/16"], 0, 0)).unwrap();
+        s.apply(&cmd::allocate_endpoint("n", 1, &"a".repeat(64), "a", "")).unwrap();
+        s.apply(&cmd::allocate_endpoint("b", 1, &"a".repeat(64), "a", "")).unwrap();
+        let mtu = |network: &str| {
+            let id = s
+                .endpoints()
+                .find(|e| s.network_by_id(e.network).is_some_and(|n| n.name == network))
+                .unwrap()
+                .id;
+            spec_for(&s, id, 1500).unwrap().mtu
+        };
+        assert_eq!(mtu("n"), 1350, "h2's link carries 1400");
+        assert_eq!(mtu("b"), 1500, "a local bridge network stays on this host's link");
+    }
 }
