@@ -568,6 +568,18 @@ impl pb::agent_server::Agent for AgentService {
         let id = self.host.runtime.find(&r.reference).map_err(HostError::from)?.id;
         let (tx, rx) = mpsc::channel(64);
         let host = self.host.clone();
+        // Woken by the container's directory changing (new lines, its exit), not by a timer; a
+        // watch that cannot be made falls back to looking every 100 ms.
+        let watch = if r.follow {
+            host.runtime.watch(&id).ok().and_then(|w| {
+                // SAFETY: the watch owns its inotify descriptor, which stays open and the same
+                // until the watch (owned by the AsyncFd) is dropped.
+                unsafe { tokio::io::unix::AsyncFd::register_with_interest(w, tokio::io::Interest::READABLE) }
+                    .ok()
+            })
+        } else {
+            None
+        };
         tokio::spawn(async move {
             let mut offset = 0;
             loop {
@@ -597,7 +609,18 @@ impl pb::agent_server::Agent for AgentService {
                     return;
                 }
                 if quiet {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    match &watch {
+                        Some(watch) => {
+                            // A second at most: a change the watch missed is still picked up.
+                            if let Ok(Ok(mut ready)) =
+                                tokio::time::timeout(Duration::from_secs(1), watch.readable()).await
+                            {
+                                ready.get_inner().drain();
+                                ready.clear_ready();
+                            }
+                        }
+                        None => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
                 }
             }
         });

@@ -11,7 +11,7 @@ mod setup;
 pub mod spec;
 
 pub use exec::ExecOptions;
-pub use runtime::{ContainerStatus, Runtime};
+pub use runtime::{ChangeWatch, ContainerStatus, Runtime};
 pub use spec::{
     BindMount, ContainerSpec, DeviceMapping, ExitState, HealthConfig, LogLine, NetworkMode, RunState,
     SeccompMode, Security, SpecLimits, TmpfsMount,

@@ -486,6 +486,25 @@ impl Runtime {
         fs::remove_dir_all(&dir).map_err(RuntimeError::io("remove", &dir))
     }
 
+    /// A watch on container `id`'s directory: readable when its log grows or its state changes
+    /// (it started, it exited), so a follower of its logs or its exit reacts at once instead of
+    /// polling.
+    pub fn watch(&self, id: &str) -> Result<ChangeWatch> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let id = &self.resolve(id)?;
+        let dir = self.container_dir(id);
+        let to_io = |e: nix::Error| std::io::Error::from_raw_os_error(e as i32);
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .map_err(|e| RuntimeError::io("watch", &dir)(to_io(e)))?;
+        let flags = AddWatchFlags::IN_MODIFY
+            | AddWatchFlags::IN_CLOSE_WRITE
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_DELETE_SELF;
+        inotify.add_watch(&dir, flags).map_err(|e| RuntimeError::io("watch", &dir)(to_io(e)))?;
+        Ok(ChangeWatch { inotify })
+    }
+
     /// Log lines from byte `offset` of the log; returns them and the offset to continue from
     /// (`logs -f` calls it again with that offset).
     pub fn logs(&self, id: &str, offset: u64) -> Result<(Vec<LogLine>, u64)> {
@@ -568,4 +587,32 @@ fn hosts_file(lines: &[String]) -> String {
 /// A container's `/etc/resolv.conf` naming `servers`.
 fn resolv_file(servers: &[String]) -> String {
     servers.iter().map(|d| format!("nameserver {d}\n")).collect()
+}
+
+/// Changes to a container's directory (see [`Runtime::watch`]): poll its descriptor for
+/// readability, then [`ChangeWatch::drain`] it and look at the container again.
+#[derive(Debug)]
+pub struct ChangeWatch {
+    inotify: nix::sys::inotify::Inotify,
+}
+
+impl ChangeWatch {
+    /// Reads away the pending notifications (their content does not matter: the container is
+    /// looked at again whole).
+    pub fn drain(&self) {
+        while self.inotify.read_events().is_ok_and(|events| !events.is_empty()) {}
+    }
+}
+
+impl std::os::fd::AsFd for ChangeWatch {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inotify.as_fd()
+    }
+}
+
+impl std::os::fd::AsRawFd for ChangeWatch {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.inotify.as_fd().as_raw_fd()
+    }
 }
