@@ -7,6 +7,7 @@
 pub mod convergence;
 pub mod names;
 pub mod overlay;
+pub mod peers;
 pub mod raft;
 pub mod report;
 pub mod runtime;

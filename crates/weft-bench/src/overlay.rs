@@ -5,13 +5,18 @@
 //! network with one container per host, both reconcilers running. iperf3 TCP for 5 s, 1 stream
 //! and 4 streams, alternating underlay (host eth0 to host eth0) and overlay (container eth0 to
 //! container eth0), 3 rounds each, median reported. RTT: 300 pings 10 ms apart each way, mean.
+//! Beside weft's overlay, the same measurements through flannel's and Docker Swarm's data paths
+//! built by hand on the same two hosts (`peers`), in the same rounds (the order rotates), each
+//! reported against the underlay and weft's against each of them (TCP: weft / peer, above 1 is
+//! weft faster; RTT: peer / weft, likewise).
 
 use std::time::Duration;
 
 use weft_state::State;
 use weft_tests::overlay::{Agent, can_ping, cluster_state, container, eventually};
-use weft_tests::{Namespace, VirtualHosts, iperf3};
+use weft_tests::{Namespace, VirtualHosts, iperf3, ping};
 
+use crate::peers;
 use crate::report::Figure;
 
 const ROUNDS: usize = 3;
@@ -33,6 +38,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// One data path's container pair: the client side's namespace, the server side's, the server's
+/// address.
+struct Path<'a> {
+    label: &'static str,
+    client: std::sync::Arc<Namespace>,
+    server: std::sync::Arc<Namespace>,
+    addr: String,
+    _bed: &'a VirtualHosts,
+}
+
 /// Runs the suite and returns its figures.
 pub fn run() -> Vec<Figure> {
     let bed = VirtualHosts::new(2);
@@ -42,39 +57,98 @@ pub fn run() -> Vec<Figure> {
     let agents: Vec<Agent> =
         (0..2).map(|i| Agent::start(bed.host(i), i as u64 + 1, &state, Duration::from_secs(10))).collect();
     eventually("overlay up", Duration::from_secs(10), || can_ping(&bed, &c0, &c1_ip));
+    // The peers' shapes on the same two hosts, beside weft's.
+    let flannel = peers::flannel(&bed);
+    let swarm = peers::swarm(&bed);
+    let pair = |label: &'static str, pair: &[(String, String)]| Path {
+        label,
+        client: bed.namespace(&pair[0].0),
+        server: bed.namespace(&pair[1].0),
+        addr: pair[1].1.clone(),
+        _bed: &bed,
+    };
+    let paths = [
+        Path {
+            label: "weft",
+            client: bed.namespace(&c0),
+            server: bed.namespace(&c1),
+            addr: c1_ip.clone(),
+            _bed: &bed,
+        },
+        pair("flannel", &flannel),
+        pair("swarm", &swarm),
+    ];
+    for p in &paths {
+        eventually(&format!("{} path up", p.label), Duration::from_secs(10), || ping(&p.client, &p.addr, 1));
+    }
     let h1_addr = bed.host(1).addr.to_string();
     let mut figures = Vec::new();
-    let (c0, c1) = (bed.namespace(&c0), bed.namespace(&c1));
-    {
-        {
-            for streams in [1u32, 4] {
-                let (mut under, mut over) = (Vec::new(), Vec::new());
-                for round in 0..ROUNDS {
-                    eprintln!("overlay: iperf3 {streams} stream(s), round {}", round + 1);
-                    under.push(iperf3(bed.host(0), bed.host(1), &h1_addr, SECONDS, streams));
-                    over.push(iperf3(&c0, &c1, &c1_ip, SECONDS, streams));
-                }
-                let (u, o) = (median(under) / 1e9, median(over) / 1e9);
-                figures.push(Figure::new(
-                    format!("overlay.tcp.{streams}_stream{}", if streams > 1 { "s" } else { "" }),
-                    o,
-                    "Gbit/s",
-                    format!("underlay host-to-host, {streams} stream(s), same run"),
-                    u,
-                ));
+    for streams in [1u32, 4] {
+        let mut under = Vec::new();
+        let mut over: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+        for round in 0..ROUNDS {
+            eprintln!("overlay: iperf3 {streams} stream(s), round {}", round + 1);
+            under.push(iperf3(bed.host(0), bed.host(1), &h1_addr, SECONDS, streams));
+            for k in 0..paths.len() {
+                // A different path goes first every round.
+                let p = &paths[(k + round) % paths.len()];
+                let i = paths.iter().position(|q| q.label == p.label).expect("a path");
+                over[i].push(iperf3(&p.client, &p.server, &p.addr, SECONDS, streams));
             }
-            eprintln!("overlay: RTT");
-            let u = rtt_us(bed.host(0), &h1_addr);
-            let o = rtt_us(&c0, &c1_ip);
-            figures.push(Figure::new("overlay.rtt.mean", o, "us", "underlay host-to-host RTT, same run", u));
+        }
+        let u = median(under) / 1e9;
+        let rates: Vec<f64> = over.into_iter().map(|v| median(v) / 1e9).collect();
+        let name = format!("overlay.tcp.{streams}_stream{}", if streams > 1 { "s" } else { "" });
+        figures.push(Figure::new(
+            &name,
+            rates[0],
+            "Gbit/s",
+            format!("underlay host-to-host, {streams} stream(s), same run"),
+            u,
+        ));
+        for (k, peer) in [(1, "flannel's VXLAN backend"), (2, "Docker Swarm's overlay")] {
             figures.push(Figure::new(
-                "overlay.rtt.overhead",
-                o - u,
-                "us",
-                "underlay host-to-host RTT, same run",
+                format!("{name}.vs_{}", paths[k].label),
+                rates[0],
+                "Gbit/s",
+                format!("{peer} built by hand on the same hosts, {streams} stream(s), same run"),
+                rates[k],
+            ));
+            figures.push(Figure::new(
+                format!(
+                    "overlay.tcp.{streams}_stream{}.{}",
+                    if streams > 1 { "s" } else { "" },
+                    paths[k].label
+                ),
+                rates[k],
+                "Gbit/s",
+                format!("underlay host-to-host, {streams} stream(s), same run"),
                 u,
             ));
         }
+    }
+    eprintln!("overlay: RTT");
+    let u = rtt_us(bed.host(0), &h1_addr);
+    let rtts: Vec<f64> = paths.iter().map(|p| rtt_us(&p.client, &p.addr)).collect();
+    figures.push(Figure::new("overlay.rtt.mean", rtts[0], "us", "underlay host-to-host RTT, same run", u));
+    figures.push(Figure::new(
+        "overlay.rtt.overhead",
+        rtts[0] - u,
+        "us",
+        "underlay host-to-host RTT, same run",
+        u,
+    ));
+    for k in 1..paths.len() {
+        figures.push(
+            Figure::new(
+                format!("overlay.rtt.mean.vs_{}", paths[k].label),
+                rtts[0],
+                "us",
+                format!("{} RTT built by hand on the same hosts, same run", paths[k].label),
+                rtts[k],
+            )
+            .inverted(),
+        );
     }
     drop(agents);
     figures

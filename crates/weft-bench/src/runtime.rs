@@ -12,6 +12,14 @@
 //! their libseccomp each run). weft also runs unconfined (`seccomp=unconfined`) to show what the
 //! filter costs. 30 iterations each, interleaved in an order that rotates every iteration, after 3
 //! warm-up runs; medians reported.
+//!
+//! Then what a user types, CLI to exit: a release `weftd` bootstrapped on a virtual host (the
+//! same private mount namespace), and `weft run --rm --network none busybox /bin/true` (the CLI
+//! starts, weftd creates, starts and waits the container, streams its logs, the CLI removes it
+//! and exits), the same on an overlay network, against `crun run` of the same root file system
+//! and, where a Docker Engine answers, `docker run --rm --network none` of the same image (loaded
+//! with `docker load`). 20 iterations each after 3 warm-ups, rotating; medians. As the other
+//! figures of this suite, ratios are weft's time over the baseline's: below 1 is faster.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,6 +33,10 @@ use weft_runtime::security::{caps, seccomp};
 use crate::report::Figure;
 
 const ITERATIONS: usize = 30;
+/// Iterations of the CLI-to-exit figures.
+const CLI_ITERATIONS: usize = 20;
+/// The image name Docker gets the busybox test image under.
+const DOCKER_IMAGE: &str = "weft-bench/busybox:latest";
 
 fn private_mounts() -> Result<()> {
     use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -98,6 +110,105 @@ fn weft_run(runtime: &Runtime, layers: &[PathBuf], n: usize, seccomp: SeccompMod
     Ok(took)
 }
 
+/// Times one command from spawn to exit; fails when it fails.
+fn timed(command: &mut Command, what: &str) -> Result<Duration> {
+    let start = Instant::now();
+    let out = command.stdin(Stdio::null()).output().with_context(|| format!("start {what}"))?;
+    let took = start.elapsed();
+    if !out.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(took)
+}
+
+/// Whether a Docker Engine answers here, with the busybox test image loaded into it.
+fn docker_ready(dir: &Path) -> bool {
+    let ok =
+        |c: &mut Command| c.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !ok(Command::new("docker").arg("info")) {
+        return false;
+    }
+    let variant = weft_tests::images::Variant { tag: DOCKER_IMAGE.into(), ..Default::default() };
+    let tar = weft_tests::images::variant_save_tar(dir, &variant);
+    ok(Command::new("docker").arg("load").arg("-i").arg(&tar))
+}
+
+/// The CLI-to-exit figures (see the module documentation).
+fn cli_figures(dir: &Path, crun_bundle: &Path) -> Result<Vec<Figure>> {
+    crate::raft::build_binaries()?;
+    let bed = weft_tests::VirtualHosts::new(1);
+    let cluster = weft_tests::cluster::WeftCluster::new(&bed);
+    cluster.form(1, 0);
+    cluster.import_busybox(&[0]);
+    cluster.weft_ok(0, &["network", "create", "-d", "overlay", "--subnet", "10.201.0.0/16", "bench"]);
+    let docker = docker_ready(dir);
+    let socket = format!("unix://{}", cluster.socket(0).display());
+    let weft = |network: &str| {
+        let mut c = Command::new(weft_tests::cluster::bin("weft"));
+        c.args(["-H", &socket, "run", "--rm", "--network", network, "busybox", "/bin/true"]);
+        c
+    };
+    let (mut none, mut overlay, mut crun, mut dockers) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for n in 0..CLI_ITERATIONS + 3 {
+        let mut took = [Duration::ZERO; 4];
+        for k in 0..4 {
+            let which = (k + n) % 4;
+            took[which] = match which {
+                0 => timed(&mut weft("none"), "weft run --rm")?,
+                1 => timed(&mut weft("bench"), "weft run --rm on an overlay network")?,
+                2 => oci_run("crun", crun_bundle, 1000 + n)?,
+                _ if docker => timed(
+                    Command::new("docker").args([
+                        "run",
+                        "--rm",
+                        "--network",
+                        "none",
+                        DOCKER_IMAGE,
+                        "/bin/true",
+                    ]),
+                    "docker run --rm",
+                )?,
+                _ => Duration::ZERO,
+            };
+        }
+        if n >= 3 {
+            none.push(took[0]);
+            overlay.push(took[1]);
+            crun.push(took[2]);
+            dockers.push(took[3]);
+        }
+    }
+    let (w, o, c) = (median_ms(none), median_ms(overlay), median_ms(crun));
+    let mut figures = vec![
+        Figure::new(
+            "runtime.cli_run_rm.vs_crun",
+            w,
+            "ms",
+            "crun run of the same rootfs, Docker's seccomp profile (median, same run)",
+            c,
+        ),
+        Figure::new(
+            "runtime.cli_run_rm_overlay.vs_crun",
+            o,
+            "ms",
+            "crun run without a network (median, same run)",
+            c,
+        ),
+    ];
+    if docker {
+        let d = median_ms(dockers);
+        figures.push(Figure::new(
+            "runtime.cli_run_rm.vs_docker",
+            w,
+            "ms",
+            "docker run --rm --network none (median, same run)",
+            d,
+        ));
+        let _ = Command::new("docker").args(["rmi", DOCKER_IMAGE]).stdout(Stdio::null()).status();
+    }
+    Ok(figures)
+}
+
 fn median_ms(mut v: Vec<Duration>) -> f64 {
     v.sort();
     v[v.len() / 2].as_secs_f64() * 1000.0
@@ -136,29 +247,33 @@ pub fn run() -> Result<Vec<Figure>> {
             }
         }
         let (w, u, c, r) = (median_ms(weft), median_ms(open), median_ms(crun), median_ms(runc));
-        Ok(vec![
-            Figure::new(
-                "runtime.run_true.vs_crun",
-                w,
-                "ms",
-                "crun run, Docker's seccomp profile (median, same run)",
-                c,
-            ),
-            Figure::new(
-                "runtime.run_true.vs_runc",
-                w,
-                "ms",
-                "runc run, Docker's seccomp profile (median, same run)",
-                r,
-            ),
-            Figure::new(
-                "runtime.run_true.seccomp_cost",
-                w,
-                "ms",
-                "weft with seccomp=unconfined (median, same run)",
-                u,
-            ),
-        ])
+        let cli = cli_figures(&dir, &crun_bundle)?;
+        Ok(cli
+            .into_iter()
+            .chain([
+                Figure::new(
+                    "runtime.run_true.vs_crun",
+                    w,
+                    "ms",
+                    "crun run, Docker's seccomp profile (median, same run)",
+                    c,
+                ),
+                Figure::new(
+                    "runtime.run_true.vs_runc",
+                    w,
+                    "ms",
+                    "runc run, Docker's seccomp profile (median, same run)",
+                    r,
+                ),
+                Figure::new(
+                    "runtime.run_true.seccomp_cost",
+                    w,
+                    "ms",
+                    "weft with seccomp=unconfined (median, same run)",
+                    u,
+                ),
+            ])
+            .collect())
     })();
     let _ = std::fs::remove_dir_all(&dir);
     result

@@ -1,0 +1,185 @@
+//! The data paths weft's users would otherwise run, built by hand with iproute2 on the same test
+//! bed as weft's overlay, so the overlay suite compares with them in the same run:
+//!
+//! - flannel's VXLAN backend: per host a `cni0` bridge holding the host's pod subnet gateway and
+//!   an L3 VXLAN device `flannel.1` (VNI 1, port 8472, no learning, MTU underlay - 50) holding
+//!   the subnet's network address; per remote host a route `subnet via net(subnet) dev flannel.1
+//!   onlink`, a permanent neighbour and an FDB entry, as flanneld programs them. Connection
+//!   tracking stays on (flannel's iptables rules rely on it).
+//! - Docker Swarm's overlay: per host a sandbox namespace with a bridge `br0` holding the
+//!   network's gateway and an L2 VXLAN device (VNI 4097, MAC learning on, one flood entry per
+//!   remote host), created in the host namespace (its UDP socket stays there) and moved into the
+//!   sandbox; containers share one L2 subnet across hosts.
+//!
+//! Each shape gives one container per host: (namespace name, address) pairs, host 0's first.
+
+use weft_tests::VirtualHosts;
+
+/// Runs `ip` (or `bridge`) with `args` inside the namespace called `ns`, panicking on failure.
+fn run_in(bed: &VirtualHosts, ns: &str, program: &str, args: &[&str]) {
+    let out = if let Some(host) = bed.hosts().iter().find(|h| h.name() == ns) {
+        host.output(program, args)
+    } else {
+        bed.namespace(ns).output(program, args)
+    };
+    assert!(out.status.success(), "{program} {args:?} in {ns}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A container namespace with `eth0` (a veth whose other end `host_end` is in namespace `ns`),
+/// `addr` on it, MTU `mtu`, loopback up, and a default route via `gateway` when given.
+fn container(
+    bed: &VirtualHosts,
+    ns: &str,
+    label: &str,
+    host_end: &str,
+    addr: &str,
+    mtu: u32,
+    gateway: Option<&str>,
+) -> String {
+    let name = bed.add_namespace(label);
+    let mtu = mtu.to_string();
+    run_in(
+        bed,
+        ns,
+        "ip",
+        &["link", "add", host_end, "mtu", &mtu, "type", "veth", "peer", "name", "eth0", "netns", &name],
+    );
+    run_in(bed, &name, "ip", &["link", "set", "lo", "up"]);
+    run_in(bed, &name, "ip", &["link", "set", "eth0", "mtu", &mtu, "up"]);
+    run_in(bed, &name, "ip", &["addr", "add", addr, "dev", "eth0"]);
+    if let Some(gw) = gateway {
+        run_in(bed, &name, "ip", &["route", "add", "default", "via", gw]);
+    }
+    name
+}
+
+/// flannel's VXLAN backend on hosts 0 and 1 (pod subnets 10.78.N.0/24).
+pub fn flannel(bed: &VirtualHosts) -> Vec<(String, String)> {
+    let mac = |i: usize| format!("02:fa:00:00:00:{:02x}", i + 1);
+    let mut containers = Vec::new();
+    for i in 0..2 {
+        let host = bed.host(i).name().to_string();
+        let underlay = bed.host(i).addr.to_string();
+        run_in(bed, &host, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        run_in(
+            bed,
+            &host,
+            "ip",
+            &[
+                "link",
+                "add",
+                "flannel.1",
+                "type",
+                "vxlan",
+                "id",
+                "1",
+                "local",
+                &underlay,
+                "dev",
+                "eth0",
+                "dstport",
+                "8472",
+                "nolearning",
+            ],
+        );
+        run_in(bed, &host, "ip", &["link", "set", "flannel.1", "address", &mac(i), "mtu", "1450", "up"]);
+        run_in(bed, &host, "ip", &["addr", "add", &format!("10.78.{i}.0/32"), "dev", "flannel.1"]);
+        run_in(bed, &host, "ip", &["link", "add", "cni0", "mtu", "1450", "type", "bridge"]);
+        run_in(bed, &host, "ip", &["addr", "add", &format!("10.78.{i}.1/24"), "dev", "cni0"]);
+        run_in(bed, &host, "ip", &["link", "set", "cni0", "up"]);
+        let c = container(
+            bed,
+            &host,
+            &format!("fl{i}"),
+            "vethfl",
+            &format!("10.78.{i}.2/24"),
+            1450,
+            Some(&format!("10.78.{i}.1")),
+        );
+        run_in(bed, &host, "ip", &["link", "set", "vethfl", "master", "cni0", "up"]);
+        containers.push((c, format!("10.78.{i}.2")));
+    }
+    for (i, r) in [(0usize, 1usize), (1, 0)] {
+        let host = bed.host(i).name().to_string();
+        let remote = bed.host(r).addr.to_string();
+        run_in(
+            bed,
+            &host,
+            "ip",
+            &[
+                "route",
+                "add",
+                &format!("10.78.{r}.0/24"),
+                "via",
+                &format!("10.78.{r}.0"),
+                "dev",
+                "flannel.1",
+                "onlink",
+            ],
+        );
+        run_in(
+            bed,
+            &host,
+            "ip",
+            &[
+                "neigh",
+                "add",
+                &format!("10.78.{r}.0"),
+                "lladdr",
+                &mac(r),
+                "dev",
+                "flannel.1",
+                "nud",
+                "permanent",
+            ],
+        );
+        run_in(
+            bed,
+            &host,
+            "bridge",
+            &["fdb", "add", &mac(r), "dev", "flannel.1", "dst", &remote, "self", "permanent"],
+        );
+    }
+    containers
+}
+
+/// Docker Swarm's overlay on hosts 0 and 1 (one L2 subnet 10.79.0.0/24 across them).
+pub fn swarm(bed: &VirtualHosts) -> Vec<(String, String)> {
+    let mut containers = Vec::new();
+    let mut sandboxes = Vec::new();
+    for i in 0..2 {
+        let host = bed.host(i).name().to_string();
+        let underlay = bed.host(i).addr.to_string();
+        let sandbox = bed.add_namespace(&format!("ovsb{i}"));
+        run_in(
+            bed,
+            &host,
+            "ip",
+            &[
+                "link", "add", "vxlan1", "type", "vxlan", "id", "4097", "local", &underlay, "dev", "eth0",
+                "dstport", "4790", "learning",
+            ],
+        );
+        run_in(bed, &host, "ip", &["link", "set", "vxlan1", "netns", &sandbox]);
+        run_in(bed, &sandbox, "ip", &["link", "set", "lo", "up"]);
+        run_in(bed, &sandbox, "ip", &["link", "add", "br0", "type", "bridge"]);
+        run_in(bed, &sandbox, "ip", &["addr", "add", "10.79.0.1/24", "dev", "br0"]);
+        run_in(bed, &sandbox, "ip", &["link", "set", "vxlan1", "master", "br0", "mtu", "1450", "up"]);
+        run_in(bed, &sandbox, "ip", &["link", "set", "br0", "up"]);
+        let addr = format!("10.79.0.{}", i + 2);
+        let c = container(bed, &sandbox, &format!("sw{i}"), "veth0", &format!("{addr}/24"), 1450, None);
+        run_in(bed, &sandbox, "ip", &["link", "set", "veth0", "master", "br0", "up"]);
+        containers.push((c, addr));
+        sandboxes.push(sandbox);
+    }
+    for (i, r) in [(0usize, 1usize), (1, 0)] {
+        let remote = bed.host(r).addr.to_string();
+        run_in(
+            bed,
+            &sandboxes[i],
+            "bridge",
+            &["fdb", "append", "00:00:00:00:00:00", "dev", "vxlan1", "dst", &remote],
+        );
+    }
+    containers
+}
