@@ -41,6 +41,8 @@ pub struct WeftCluster<'a> {
     pub env: Vec<(String, String)>,
     /// The hosts speak over their IPv6 underlay addresses (listen, advertise, join, VXLAN).
     pub ipv6_underlay: bool,
+    /// Every weftd serves the Docker Engine API on [`WeftCluster::docker_socket`].
+    pub docker_api: bool,
 }
 
 impl<'a> WeftCluster<'a> {
@@ -55,6 +57,7 @@ impl<'a> WeftCluster<'a> {
             flags: vec!["--down-after".into(), "2s".into()],
             env: Vec::new(),
             ipv6_underlay: false,
+            docker_api: false,
         }
     }
 
@@ -66,6 +69,11 @@ impl<'a> WeftCluster<'a> {
     /// Host `i`'s admin socket.
     pub fn socket(&self, i: usize) -> PathBuf {
         self.state_dir(i).join("weft.sock")
+    }
+
+    /// Host `i`'s Docker API socket (served when [`WeftCluster::docker_api`] is set).
+    pub fn docker_socket(&self, i: usize) -> PathBuf {
+        self.state_dir(i).join("docker.sock")
     }
 
     /// Host `i`'s API address.
@@ -117,6 +125,9 @@ impl<'a> WeftCluster<'a> {
             .arg(host.underlay(self.ipv6_underlay).to_string())
             .arg("--name")
             .arg(format!("h{i}"));
+        if self.docker_api {
+            cmd.arg("--docker-socket").arg(self.docker_socket(i));
+        }
         cmd
     }
 

@@ -61,6 +61,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// How long the certificates this node issues as a manager are valid.
     pub cert_ttl: Duration,
+    /// Where to serve the Docker Engine API (off when `None`).
+    pub docker_socket: Option<PathBuf>,
 }
 
 impl Config {
@@ -78,6 +80,7 @@ impl Config {
             name: None,
             lease_ttl: Duration::from_secs(24 * 3600),
             down_after: Duration::from_secs(5),
+            docker_socket: None,
             heartbeat: Duration::from_secs(1),
             metrics: None,
             cert_ttl: pki::DEFAULT_CERT_TTL,
@@ -840,6 +843,15 @@ impl LocalServices {
         supervisor.spawn("restart manager", shutdown.clone(), host.clone().restart_manager(shutdown.clone()));
         supervisor.spawn("health checks", shutdown.clone(), host.clone().health_monitor(shutdown.clone()));
         supervisor.spawn("state persister", shutdown.clone(), host.clone().persist_state(shutdown.clone()));
+        if let Some(path) = &config.docker_socket {
+            let listener = weft_docker::bind(path)?;
+            let engine = weft_docker::Engine::new(weft_docker::local_agent(config.socket.clone()));
+            supervisor.spawn(
+                "docker API",
+                shutdown.clone(),
+                weft_docker::serve(listener, engine, shutdown.clone()),
+            );
+        }
         if let Some(addr) = config.metrics {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await

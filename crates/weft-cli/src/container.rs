@@ -202,6 +202,7 @@ pub(crate) async fn run(api: &mut Api, args: RunArgs) -> Result<u8, Failure> {
         health_start_period: args.health_start_period,
         health_retries: args.health_retries,
         no_healthcheck: args.no_healthcheck,
+        id: String::new(),
     };
     if args.rm && !matches!(args.restart.as_str(), "" | "no") {
         return Err(Failure::from(format!(

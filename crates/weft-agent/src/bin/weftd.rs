@@ -59,6 +59,10 @@ struct Args {
     /// Log format.
     #[arg(long, value_parser = ["text", "json"])]
     log_format: Option<String>,
+    /// Serve the Docker Engine API on this unix socket (mode 0660), for the docker client and
+    /// docker-compose (`DOCKER_HOST=unix://PATH`).
+    #[arg(long)]
+    docker_socket: Option<PathBuf>,
 }
 
 /// The TOML file: the same settings as the flags.
@@ -79,6 +83,7 @@ struct FileConfig {
     metrics: Option<SocketAddr>,
     cert_ttl: Option<String>,
     log_format: Option<String>,
+    docker_socket: Option<PathBuf>,
 }
 
 /// Parses `500ms`, `30s`, `5m`, `24h`, `90d` or plain seconds.
@@ -123,6 +128,7 @@ fn config(args: Args) -> Result<(Config, String)> {
     c.manager = args.manager || file.manager.unwrap_or(false);
     c.name = args.name.or(file.name);
     c.metrics = args.metrics.or(file.metrics);
+    c.docker_socket = args.docker_socket.or(file.docker_socket);
     if let Some(t) = args.lease_ttl {
         c.lease_ttl = t;
     } else if let Some(t) = file.lease_ttl {

@@ -50,6 +50,17 @@ pub fn parse_mode(text: &str) -> Result<ModeRequest> {
     })
 }
 
+/// Checks an id the caller chose: 64 lowercase hex digits that no container has yet.
+fn chosen_id(runtime: &Runtime, id: &str) -> Result<String> {
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(HostError::Invalid(format!("container id {id:?} is not 64 lowercase hex digits")));
+    }
+    if runtime.find(id).is_ok() {
+        return Err(HostError::Conflict(format!("container id {id} is already in use")));
+    }
+    Ok(id.to_string())
+}
+
 impl Host {
     /// Creates, wires and starts a container as `request` says. On any failure everything done so
     /// far is undone: no container, namespace, endpoint or port is left behind.
@@ -66,7 +77,8 @@ impl Host {
             blocking(move || Ok(images.layer_dirs(&image)?)).await?
         };
         let mut spec = crate::spec::container_spec(&image, layers, &request)?;
-        spec.id = Runtime::new_id()?;
+        spec.id =
+            if request.id.is_empty() { Runtime::new_id()? } else { chosen_id(&self.runtime, &request.id)? };
         if spec.name.is_empty() {
             spec.name = spec.id[..12].to_string();
         }
