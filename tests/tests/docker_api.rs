@@ -189,3 +189,376 @@ fn the_docker_client_drives_weft() {
     let gone = docker(&cluster, 0, &["network", "inspect", "app"]);
     assert!(!gone.status.success());
 }
+
+/// An answer read off a socket: status, headers (lower-case names), body (chunks joined).
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// One HTTP/1.1 request (Connection: close) on the unix socket at `path`.
+fn call(path: &std::path::Path, method: &str, target: &str, body: Option<&str>) -> Answer {
+    let mut stream = UnixStream::connect(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a header");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut rest = raw[split + 4..].to_vec();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")) {
+        let mut body = Vec::new();
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n").expect("a chunk size");
+            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..line_end]).trim(), 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+            rest = rest[line_end + 2 + size + 2..].to_vec();
+        }
+        rest = body;
+    }
+    Answer { status, headers, body: rest }
+}
+
+/// Docker's multiplexed frames as (stream, text).
+fn frames(mut body: &[u8]) -> Vec<(u8, String)> {
+    let mut out = Vec::new();
+    while body.len() >= 8 {
+        let len = u32::from_be_bytes([body[4], body[5], body[6], body[7]]) as usize;
+        out.push((body[0], String::from_utf8_lossy(&body[8..8 + len]).to_string()));
+        body = &body[8 + len..];
+    }
+    out
+}
+
+/// The JSON type of a value, for comparing shapes.
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "bool",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+/// The same requests to dockerd and to weftd, compared on what clients read: status codes,
+/// the types of the fields at `pointers` (and their values where both must agree), stream
+/// framing, error messages. Runs where the machine has a Docker Engine (its socket), with
+/// `--network none` containers only, so dockerd touches no network of the machine.
+#[test]
+fn weft_answers_as_dockerd_does() {
+    let dockerd = std::path::PathBuf::from("/var/run/docker.sock");
+    if UnixStream::connect(&dockerd).is_err() {
+        eprintln!("no Docker Engine on /var/run/docker.sock: the differential test has no oracle here");
+        return;
+    }
+    let bed = VirtualHosts::new(1);
+    let mut cluster = WeftCluster::new(&bed);
+    cluster.docker_api = true;
+    cluster.form(1, 0);
+    cluster.import_busybox(&[0]);
+    let tar = weft_test_images::busybox_save_tar(&cluster.scratch());
+    let load = Command::new("docker")
+        .args(["-H", "unix:///var/run/docker.sock", "load", "-i"])
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(load.status.success(), "docker load into dockerd: {}", stderr(&load));
+    let weft = cluster.docker_socket(0);
+    let prefix = bed.prefix().replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    let name = format!("{prefix}-diff");
+    // dockerd's containers go whatever happens.
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("docker")
+                .args(["-H", "unix:///var/run/docker.sock", "rm", "-f", &self.0])
+                .output();
+        }
+    }
+    let _cleanup = Cleanup(name.clone());
+    // dockerd 20.10 speaks up to 1.41: both are asked at that version.
+    let v = "/v1.41";
+    let both = |method: &str, target: &str, body: Option<&str>| {
+        (call(&dockerd, method, target, body), call(&weft, method, target, body))
+    };
+    let same_shape = |what: &str, d: &serde_json::Value, w: &serde_json::Value, pointers: &[&str]| {
+        for p in pointers {
+            let (dv, wv) = (d.pointer(p), w.pointer(p));
+            let (dk, wk) = (dv.map(kind), wv.map(kind));
+            assert!(dk.is_some(), "{what}: dockerd has no {p}: {d}");
+            assert_eq!(dk, wk, "{what}: {p} is a {dk:?} in dockerd, a {wk:?} in weft: {w}");
+        }
+    };
+
+    let (d, w) = both("GET", "/_ping", None);
+    assert_eq!((d.status, w.status), (200, 200));
+    assert_eq!((d.body.as_slice(), w.body.as_slice()), (&b"OK"[..], &b"OK"[..]));
+    assert!(d.header("api-version").is_some() && w.header("api-version") == Some("1.44"));
+    assert_eq!(w.header("ostype"), d.header("ostype"));
+
+    let (d, w) = both("GET", &format!("{v}/version"), None);
+    same_shape(
+        "version",
+        &d.json(),
+        &w.json(),
+        &[
+            "/Version",
+            "/ApiVersion",
+            "/MinAPIVersion",
+            "/Os",
+            "/Arch",
+            "/KernelVersion",
+            "/Components/0/Name",
+        ],
+    );
+    assert_eq!(d.json()["Os"], w.json()["Os"]);
+
+    let create = r#"{"Image":"busybox","Cmd":["sh","-c","echo out; echo err >&2; exit 3"],"HostConfig":{"NetworkMode":"none"}}"#;
+    let target = format!("{v}/containers/create?name={name}");
+    let (d, w) = both("POST", &target, Some(create));
+    assert_eq!((d.status, w.status), (201, 201), "{}", String::from_utf8_lossy(&w.body));
+    same_shape("create", &d.json(), &w.json(), &["/Id", "/Warnings"]);
+    let (did, wid) =
+        (d.json()["Id"].as_str().unwrap().to_string(), w.json()["Id"].as_str().unwrap().to_string());
+
+    // A name in use: 409 and Docker's words, from both.
+    let (d, w) = both("POST", &target, Some(create));
+    assert_eq!((d.status, w.status), (409, 409));
+    let conflict = format!("Conflict. The container name \"/{name}\" is already in use by container");
+    assert!(d.json()["message"].as_str().unwrap().starts_with(&conflict), "{}", d.json());
+    assert!(w.json()["message"].as_str().unwrap().starts_with(&conflict), "{}", w.json());
+
+    let (d, w) = (
+        call(&dockerd, "POST", &format!("{v}/containers/{did}/start"), None),
+        call(&weft, "POST", &format!("{v}/containers/{wid}/start"), None),
+    );
+    assert_eq!((d.status, w.status), (204, 204), "{}", String::from_utf8_lossy(&w.body));
+    let (d, w) = (
+        call(&dockerd, "POST", &format!("{v}/containers/{did}/wait"), None),
+        call(&weft, "POST", &format!("{v}/containers/{wid}/wait"), None),
+    );
+    assert_eq!((d.status, w.status), (200, 200));
+    assert_eq!((d.json()["StatusCode"].as_i64(), w.json()["StatusCode"].as_i64()), (Some(3), Some(3)));
+
+    let logs = "logs?stdout=1&stderr=1";
+    let (d, w) = (
+        call(&dockerd, "GET", &format!("{v}/containers/{did}/{logs}"), None),
+        call(&weft, "GET", &format!("{v}/containers/{wid}/{logs}"), None),
+    );
+    assert_eq!((d.status, w.status), (200, 200));
+    // Two pipes: the order between stdout and stderr is not kept, by either.
+    let sorted = |mut f: Vec<(u8, String)>| {
+        f.sort();
+        f
+    };
+    let want = vec![(1u8, "out\n".to_string()), (2u8, "err\n".to_string())];
+    assert_eq!(sorted(frames(&d.body)), want, "dockerd's framing");
+    assert_eq!(sorted(frames(&w.body)), want, "weft's framing is dockerd's");
+
+    let (d, w) = (
+        call(&dockerd, "GET", &format!("{v}/containers/{did}/json"), None),
+        call(&weft, "GET", &format!("{v}/containers/{wid}/json"), None),
+    );
+    let (dj, wj) = (d.json(), w.json());
+    same_shape(
+        "inspect",
+        &dj,
+        &wj,
+        &[
+            "/Id",
+            "/Created",
+            "/Path",
+            "/Args",
+            "/Name",
+            "/RestartCount",
+            "/State/Status",
+            "/State/Running",
+            "/State/ExitCode",
+            "/State/Pid",
+            "/State/OOMKilled",
+            "/State/StartedAt",
+            "/State/FinishedAt",
+            "/Image",
+            "/Config/Cmd",
+            "/Config/Image",
+            "/Config/Tty",
+            "/HostConfig/NetworkMode",
+            "/HostConfig/AutoRemove",
+            "/HostConfig/RestartPolicy/Name",
+            "/NetworkSettings/Networks",
+            "/Mounts",
+        ],
+    );
+    for p in ["/State/Status", "/State/ExitCode", "/Name", "/HostConfig/NetworkMode", "/Config/Cmd", "/Path"]
+    {
+        assert_eq!(dj.pointer(p), wj.pointer(p), "inspect {p}");
+    }
+
+    let (d, w) = both("GET", &format!("{v}/containers/json?all=1"), None);
+    let pick = |list: serde_json::Value, id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["Id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} not listed"))
+    };
+    let (dc, wc) = (pick(d.json(), &did), pick(w.json(), &wid));
+    same_shape(
+        "ps",
+        &dc,
+        &wc,
+        &[
+            "/Id",
+            "/Names",
+            "/Image",
+            "/ImageID",
+            "/Command",
+            "/Created",
+            "/Ports",
+            "/Labels",
+            "/State",
+            "/Status",
+            "/HostConfig/NetworkMode",
+            "/NetworkSettings/Networks",
+            "/Mounts",
+        ],
+    );
+    assert_eq!((dc["State"].clone(), dc["Names"].clone()), (wc["State"].clone(), wc["Names"].clone()));
+    assert!(wc["Status"].as_str().unwrap().starts_with("Exited (3)"), "{wc}");
+
+    let (d, w) = (
+        call(&dockerd, "DELETE", &format!("{v}/containers/{did}"), None),
+        call(&weft, "DELETE", &format!("{v}/containers/{wid}"), None),
+    );
+    assert_eq!((d.status, w.status), (204, 204));
+    let (d, w) = (
+        call(&dockerd, "GET", &format!("{v}/containers/{did}/json"), None),
+        call(&weft, "GET", &format!("{v}/containers/{wid}/json"), None),
+    );
+    assert_eq!((d.status, w.status), (404, 404));
+    assert_eq!(d.json()["message"], format!("No such container: {did}"));
+    assert_eq!(w.json()["message"], format!("No such container: {wid}"));
+
+    let (d, w) = both("GET", &format!("{v}/images/json"), None);
+    let (dj, wj) = (d.json(), w.json());
+    let busybox = |list: &serde_json::Value| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["RepoTags"].to_string().contains("busybox:latest"))
+            .cloned()
+            .unwrap()
+    };
+    same_shape(
+        "images",
+        &busybox(&dj),
+        &busybox(&wj),
+        &[
+            "/Id",
+            "/ParentId",
+            "/RepoTags",
+            "/RepoDigests",
+            "/Created",
+            "/Size",
+            "/SharedSize",
+            "/Labels",
+            "/Containers",
+        ],
+    );
+
+    for (target, method, body, status, message) in [
+        (format!("{v}/images/nosuch/json"), "GET", None, 404, Some("No such image: nosuch:latest")),
+        (format!("{v}/containers/create"), "POST", Some("{not json"), 400, None),
+        (format!("{v}/networks/nosuchnet"), "GET", None, 404, Some("network nosuchnet not found")),
+        (format!("{v}/nothing/here"), "GET", None, 404, Some("page not found")),
+    ] {
+        let (d, w) = both(method, &target, body);
+        assert_eq!(w.status, status, "{method} {target}: {}", String::from_utf8_lossy(&w.body));
+        // A malformed body is a 500 in dockerd 20.10 and a 400 in newer engines: weft answers
+        // as the newer ones.
+        let dockerd_status = if d.status == 500 && body.is_some() { 400 } else { d.status };
+        assert_eq!(dockerd_status, status, "dockerd: {method} {target}");
+        same_shape(&target, &d.json(), &w.json(), &["/message"]);
+        if let Some(m) = message {
+            // dockerd 20.10 prefixes some messages with its own cause ("no such image: nosuch: ").
+            let (dm, wm) = (d.json()["message"].to_string(), w.json()["message"].to_string());
+            assert!(
+                dm.ends_with(&format!("{m}\"")) && wm.ends_with(&format!("{m}\"")),
+                "{target}: {dm} / {wm}"
+            );
+        }
+    }
+
+    let (d, w) = both("GET", &format!("{v}/networks"), None);
+    let (dn, wn) = (d.json()[0].clone(), w.json());
+    // weft's list may be empty on a fresh host: make one network to compare with.
+    let wn = if wn.as_array().is_some_and(|a| a.is_empty()) {
+        let made = call(
+            &weft,
+            "POST",
+            &format!("{v}/networks/create"),
+            Some(r#"{"Name":"diffnet","Driver":"bridge"}"#),
+        );
+        assert_eq!(made.status, 201, "{}", String::from_utf8_lossy(&made.body));
+        same_shape(
+            "network create",
+            &serde_json::json!({"Id": "", "Warning": ""}),
+            &made.json(),
+            &["/Id", "/Warning"],
+        );
+        call(&weft, "GET", &format!("{v}/networks"), None).json()[0].clone()
+    } else {
+        wn[0].clone()
+    };
+    same_shape(
+        "networks",
+        &dn,
+        &wn,
+        &[
+            "/Name",
+            "/Id",
+            "/Created",
+            "/Scope",
+            "/Driver",
+            "/EnableIPv6",
+            "/IPAM/Driver",
+            "/IPAM/Config",
+            "/Internal",
+            "/Attachable",
+            "/Ingress",
+            "/Containers",
+            "/Options",
+            "/Labels",
+        ],
+    );
+}

@@ -518,16 +518,16 @@ pub struct ImageSummary {
     pub parent_id: String,
     /// `name:tag` references.
     pub repo_tags: Vec<String>,
-    /// Digests (none in weft).
-    pub repo_digests: Vec<String>,
+    /// Digests: none in weft, written `null` as dockerd writes an image without any.
+    pub repo_digests: Option<Vec<String>>,
     /// Unix seconds.
     pub created: i64,
-    /// Bytes (not measured: -1 is not allowed, so 0).
+    /// Bytes (not measured: 0).
     pub size: i64,
     /// Shared bytes (-1: not computed, as Docker).
     pub shared_size: i64,
-    /// Labels.
-    pub labels: BTreeMap<String, String>,
+    /// Labels: `null` for none, as dockerd writes it.
+    pub labels: Option<BTreeMap<String, String>>,
     /// Containers using it (-1: not computed).
     pub containers: i64,
 }
@@ -545,11 +545,11 @@ pub fn image_summary(i: &pb::ImageInfo) -> ImageSummary {
         id: image_id(&i.id),
         parent_id: String::new(),
         repo_tags: i.names.clone(),
-        repo_digests: Vec::new(),
+        repo_digests: None,
         created: unix_seconds(&i.created),
         size: 0,
         shared_size: -1,
-        labels: BTreeMap::new(),
+        labels: None,
         containers: -1,
     }
 }
