@@ -175,6 +175,75 @@ fn the_docker_client_drives_weft() {
     names.sort();
     assert_eq!(names, ["pub", "web"], "refused requests left nothing behind");
 
+    // exec: output and status without a TTY, and a shell on a pseudo-terminal (`script` gives
+    // the client one), stdin included.
+    let out = docker(&cluster, 0, &["exec", "web", "sh", "-c", "cat /etc/hostname; echo oops >&2; exit 4"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "oops\n");
+    assert!(!stdout(&out).is_empty());
+    let out = Command::new("script")
+        .args(["-qec", "docker exec -it web sh -c 'tty; read line; echo got-$line; exit 5'", "/dev/null"])
+        .env("DOCKER_HOST", format!("unix://{}", cluster.docker_socket(0).display()))
+        .env("DOCKER_CONFIG", cluster.scratch().join("docker-config"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = out;
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        stdin.write_all(b"hello\n").unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("/dev/pts/") && text.contains("got-hello"), "{text}");
+
+    // logs -f follows until the container exits.
+    docker_ok(
+        &cluster,
+        0,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "counter",
+            "busybox",
+            "sh",
+            "-c",
+            "for i in 1 2 3; do echo n$i; sleep 0.3; done",
+        ],
+    );
+    let follow = docker_ok(&cluster, 0, &["logs", "-f", "counter"]);
+    assert_eq!(follow, "n1\nn2\nn3\n");
+    docker_ok(&cluster, 0, &["rm", "counter"]);
+
+    // save, read by skopeo; rmi; load it back; tag.
+    docker_ok(&cluster, 0, &["tag", "busybox", "mybox:1"]);
+    let saved = cluster.scratch().join("mybox.tar");
+    docker_ok(&cluster, 0, &["save", "-o", saved.to_str().unwrap(), "mybox:1"]);
+    let skopeo = Command::new("skopeo")
+        .args(["inspect", &format!("docker-archive:{}", saved.display())])
+        .output()
+        .unwrap();
+    assert!(skopeo.status.success(), "skopeo reads docker save's tar: {}", stderr(&skopeo));
+    let meta: serde_json::Value = serde_json::from_slice(&skopeo.stdout).unwrap();
+    assert_eq!(meta["Os"], "linux", "{meta}");
+    let rmi = docker_ok(&cluster, 0, &["rmi", "mybox:1"]);
+    assert!(rmi.contains("Untagged: mybox:1"), "{rmi}");
+    assert!(!docker_ok(&cluster, 0, &["images"]).contains("mybox"));
+    let loaded = docker_ok(&cluster, 0, &["load", "-i", saved.to_str().unwrap()]);
+    assert!(loaded.contains("Loaded image: mybox:1"), "{loaded}");
+    assert!(cluster.weft_ok(0, &["image", "ls"]).contains("mybox"), "loaded into weft's store");
+    let bad = cluster.scratch().join("not-an-image.tar");
+    std::fs::write(&bad, b"garbage").unwrap();
+    let refused = docker(&cluster, 0, &["load", "-i", bad.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("docker-save"), "names what was expected: {}", stderr(&refused));
+
     // stop, inspect, rm -f, images.
     docker_ok(&cluster, 0, &["stop", "-t", "1", "web"]);
     let inspect: serde_json::Value =

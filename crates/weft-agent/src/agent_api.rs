@@ -404,6 +404,9 @@ impl pb::agent_server::Agent for AgentService {
         let reference = request.into_inner().reference;
         blocking(move || {
             let image = host.images.get(&reference)?;
+            if weft_runtime::image::ImageStore::untags_only(&image, &reference) {
+                return Ok(host.images.remove(&reference)?);
+            }
             let users: Vec<String> = host
                 .runtime
                 .list()?

@@ -34,16 +34,47 @@ pub struct Created {
     pub watched: bool,
 }
 
+/// An exec instance (`docker exec`): made by exec create, run by exec start, read by exec
+/// inspect for its exit status.
+#[derive(Debug, Clone, Default)]
+pub struct ExecInstance {
+    /// The container's id.
+    pub container: String,
+    /// The command.
+    pub cmd: Vec<String>,
+    /// KEY=VALUE pairs.
+    pub env: Vec<String>,
+    /// user[:group].
+    pub user: String,
+    /// Working directory.
+    pub workdir: String,
+    /// On a pseudo-terminal.
+    pub tty: bool,
+    /// The client sends stdin.
+    pub stdin: bool,
+    /// The client wants stdout / stderr.
+    pub stdout: bool,
+    /// See `stdout`.
+    pub stderr: bool,
+    /// Started and not yet exited.
+    pub running: bool,
+    /// Set once it exited.
+    pub exit_code: Option<i32>,
+    /// Terminal size changes for a running TTY exec (rows, columns).
+    pub resize: Option<tokio::sync::mpsc::Sender<(u32, u32)>>,
+}
+
 /// The Docker API's view of one weftd.
 pub struct Engine {
     agent: AgentClient<Channel>,
     created: Mutex<BTreeMap<String, Created>>,
+    execs: Mutex<BTreeMap<String, ExecInstance>>,
 }
 
 impl Engine {
     /// An engine calling weftd's agent API through `agent`.
     pub fn new(agent: AgentClient<Channel>) -> Arc<Engine> {
-        Arc::new(Engine { agent, created: Mutex::new(BTreeMap::new()) })
+        Arc::new(Engine { agent, created: Mutex::new(BTreeMap::new()), execs: Mutex::new(BTreeMap::new()) })
     }
 
     /// A client of weftd's agent API.
@@ -54,6 +85,11 @@ impl Engine {
     /// Runs `f` on the created containers.
     pub fn with_created<T>(&self, f: impl FnOnce(&mut BTreeMap<String, Created>) -> T) -> T {
         f(&mut self.created.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Runs `f` on the exec instances.
+    pub fn with_execs<T>(&self, f: impl FnOnce(&mut BTreeMap<String, ExecInstance>) -> T) -> T {
+        f(&mut self.execs.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The id of a created container that `reference` names (its id, a prefix of it, or its name).

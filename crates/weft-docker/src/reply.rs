@@ -24,6 +24,9 @@ pub type Reply = Response<Body>;
 /// Docker's content type for a container's output without a TTY.
 pub const MULTIPLEXED: &str = "application/vnd.docker.multiplexed-stream";
 
+/// Docker's content type for output on a TTY (raw bytes, no frames).
+pub const RAW: &str = "application/vnd.docker.raw-stream";
+
 /// `value` as JSON with `status`.
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());

@@ -49,10 +49,26 @@ pub enum Route {
     ContainerLogs(String),
     /// `DELETE /containers/{id}`.
     ContainerDelete(String),
+    /// `POST /containers/{id}/exec`.
+    ExecCreate(String),
+    /// `POST /exec/{id}/start`.
+    ExecStart(String),
+    /// `POST /exec/{id}/resize`.
+    ExecResize(String),
+    /// `GET /exec/{id}/json`.
+    ExecInspect(String),
     /// `GET /images/json`.
     ImageList,
     /// `POST /images/create` (pull).
     ImagePull,
+    /// `POST /images/load` (a docker-save tar in the body).
+    ImageLoad,
+    /// `GET /images/get?names=NAME` and `GET /images/{name}/get`: a docker-save tar.
+    ImageSave(Option<String>),
+    /// `POST /images/{name}/tag?repo=R&tag=T`.
+    ImageTag(String),
+    /// `DELETE /images/{name}`.
+    ImageDelete(String),
     /// `GET /images/{name}/json` (names may hold slashes).
     ImageInspect(String),
     /// `GET /networks`.
@@ -100,8 +116,23 @@ pub fn route(method: &Method, path: &str) -> ApiResult<Routed> {
         (&Method::POST, ["containers", id, "attach"]) => Route::ContainerAttach(one(id)),
         (&Method::GET, ["containers", id, "logs"]) => Route::ContainerLogs(one(id)),
         (&Method::DELETE, ["containers", id]) => Route::ContainerDelete(one(id)),
+        (&Method::POST, ["containers", id, "exec"]) => Route::ExecCreate(one(id)),
+        (&Method::POST, ["exec", id, "start"]) => Route::ExecStart(one(id)),
+        (&Method::POST, ["exec", id, "resize"]) => Route::ExecResize(one(id)),
+        (&Method::GET, ["exec", id, "json"]) => Route::ExecInspect(one(id)),
         (&Method::GET, ["images", "json"]) => Route::ImageList,
         (&Method::POST, ["images", "create"]) => Route::ImagePull,
+        (&Method::POST, ["images", "load"]) => Route::ImageLoad,
+        (&Method::GET, ["images", "get"]) => Route::ImageSave(None),
+        (&Method::GET, ["images", name @ .., "get"]) if !name.is_empty() => {
+            Route::ImageSave(Some(percent_decode(&name.join("/"))))
+        }
+        (&Method::POST, ["images", name @ .., "tag"]) if !name.is_empty() => {
+            Route::ImageTag(percent_decode(&name.join("/")))
+        }
+        (&Method::DELETE, ["images", name @ ..]) if !name.is_empty() => {
+            Route::ImageDelete(percent_decode(&name.join("/")))
+        }
         (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
             Route::ImageInspect(percent_decode(&name.join("/")))
         }
@@ -157,22 +188,29 @@ fn split_version(path: &str) -> ApiResult<(Option<(u32, u32)>, &str)> {
 
 /// A request's query string, decoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Query(BTreeMap<String, String>);
+pub struct Query(BTreeMap<String, String>, Vec<(String, String)>);
 
 impl Query {
     /// Parses `a=1&b=x%20y`.
     pub fn parse(text: Option<&str>) -> Query {
         let mut map = BTreeMap::new();
+        let mut pairs = Vec::new();
         for pair in text.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             map.insert(percent_decode(k), percent_decode(v));
+            pairs.push((percent_decode(k), percent_decode(v)));
         }
-        Query(map)
+        Query(map, pairs)
     }
 
     /// The value of `key`, if given.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
+    }
+
+    /// Every value given for `key` (`names=a&names=b`).
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.1.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
     }
 
     /// A boolean as Docker reads one: absent is `default`; empty, `0`, `no`, `false`, `none` are
@@ -240,6 +278,12 @@ mod tests {
         );
         assert_eq!(r(Method::DELETE, "/containers/web").unwrap().route, Route::ContainerDelete("web".into()));
         assert_eq!(r(Method::GET, "/networks/app").unwrap().route, Route::NetworkInspect("app".into()));
+        assert_eq!(
+            r(Method::DELETE, "/v1.41/images/team/app:1").unwrap().route,
+            Route::ImageDelete("team/app:1".into())
+        );
+        assert_eq!(r(Method::POST, "/images/busybox/tag").unwrap().route, Route::ImageTag("busybox".into()));
+        assert_eq!(r(Method::GET, "/images/get").unwrap().route, Route::ImageSave(None));
     }
 
     #[test]
@@ -256,7 +300,8 @@ mod tests {
 
     #[test]
     fn queries_decode_escapes() {
-        let q = Query::parse(Some("filters=%7B%22a%22%3A1%7D&all=1&tail=all&x"));
+        let q = Query::parse(Some("filters=%7B%22a%22%3A1%7D&all=1&tail=all&x&names=a&names=b%2Fc"));
+        assert_eq!(q.all("names"), ["a", "b/c"]);
         assert_eq!(q.get("filters"), Some(r#"{"a":1}"#));
         assert!(q.flag("all", false) && !q.flag("x", true) && !q.flag("y", false) && q.flag("y", true));
         assert!(q.number::<u32>("tail").is_err());

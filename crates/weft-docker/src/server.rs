@@ -16,9 +16,9 @@ use weft_proto::v1::agent_client::AgentClient;
 
 use crate::engine::Engine;
 use crate::error::{ApiError, ApiResult};
-use crate::reply::{self, MULTIPLEXED, Reply};
+use crate::reply::{self, MULTIPLEXED, RAW, Reply};
 use crate::route::{Query, Route, route};
-use crate::{containers, images, networks, system};
+use crate::{containers, exec, images, networks, system};
 
 /// The largest request body read (create and network bodies are a few KiB).
 const MAX_BODY: usize = 4 << 20;
@@ -138,8 +138,16 @@ async fn dispatch(engine: &Arc<Engine>, request: Request<Incoming>) -> ApiResult
         Route::ContainerLogs(id) => containers::logs(e, &id, &query).await,
         Route::ContainerDelete(id) => containers::remove(e, &id, &query).await,
         Route::ContainerAttach(id) => attach(e, &id, query, request).await,
+        Route::ExecCreate(id) => exec::create(e, &id, &body(request).await?).await,
+        Route::ExecStart(id) => exec_start(e, &id, request).await,
+        Route::ExecResize(id) => exec::resize(e, &id, &query).await,
+        Route::ExecInspect(id) => exec::inspect(e, &id).await,
         Route::ImageList => images::list(e, &query).await,
         Route::ImagePull => images::pull(e, &query).await,
+        Route::ImageLoad => images::load(e, request.into_body()).await,
+        Route::ImageSave(name) => images::save(e, name.as_deref(), &query).await,
+        Route::ImageTag(name) => images::tag(e, &name, &query).await,
+        Route::ImageDelete(name) => images::remove(e, &name, &query).await,
         Route::ImageInspect(name) => images::inspect(e, &name).await,
         Route::NetworkList => networks::list(e, &query).await,
         Route::NetworkCreate => networks::create(e, &body(request).await?).await,
@@ -148,6 +156,56 @@ async fn dispatch(engine: &Arc<Engine>, request: Request<Incoming>) -> ApiResult
         Route::NetworkConnect(id) => networks::connect(e, &id, &body(request).await?, true).await,
         Route::NetworkDisconnect(id) => networks::connect(e, &id, &body(request).await?, false).await,
     }
+}
+
+/// `exec start`: detached, it runs in the background and the answer is an empty 200, as
+/// Docker's; attached, the connection is upgraded and carries stdin in and the output out.
+async fn exec_start(engine: &Arc<Engine>, id: &str, request: Request<Incoming>) -> ApiResult<Reply> {
+    let upgrade =
+        request.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let (parts, incoming) = request.into_parts();
+    let bytes = body(Request::from_parts(parts.clone(), incoming)).await?;
+    let (detach, size) = exec::start_prepare(engine, id, &bytes)?;
+    let tty = engine.with_execs(|e| e.get(id).is_some_and(|x| x.tty));
+    if detach {
+        tokio::spawn(exec::run(
+            engine.clone(),
+            id.to_string(),
+            size,
+            None::<tokio::io::Empty>,
+            None::<tokio::io::Sink>,
+        ));
+        return Ok(reply::empty(StatusCode::OK));
+    }
+    if !upgrade.eq_ignore_ascii_case("tcp") {
+        return Err(ApiError::bad(
+            "exec start needs the connection upgraded: send Connection: Upgrade and Upgrade: tcp",
+        ));
+    }
+    let mut request = Request::from_parts(parts, ());
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let (engine, id) = (engine.clone(), id.to_string());
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+                exec::run(engine, id, size, Some(read), Some(write)).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "docker API: exec upgrade failed"),
+        }
+    });
+    Ok(upgraded_reply(if tty { RAW } else { MULTIPLEXED }))
+}
+
+/// A 101 that hands the connection over to a stream of `content_type`.
+fn upgraded_reply(content_type: &'static str) -> Reply {
+    let mut reply = Response::new(Full::new(bytes::Bytes::new()).boxed());
+    *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = reply.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    reply
 }
 
 /// `attach`: answers 101 and hands the upgraded connection to the output pump.
@@ -172,11 +230,5 @@ async fn attach(
             Err(e) => tracing::debug!(error = %e, "docker API: attach upgrade failed"),
         }
     });
-    let mut reply = Response::new(Full::new(bytes::Bytes::new()).boxed());
-    *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = reply.headers_mut();
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(MULTIPLEXED));
-    Ok(reply)
+    Ok(upgraded_reply(MULTIPLEXED))
 }

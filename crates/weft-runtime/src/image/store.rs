@@ -679,13 +679,18 @@ impl ImageStore {
         publish(&out, dest)
     }
 
+    /// Whether removing `reference` from `image` only takes a name away (the image has others),
+    /// as `docker rmi NAME` of an image with several names does: containers may still use it.
+    pub fn untags_only(image: &ImageRecord, reference: &str) -> bool {
+        normalize_name(reference).is_ok_and(|name| image.names.contains(&name) && image.names.len() > 1)
+    }
+
     /// Removes a name, and the image when no name is left (layers shared with other images
     /// stay).
     pub fn remove(&self, reference: &str) -> Result<()> {
         let mut image = self.get(reference)?;
-        if let Ok(name) = normalize_name(reference)
-            && image.names.contains(&name)
-            && image.names.len() > 1
+        if Self::untags_only(&image, reference)
+            && let Ok(name) = normalize_name(reference)
         {
             image.names.retain(|n| *n != name);
             return self.save_record(&image);
