@@ -244,6 +244,37 @@ fn the_docker_client_drives_weft() {
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("docker-save"), "names what was expected: {}", stderr(&refused));
 
+    // A multi-stage build through the classic builder's endpoint, then run.
+    let ctx = cluster.scratch().join("multi");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox AS build\nARG WHO=nobody\nRUN mkdir /out && echo built-for-$WHO > /out/msg\n\
+         FROM busybox\nCOPY --from=build /out/msg /msg\nCMD [\"cat\", \"/msg\"]\n",
+    )
+    .unwrap();
+    let build = Command::new("docker")
+        .args(["build", "-t", "multi:1", "--build-arg", "WHO=docker", ctx.to_str().unwrap()])
+        .env("DOCKER_HOST", format!("unix://{}", cluster.docker_socket(0).display()))
+        .env("DOCKER_CONFIG", cluster.scratch().join("docker-config"))
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}{}", stdout(&build), stderr(&build));
+    assert!(stdout(&build).contains("Successfully tagged multi:1"), "{}", stdout(&build));
+    assert!(stdout(&build).contains("Step 1/"), "{}", stdout(&build));
+    assert_eq!(docker_ok(&cluster, 0, &["run", "--rm", "multi:1"]), "built-for-docker\n");
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN exit 7\n").unwrap();
+    let failed = Command::new("docker")
+        .args(["build", "-t", "broken", ctx.to_str().unwrap()])
+        .env("DOCKER_HOST", format!("unix://{}", cluster.docker_socket(0).display()))
+        .env("DOCKER_CONFIG", cluster.scratch().join("docker-config"))
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+    assert!(format!("{}{}", stdout(&failed), stderr(&failed)).contains("exit"), "{}", stderr(&failed));
+
     // stop, inspect, rm -f, images.
     docker_ok(&cluster, 0, &["stop", "-t", "1", "web"]);
     let inspect: serde_json::Value =

@@ -5,8 +5,9 @@
 //! Layers: `route` (which endpoint), `create` (Docker's create body to weft's run request) and
 //! `model` (weft's answers in Docker's shapes) are pure; `engine` holds what lives only here
 //! (containers created and not yet started); the handlers (`system`, `containers`, `exec`,
-//! `images`, `networks`) call weftd; `server` is the HTTP glue.
+//! `images`, `build`, `networks`) call weftd; `server` is the HTTP glue.
 
+pub mod build;
 pub mod containers;
 pub mod create;
 pub mod engine;

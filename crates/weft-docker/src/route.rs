@@ -57,6 +57,8 @@ pub enum Route {
     ExecResize(String),
     /// `GET /exec/{id}/json`.
     ExecInspect(String),
+    /// `POST /build` (the classic builder).
+    Build,
     /// `GET /images/json`.
     ImageList,
     /// `POST /images/create` (pull).
@@ -120,6 +122,7 @@ pub fn route(method: &Method, path: &str) -> ApiResult<Routed> {
         (&Method::POST, ["exec", id, "start"]) => Route::ExecStart(one(id)),
         (&Method::POST, ["exec", id, "resize"]) => Route::ExecResize(one(id)),
         (&Method::GET, ["exec", id, "json"]) => Route::ExecInspect(one(id)),
+        (&Method::POST, ["build"]) => Route::Build,
         (&Method::GET, ["images", "json"]) => Route::ImageList,
         (&Method::POST, ["images", "create"]) => Route::ImagePull,
         (&Method::POST, ["images", "load"]) => Route::ImageLoad,
@@ -206,6 +209,11 @@ impl Query {
     /// The value of `key`, if given.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
+    }
+
+    /// Every key and value, in the order given.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.1.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// Every value given for `key` (`names=a&names=b`).

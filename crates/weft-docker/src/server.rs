@@ -18,7 +18,7 @@ use crate::engine::Engine;
 use crate::error::{ApiError, ApiResult};
 use crate::reply::{self, MULTIPLEXED, RAW, Reply};
 use crate::route::{Query, Route, route};
-use crate::{containers, exec, images, networks, system};
+use crate::{build, containers, exec, images, networks, system};
 
 /// The largest request body read (create and network bodies are a few KiB).
 const MAX_BODY: usize = 4 << 20;
@@ -142,6 +142,7 @@ async fn dispatch(engine: &Arc<Engine>, request: Request<Incoming>) -> ApiResult
         Route::ExecStart(id) => exec_start(e, &id, request).await,
         Route::ExecResize(id) => exec::resize(e, &id, &query).await,
         Route::ExecInspect(id) => exec::inspect(e, &id).await,
+        Route::Build => build::build(e, &query, request.into_body()).await,
         Route::ImageList => images::list(e, &query).await,
         Route::ImagePull => images::pull(e, &query).await,
         Route::ImageLoad => images::load(e, request.into_body()).await,
