@@ -662,3 +662,67 @@ fn weft_answers_as_dockerd_does() {
         ],
     );
 }
+
+/// docker-compose (1.29, docker-py) brings a two-service project up on weft: an overlay network
+/// with the subnet the file gives, the services finding each other by name, a published port
+/// answering from the other host; `down` removes the containers and the network.
+#[test]
+fn docker_compose_drives_weft() {
+    let bed = VirtualHosts::new(2);
+    let mut cluster = WeftCluster::new(&bed);
+    cluster.docker_api = true;
+    cluster.form(1, 1);
+    cluster.import_busybox(&[0, 1]);
+    let dir = cluster.scratch().join("project");
+    std::fs::create_dir_all(&dir).unwrap();
+    let serve = |what: &str| {
+        format!(
+            "[\"sh\", \"-c\", \"mkdir -p /srv && echo from-{what} > /srv/index.html && exec httpd -f -p 80 -h /srv\"]"
+        )
+    };
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        format!(
+            "version: \"3.7\"\nservices:\n  db:\n    image: busybox\n    command: {}\n    networks: [app]\n  web:\n    image: busybox\n    command: {}\n    ports: [\"8090:80\"]\n    networks: [app]\n    depends_on: [db]\nnetworks:\n  app:\n    driver: overlay\n    ipam:\n      config:\n        - subnet: 10.94.0.0/16\n",
+            serve("db"),
+            serve("web")
+        ),
+    )
+    .unwrap();
+    let compose = |args: &[&str]| {
+        let out = Command::new("docker-compose")
+            .args(["-p", "wc"])
+            .args(args)
+            .current_dir(&dir)
+            .env("DOCKER_HOST", format!("unix://{}", cluster.docker_socket(0).display()))
+            .env("DOCKER_CONFIG", cluster.scratch().join("docker-config"))
+            .output()
+            .expect("docker-compose on PATH (.ci/run installs it)");
+        assert!(out.status.success(), "docker-compose {args:?}: {}{}", stdout(&out), stderr(&out));
+        format!("{}{}", stdout(&out), stderr(&out))
+    };
+    compose(&["up", "-d"]);
+    let ps = docker_ok(&cluster, 0, &["ps", "--format", "{{.Names}}"]);
+    assert!(ps.contains("wc_web_1") && ps.contains("wc_db_1"), "{ps}");
+    let listed = compose(&["ps"]);
+    assert!(
+        listed.contains("wc_web_1") && listed.contains("Up"),
+        "compose finds its containers by label: {listed}"
+    );
+    let net: serde_json::Value =
+        serde_json::from_str(&cluster.weft_ok(0, &["network", "inspect", "wc_app"])).unwrap();
+    assert_eq!(net[0]["subnets"][0], "10.94.0.0/16", "{net}");
+    cluster.eventually("web reaches db by name", Duration::from_secs(10), || {
+        // (busybox-static's wget crashes resolving names through glibc's NSS; nc does not.)
+        let get = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 db 80";
+        let out = docker(&cluster, 0, &["exec", "wc_web_1", "sh", "-c", get]);
+        stdout(&out).contains("from-db")
+    });
+    let url = format!("http://{}:8090/", bed.host(0).addr);
+    cluster.eventually("curl from h1 to the published port", Duration::from_secs(10), || {
+        stdout(&bed.host(1).output("curl", &["-s", "--max-time", "2", &url])).contains("from-web")
+    });
+    compose(&["down"]);
+    assert!(docker_ok(&cluster, 0, &["ps", "-aq"]).trim().is_empty(), "down removed the containers");
+    assert!(!cluster.weft_ok(0, &["network", "ls"]).contains("wc_app"), "down removed the network");
+}

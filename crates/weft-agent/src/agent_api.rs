@@ -153,6 +153,11 @@ fn container_info(host: &Host, spec: &ContainerSpec, status: &ContainerStatus) -
         restart_count: host.restart_record(&spec.id).count,
         health: health_info(host, spec, status),
         stop_signal: signal_name(spec.stop_signal.unwrap_or(libc::SIGTERM)),
+        labels: conf
+            .labels
+            .iter()
+            .map(|(key, value)| pb::Label { key: key.clone(), value: value.clone() })
+            .collect(),
         ..Default::default()
     };
     match status {

@@ -38,6 +38,9 @@ pub(crate) struct RunArgs {
     /// Environment variable KEY=VALUE.
     #[arg(short = 'e', long = "env")]
     env: Vec<String>,
+    /// A label KEY=VALUE (or KEY, with an empty value) on the container, shown by inspect.
+    #[arg(short = 'l', long = "label")]
+    label: Vec<String>,
     /// Bind mount HOST_PATH:CONTAINER_PATH[:ro].
     #[arg(short = 'v', long = "volume")]
     volume: Vec<String>,
@@ -125,6 +128,7 @@ fn container_json(c: &pb::ContainerInfo) -> serde_json::Value {
         "oom_killed": c.oom_killed, "error": c.error, "hostname": c.hostname,
         "network_mode": c.network_mode, "auto_remove": c.auto_remove,
         "restart_policy": c.restart_policy, "restart_count": c.restart_count, "stop_signal": c.stop_signal,
+        "labels": c.labels.iter().map(|l| (l.key.clone(), serde_json::Value::from(l.value.clone()))).collect::<serde_json::Map<_, _>>(),
         "health": c.health.as_ref().map(|h| serde_json::json!({
             "status": h.status, "failing_streak": h.failing_streak,
             "log": h.log.iter().map(|r| serde_json::json!({
@@ -203,6 +207,14 @@ pub(crate) async fn run(api: &mut Api, args: RunArgs) -> Result<u8, Failure> {
         health_retries: args.health_retries,
         no_healthcheck: args.no_healthcheck,
         id: String::new(),
+        labels: args
+            .label
+            .iter()
+            .map(|l| {
+                let (key, value) = l.split_once('=').unwrap_or((l.as_str(), ""));
+                pb::Label { key: key.into(), value: value.into() }
+            })
+            .collect(),
     };
     if args.rm && !matches!(args.restart.as_str(), "" | "no") {
         return Err(Failure::from(format!(

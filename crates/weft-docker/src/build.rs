@@ -18,7 +18,8 @@ use crate::reply::{self, Reply};
 use crate::route::Query;
 
 /// Query parameters weft maps; any other must be at its zero value.
-const MAPPED: &[&str] = &["t", "dockerfile", "buildargs", "target", "nocache", "q", "rm", "forcerm", "version"];
+const MAPPED: &[&str] =
+    &["t", "dockerfile", "buildargs", "target", "nocache", "q", "rm", "forcerm", "version"];
 
 /// A value the docker client sends for an option the user did not give.
 fn is_default(value: &str) -> bool {
@@ -40,9 +41,7 @@ pub fn options(query: &Query) -> ApiResult<pb::BuildChunk> {
         Some(text) => {
             let map: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_str(text).map_err(|e| ApiError::bad(format!("invalid buildargs: {e}")))?;
-            map.into_iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
-                .collect()
+            map.into_iter().filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}"))).collect()
         }
     };
     Ok(pb::BuildChunk {
@@ -99,7 +98,9 @@ pub async fn build(engine: &Arc<Engine>, query: &Query, body: Incoming) -> ApiRe
             if !quiet {
                 let total = r.steps.len();
                 for (i, step) in r.steps.iter().enumerate() {
-                    let _ = out.send(message("stream", format!("Step {}/{total} : {}\n", i + 1, step.text))).await;
+                    let _ = out
+                        .send(message("stream", format!("Step {}/{total} : {}\n", i + 1, step.text)))
+                        .await;
                     if step.cached {
                         let _ = out.send(message("stream", " ---> Using cache\n".into())).await;
                     }
@@ -111,7 +112,12 @@ pub async fn build(engine: &Arc<Engine>, query: &Query, body: Incoming) -> ApiRe
                 let short = id.trim_start_matches("sha256:").chars().take(12).collect::<String>();
                 let _ = out.send(message("stream", format!("Successfully built {short}\n"))).await;
                 for tag in &tags {
-                    let _ = out.send(message("stream", format!("Successfully tagged {}\n", crate::error::with_tag(tag)))).await;
+                    let _ = out
+                        .send(message(
+                            "stream",
+                            format!("Successfully tagged {}\n", crate::error::with_tag(tag)),
+                        ))
+                        .await;
                 }
             }
         }

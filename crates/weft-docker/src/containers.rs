@@ -69,7 +69,15 @@ pub async fn create(engine: &Arc<Engine>, query: &Query, body: &[u8]) -> ApiResu
     }
     let (started, _) = watch::channel(None);
     engine.with_created(|c| {
-        c.insert(id.clone(), Created { name, request, started, drained: Vec::new(), watched: false })
+        let created = Created {
+            name,
+            request,
+            started,
+            drained: Vec::new(),
+            watched: false,
+            more_networks: Vec::new(),
+        };
+        c.insert(id.clone(), created)
     });
     Ok(reply::json(StatusCode::CREATED, &model::CreateResponse { id, warnings: Vec::new() }))
 }
@@ -121,11 +129,18 @@ pub async fn start(engine: &Arc<Engine>, reference: &str) -> ApiResult<Reply> {
     });
     match result {
         Ok(_) => {
-            if let Some(entry) = entry {
-                let _ = entry.started.send(Some(Ok(())));
-                if auto_remove && watched {
-                    tokio::spawn(remove_when_done(engine.clone(), id, entry.drained));
-                }
+            let Some(entry) = entry else { return Ok(reply::empty(StatusCode::NO_CONTENT)) };
+            let _ = entry.started.send(Some(Ok(())));
+            if auto_remove && watched {
+                tokio::spawn(remove_when_done(engine.clone(), id.clone(), entry.drained));
+            }
+            for mut connect in entry.more_networks {
+                connect.container = id.clone();
+                let network = connect.network.clone();
+                engine.agent().connect_network(connect).await.map_err(|s| {
+                    ApiError::from_status(&s)
+                        .prefixed(&format!("started, but joining network {network} failed"))
+                })?;
             }
             Ok(reply::empty(StatusCode::NO_CONTENT))
         }
@@ -369,6 +384,10 @@ fn matches_filters(
             "id" => wanted.iter().any(|w| c.id.starts_with(w.as_str())),
             "name" => wanted.iter().any(|w| c.name.contains(w.trim_start_matches('/'))),
             "status" => wanted.contains(&c.state),
+            "label" => wanted.iter().all(|w| {
+                let (key, value) = w.split_once('=').map_or((w.as_str(), None), |(k, v)| (k, Some(v)));
+                c.labels.iter().any(|l| l.key == key && value.is_none_or(|v| l.value == v))
+            }),
             other => return Err(ApiError::bad(format!("weft does not support the filter {other:?}"))),
         };
         if !ok {
@@ -549,6 +568,16 @@ mod tests {
         assert!(f(r#"{"name":{"web":true}}"#).unwrap());
         assert!(!f(r#"{"status":["exited"]}"#).unwrap());
         assert!(f(r#"{"id":["abc"]}"#).unwrap());
-        assert!(f(r#"{"label":["a=b"]}"#).is_err());
+        assert!(!f(r#"{"label":["a=b"]}"#).unwrap());
+        let labelled = pb::ContainerInfo {
+            labels: vec![
+                pb::Label { key: "a".into(), value: "b".into() },
+                pb::Label { key: "c".into(), value: "".into() },
+            ],
+            ..c
+        };
+        let g = |j: &str| matches_filters(&labelled, &serde_json::from_str(j).unwrap()).unwrap();
+        assert!(g(r#"{"label":{"a=b":true,"c":true}}"#) && !g(r#"{"label":["a=x"]}"#));
+        assert!(matches_filters(&labelled, &serde_json::from_str(r#"{"before":["x"]}"#).unwrap()).is_err());
     }
 }

@@ -57,6 +57,19 @@ pub fn parse(body: &[u8], name: &str) -> ApiResult<CreateRequest> {
         run.entrypoint = entrypoint.into_iter().filter(|s| !s.is_empty()).collect();
     }
     run.stop_signal = config.string("StopSignal")?;
+    if let Some(labels) = config.take("Labels") {
+        for (key, value) in object("Config.Labels", labels)? {
+            let value = match value {
+                Value::String(s) => s,
+                other => {
+                    return Err(ApiError::bad(format!(
+                        "Config.Labels[{key:?}] must be a string, not {other}"
+                    )));
+                }
+            };
+            run.labels.push(pb::Label { key, value });
+        }
+    }
     if let Some(t) = config.int("StopTimeout")? {
         run.stop_grace =
             u32::try_from(t).map_err(|_| ApiError::bad(format!("Config.StopTimeout {t} is out of range")))?;
@@ -446,7 +459,8 @@ mod tests {
     #[test]
     fn fields_weft_cannot_honour_are_named() {
         let cases = [
-            (json!({"Image": "b", "Labels": {"a": "b"}}), 400, "Config.Labels"),
+            (json!({"Image": "b", "Domainname": "x"}), 400, "Config.Domainname"),
+            (json!({"Image": "b", "Labels": {"a": 1}}), 400, "Config.Labels[\"a\"] must be a string"),
             (json!({"Image": "b", "Tty": true}), 501, "Config.Tty"),
             (json!({"Image": "b", "HostConfig": {"ShmSize": 1024}}), 400, "HostConfig.ShmSize"),
             (

@@ -32,6 +32,8 @@ pub struct Created {
     pub drained: Vec<oneshot::Receiver<()>>,
     /// A client waits for its exit: `--rm` is then done here, after the output is delivered.
     pub watched: bool,
+    /// Networks connected before start beyond the one it runs on: joined right after start.
+    pub more_networks: Vec<weft_proto::v1::ConnectRequest>,
 }
 
 /// An exec instance (`docker exec`): made by exec create, run by exec start, read by exec

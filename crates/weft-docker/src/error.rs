@@ -50,6 +50,11 @@ impl ApiError {
         ApiError::not_found(format!("No such image: {}", with_tag(reference)))
     }
 
+    /// The same error with `context` before its message.
+    pub fn prefixed(self, context: &str) -> ApiError {
+        ApiError { status: self.status, message: format!("{context}: {}", self.message) }
+    }
+
     /// The JSON body Docker answers errors with.
     pub fn body(&self) -> String {
         serde_json::json!({ "message": self.message }).to_string()

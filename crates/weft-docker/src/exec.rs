@@ -107,13 +107,15 @@ pub fn start_prepare(engine: &Engine, id: &str, body: &[u8]) -> ApiResult<(bool,
 }
 
 /// Runs exec instance `id`: stdin from `input` (when attached), output to `output` (nothing
-/// for a detached run), the exit status recorded for inspect.
+/// for a detached run). The exit status is recorded for inspect before the output is closed:
+/// the client asks for it as soon as it sees the end of the stream.
 pub async fn run<R, W>(engine: Arc<Engine>, id: String, size: (u32, u32), input: Option<R>, output: Option<W>)
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin,
 {
-    let code = match run_inner(&engine, &id, size, input, output).await {
+    let mut output = output;
+    let code = match run_inner(&engine, &id, size, input, &mut output).await {
         Ok(code) => code,
         Err(e) => {
             tracing::debug!(exec = %id, error = %e, "docker API: exec failed");
@@ -127,6 +129,10 @@ where
             x.resize = None;
         }
     });
+    if let Some(mut out) = output {
+        let _ = out.flush().await;
+        let _ = out.shutdown().await;
+    }
 }
 
 async fn run_inner<R, W>(
@@ -134,7 +140,7 @@ async fn run_inner<R, W>(
     id: &str,
     size: (u32, u32),
     input: Option<R>,
-    output: Option<W>,
+    output: &mut Option<W>,
 ) -> ApiResult<i32>
 where
     R: AsyncRead + Unpin + Send + 'static,
@@ -192,7 +198,6 @@ where
     };
     drop(tx);
     let mut stream = engine.agent().exec(ReceiverStream::new(rx)).await?.into_inner();
-    let mut output = output;
     let mut code = None;
     while let Some(message) = stream.next().await {
         let message = message?;
@@ -205,7 +210,7 @@ where
                 }
                 let bytes = if x.tty { Bytes::copy_from_slice(data) } else { frame(which, data) };
                 if out.write_all(&bytes).await.is_err() {
-                    output = None;
+                    *output = None;
                     break;
                 }
             }
@@ -216,10 +221,6 @@ where
         }
     }
     feeder.abort();
-    if let Some(mut out) = output {
-        let _ = out.flush().await;
-        let _ = out.shutdown().await;
-    }
     code.ok_or_else(|| ApiError::internal("exec: the stream ended without an exit status"))
 }
 

@@ -126,7 +126,9 @@ pub async fn save(engine: &Arc<Engine>, name: Option<&str>, query: &Query) -> Ap
         [one] => one.to_string(),
         [] => return Err(ApiError::bad("no image named: give names=IMAGE")),
         _ => {
-            return Err(ApiError::unsupported("saving several images into one archive: save them one by one"));
+            return Err(ApiError::unsupported(
+                "saving several images into one archive: save them one by one",
+            ));
         }
     };
     let request = pb::ExportRequest { reference: reference.clone(), format: "docker".into() };

@@ -401,6 +401,11 @@ fn bindings(c: &pb::ContainerInfo, all: &str) -> BTreeMap<String, Vec<PortBindin
     out
 }
 
+/// A container's labels as a map.
+pub fn labels(c: &pb::ContainerInfo) -> BTreeMap<String, String> {
+    c.labels.iter().map(|l| (l.key.clone(), l.value.clone())).collect()
+}
+
 /// The image's id as Docker writes it.
 pub fn image_id(id: &str) -> String {
     if id.is_empty() || id.starts_with("sha256:") { id.to_string() } else { format!("sha256:{id}") }
@@ -425,7 +430,7 @@ pub fn summary(c: &pb::ContainerInfo, now_ns: u64) -> ContainerSummary {
                 kind: if p.protocol.is_empty() { "tcp".into() } else { p.protocol.clone() },
             })
             .collect(),
-        labels: BTreeMap::new(),
+        labels: labels(c),
         state: c.state.clone(),
         status: status_text(c, now_ns),
         host_config: SummaryHostConfig { network_mode: c.network_mode.clone() },
@@ -480,7 +485,7 @@ pub fn inspect(c: &pb::ContainerInfo) -> ContainerInspect {
             cmd: c.command.clone(),
             tty: false,
             open_stdin: false,
-            labels: BTreeMap::new(),
+            labels: labels(c),
             stop_signal: c.stop_signal.clone(),
         },
         network_settings: InspectNetworkSettings {
@@ -503,6 +508,7 @@ pub fn created_info(id: &str, name: &str, run: &pb::RunRequest) -> pb::Container
         state: "created".into(),
         network_mode: if run.network.is_empty() { "bridge".into() } else { run.network.clone() },
         hostname: run.hostname.clone(),
+        labels: run.labels.clone(),
         restart_policy: run.restart.clone(),
         ..Default::default()
     }

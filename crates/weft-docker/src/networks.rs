@@ -188,6 +188,9 @@ pub async fn connect(engine: &Arc<Engine>, reference: &str, body: &[u8], connect
     let info = resolve(engine, reference).await?;
     let network = info.network.map(|n| n.name).unwrap_or_default();
     let request = pb::ConnectRequest { network, container, aliases, ip };
+    if let Some(id) = engine.find_created(&request.container) {
+        return connect_created(engine, &id, request, connect);
+    }
     let mut agent = engine.agent();
     if connect {
         agent.connect_network(request).await?;
@@ -195,6 +198,46 @@ pub async fn connect(engine: &Arc<Engine>, reference: &str, body: &[u8], connect
         agent.disconnect_network(request).await?;
     }
     Ok(reply::empty(StatusCode::OK))
+}
+
+/// Connects or disconnects a container created and not started: its run request (or the
+/// networks it joins right after start) changes, as Docker's endpoint settings of a created
+/// container do.
+fn connect_created(
+    engine: &Engine,
+    id: &str,
+    request: pb::ConnectRequest,
+    connect: bool,
+) -> ApiResult<Reply> {
+    engine.with_created(|c| {
+        let entry = c.get_mut(id).ok_or_else(|| ApiError::no_such_container(id))?;
+        let run = &mut entry.request.run;
+        let primary = if run.network.is_empty() { "bridge" } else { run.network.as_str() };
+        let on_primary = primary == request.network;
+        match (connect, on_primary) {
+            (true, true) => {
+                for alias in request.aliases {
+                    if !run.aliases.contains(&alias) {
+                        run.aliases.push(alias);
+                    }
+                }
+                if !request.ip.is_empty() {
+                    run.ip = request.ip;
+                }
+            }
+            (true, false) => {
+                entry.more_networks.retain(|n| n.network != request.network);
+                entry.more_networks.push(request);
+            }
+            (false, false) => entry.more_networks.retain(|n| n.network != request.network),
+            (false, true) => {
+                return Err(ApiError::unsupported(format!(
+                    "disconnecting a created container from the network it will run on ({primary}): create it on another"
+                )));
+            }
+        }
+        Ok(reply::empty(StatusCode::OK))
+    })
 }
 
 #[cfg(test)]

@@ -67,7 +67,7 @@ fn endpoint_keys(net: &NetworkState, name: &str, aliases: &[String]) -> Result<E
     };
     let mut keys = EndpointKeys::default();
     if !name.is_empty() {
-        names::dns_label("container", name)?;
+        names::resolvable_name("container", name)?;
         let key = names::key(name);
         if let Some(owner) = net.names.get(&key) {
             return Err(taken(name, *owner));
@@ -78,7 +78,7 @@ fn endpoint_keys(net: &NetworkState, name: &str, aliases: &[String]) -> Result<E
         keys.name = Some(key);
     }
     for alias in aliases {
-        names::dns_label("container", alias)?;
+        names::resolvable_name("container", alias)?;
         let key = names::key(alias);
         if let Some(owner) = net.names.get(&key) {
             return Err(taken(alias, *owner));
@@ -438,7 +438,7 @@ impl State {
     }
 
     fn create_network(&mut self, c: &pb::CreateNetwork, ev: &mut Events) -> Result<Outcome> {
-        names::dns_label("network", &c.name)?;
+        names::resolvable_name("network", &c.name)?;
         if self.network_names.contains_key(&names::key(&c.name)) {
             return Err(StateError::NetworkExists(c.name.clone()));
         }

@@ -3,8 +3,20 @@
 
 use crate::{Result, StateError};
 
-/// Checks a DNS label: 1 to 63 letters, digits and hyphens, not starting or ending with a hyphen.
+/// Checks a DNS label: 1 to 63 letters, digits and hyphens, not starting or ending with a hyphen
+/// (node names: they are host names, and name the node in its certificate).
 pub fn dns_label(what: &'static str, name: &str) -> Result<()> {
+    label(what, name, false)
+}
+
+/// Checks a network, container or alias name: a DNS label that may also hold '_', as Docker's
+/// names do (Compose names containers `project_service_1`); DNS carries '_' (RFC 2181, section
+/// 11) and the embedded DNS answers such names.
+pub fn resolvable_name(what: &'static str, name: &str) -> Result<()> {
+    label(what, name, true)
+}
+
+fn label(what: &'static str, name: &str, underscore: bool) -> Result<()> {
     let bad = |reason| Err(StateError::InvalidName { what, name: name.to_string(), reason });
     if name.is_empty() {
         return bad("must not be empty");
@@ -12,11 +24,15 @@ pub fn dns_label(what: &'static str, name: &str) -> Result<()> {
     if name.len() > 63 {
         return bad("must be at most 63 characters");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return bad("may hold only letters, digits and '-'");
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || (underscore && b == b'_')) {
+        return bad(if underscore {
+            "may hold only letters, digits, '-' and '_'"
+        } else {
+            "may hold only letters, digits and '-'"
+        });
     }
-    if name.starts_with('-') || name.ends_with('-') {
-        return bad("must not start or end with '-'");
+    if name.starts_with(['-', '_']) || name.ends_with(['-', '_']) {
+        return bad("must not start or end with '-' or '_'");
     }
     Ok(())
 }
@@ -52,7 +68,10 @@ mod tests {
         assert!(dns_label("network", "web-1").is_ok());
         assert!(dns_label("network", "").is_err());
         assert!(dns_label("network", "-web").is_err());
-        assert!(dns_label("network", "web_1").is_err());
+        assert!(dns_label("node", "web_1").is_err());
+        assert!(resolvable_name("container", "wc_web_1").is_ok());
+        assert!(resolvable_name("container", "_web").is_err());
+        assert!(resolvable_name("network", "a.b").is_err());
         assert!(dns_label("network", &"a".repeat(64)).is_err());
         assert!(container_id("3f2a_c.d-1").is_ok());
         assert!(container_id("a b").is_err());

@@ -151,7 +151,7 @@ impl State {
     }
 
     fn restore_network(&mut self, n: &pb::Network) -> Result<()> {
-        names::dns_label("network", &n.name)?;
+        names::resolvable_name("network", &n.name)?;
         let driver = Driver::from_proto(n.driver).ok_or_else(|| corrupt("network driver"))?;
         if n.subnets.len() != n.block_lens.len() || n.subnets.is_empty() {
             return Err(corrupt(format!("network {} subnets", n.id)));

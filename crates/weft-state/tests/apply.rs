@@ -172,7 +172,7 @@ fn bad_input_is_refused_with_a_clear_error() {
     s.apply(&cmd::allocate_endpoint("app", 1, "c1", "web", "")).unwrap();
     let cases: Vec<(pb::Command, &str)> = vec![
         (cmd::create_network("App", Driver::Overlay, &["10.45.0.0/16"], 0, 0), "already exists"),
-        (cmd::create_network("bad_name", Driver::Overlay, &["10.45.0.0/16"], 0, 0), "letters, digits"),
+        (cmd::create_network("bad.name", Driver::Overlay, &["10.45.0.0/16"], 0, 0), "letters, digits"),
         (cmd::create_network("n2", Driver::Overlay, &["10.44.128.0/17"], 0, 0), "overlaps 10.44.0.0/16"),
         (cmd::create_network("n2", Driver::Overlay, &["10.0.0.0/8"], 0, 0), "overlaps"),
         (cmd::create_network("n2", Driver::Overlay, &["10.45.0.0/33"], 0, 0), "/33"),

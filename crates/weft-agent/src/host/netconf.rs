@@ -61,6 +61,9 @@ pub struct NetConf {
     /// `--restart`.
     #[serde(default)]
     pub restart: crate::restart::RestartPolicy,
+    /// `--label KEY=VALUE`, kept here with the rest of weft's own record of the container.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Host {

@@ -50,6 +50,18 @@ pub fn parse_mode(text: &str) -> Result<ModeRequest> {
     })
 }
 
+/// `--label` pairs, each key given once and not empty.
+fn labels(given: &[pb::Label]) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for l in given {
+        if l.key.is_empty() {
+            return Err(HostError::Invalid(format!("--label ={}: the key is empty", l.value)));
+        }
+        out.insert(l.key.clone(), l.value.clone());
+    }
+    Ok(out)
+}
+
 /// Checks an id the caller chose: 64 lowercase hex digits that no container has yet.
 fn chosen_id(runtime: &Runtime, id: &str) -> Result<String> {
     if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
@@ -103,6 +115,7 @@ impl Host {
             restart,
             stop_grace: request.stop_grace,
             image: request.image.clone(),
+            labels: labels(&request.labels)?,
             ..NetConf::default()
         };
         if !ports.is_empty() && !matches!(mode, ModeRequest::Network(_)) {
