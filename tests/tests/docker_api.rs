@@ -202,6 +202,61 @@ fn the_docker_client_drives_weft() {
     let text = stdout(&out);
     assert!(text.contains("/dev/pts/") && text.contains("got-hello"), "{text}");
 
+    // stats, start and restart, events.
+    let stats = docker_ok(
+        &cluster,
+        0,
+        &["stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}} {{.PIDs}}", "web"],
+    );
+    assert!(stats.starts_with("web ") && !stats.contains("/ 0B") && !stats.ends_with(" 0\n"), "{stats}");
+    let mut events = Command::new("docker")
+        .args([
+            "events",
+            "--format",
+            "{{.Action}} {{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}",
+            "--filter",
+            "type=container",
+        ])
+        .env("DOCKER_HOST", format!("unix://{}", cluster.docker_socket(0).display()))
+        .env("DOCKER_CONFIG", cluster.scratch().join("docker-config"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    docker_ok(
+        &cluster,
+        0,
+        &["run", "-d", "--name", "ev", "--network", "none", "busybox", "sh", "-c", "sleep 0.6; exit 2"],
+    );
+    cluster.eventually("ev exits", Duration::from_secs(10), || {
+        docker_ok(&cluster, 0, &["inspect", "-f", "{{.State.Status}}", "ev"]).trim() == "exited"
+    });
+    // Events come from looks 200 ms apart: an exit and a start closer than that show as a die
+    // without its status.
+    std::thread::sleep(Duration::from_millis(600));
+    docker_ok(&cluster, 0, &["start", "ev"]);
+    assert_eq!(
+        docker_ok(&cluster, 0, &["inspect", "-f", "{{.State.Status}}", "ev"]).trim(),
+        "running",
+        "started again"
+    );
+    // It runs its command again (0.6 s), not a moment: the looks of events see it.
+    std::thread::sleep(Duration::from_millis(300));
+    let state = docker_ok(&cluster, 0, &["inspect", "-f", "{{json .State}}", "ev"]);
+    assert!(state.contains("\"Running\":true"), "{state}");
+    docker_ok(&cluster, 0, &["restart", "-t", "1", "ev"]);
+    docker_ok(&cluster, 0, &["rm", "-f", "ev"]);
+    std::thread::sleep(Duration::from_millis(600));
+    let _ = events.kill();
+    let seen = stdout(&events.wait_with_output().unwrap());
+    for want in ["create ev", "start ev", "die ev 2", "destroy ev"] {
+        assert!(
+            seen.lines().any(|l| l.trim() == want || l.starts_with(&format!("{want} "))),
+            "event {want:?} in:\n{seen}"
+        );
+    }
+    assert!(seen.lines().filter(|l| l.starts_with("start ev")).count() >= 2, "started again: {seen}");
+
     // logs -f follows until the container exits.
     docker_ok(
         &cluster,
@@ -280,6 +335,13 @@ fn the_docker_client_drives_weft() {
     let inspect: serde_json::Value =
         serde_json::from_str(&docker_ok(&cluster, 0, &["inspect", "web"])).unwrap();
     assert_eq!(inspect[0]["State"]["Status"], "exited", "{inspect}");
+    // weft's own start and restart of the same container; starting a running one is refused.
+    cluster.weft_ok(0, &["start", "web"]);
+    assert_eq!(docker_ok(&cluster, 0, &["inspect", "-f", "{{.State.Status}}", "web"]).trim(), "running");
+    let again = cluster.weft(0, &["start", "web"]);
+    assert!(!again.status.success() && stderr(&again).contains("already running"), "{}", stderr(&again));
+    cluster.weft_ok(0, &["restart", "-t", "1", "web"]);
+    assert_eq!(docker_ok(&cluster, 0, &["inspect", "-f", "{{.State.Status}}", "web"]).trim(), "running");
     docker_ok(&cluster, 0, &["rm", "-f", "web", "pub"]);
     assert!(cluster.weft_ok(0, &["ps", "-a"]).lines().count() <= 1, "removed from weft too");
     let images = docker_ok(&cluster, 0, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);

@@ -737,6 +737,12 @@ impl pb::agent_server::Agent for AgentService {
         Ok(Response::new(self.info_of(&spec.id).await?))
     }
 
+    async fn start(&self, request: Request<pb::ContainerRef>) -> Result<Response<pb::ContainerInfo>, Status> {
+        self.check(&request)?;
+        let spec = self.host.start_again(&request.into_inner().reference).await?;
+        Ok(Response::new(self.info_of(&spec.id).await?))
+    }
+
     async fn kill(&self, request: Request<pb::KillRequest>) -> Result<Response<pb::Empty>, Status> {
         self.check(&request)?;
         let r = request.into_inner();

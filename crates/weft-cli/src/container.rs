@@ -293,6 +293,21 @@ pub(crate) enum ContainerCommand {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Starts exited containers again (their networks and ports back).
+    Start {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stops running containers, then starts them again.
+    Restart {
+        /// Seconds to wait before SIGKILL (default: the container's --init-grace, 10).
+        #[arg(short, long)]
+        time: Option<u32>,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// Sends a signal to containers.
     Kill {
         /// The signal (name or number).
@@ -410,6 +425,28 @@ pub(crate) async fn container(api: &mut Api, command: ContainerCommand) -> Resul
                 api.stop(pb::StopRequest { reference: reference.clone(), grace_seconds: time })
                     .await
                     .map_err(err)?;
+                println!("{reference}");
+            }
+        }
+        ContainerCommand::Start { containers } => {
+            for reference in containers {
+                api.start(pb::ContainerRef { reference: reference.clone() }).await.map_err(err)?;
+                println!("{reference}");
+            }
+        }
+        ContainerCommand::Restart { time, containers } => {
+            for reference in containers {
+                let info = api
+                    .inspect_container(pb::ContainerRef { reference: reference.clone() })
+                    .await
+                    .map_err(err)?
+                    .into_inner();
+                if info.state == "running" {
+                    api.stop(pb::StopRequest { reference: reference.clone(), grace_seconds: time })
+                        .await
+                        .map_err(err)?;
+                }
+                api.start(pb::ContainerRef { reference: reference.clone() }).await.map_err(err)?;
                 println!("{reference}");
             }
         }
@@ -680,6 +717,13 @@ mod tests {
         ));
         assert!(matches!(verb(&["stop", "-t", "3", "a"]), ContainerCommand::Stop { time: Some(3), .. }));
         assert!(matches!(verb(&["kill", "a"]), ContainerCommand::Kill { signal, .. } if signal == "KILL"));
+        assert!(
+            matches!(verb(&["start", "a"]), ContainerCommand::Start { containers } if containers == ["a"])
+        );
+        assert!(matches!(
+            verb(&["restart", "-t", "1", "a"]),
+            ContainerCommand::Restart { time: Some(1), .. }
+        ));
         assert!(matches!(
             verb(&["kill", "-s", "HUP", "a"]),
             ContainerCommand::Kill { signal, .. } if signal == "HUP"

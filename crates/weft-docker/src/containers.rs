@@ -100,15 +100,16 @@ async fn resolve(engine: &Engine, reference: &str) -> ApiResult<String> {
     engine.inspect(reference).await?.map(|c| c.id).ok_or_else(|| ApiError::no_such_container(reference))
 }
 
-/// `POST /containers/{id}/start`: runs a created container through weft.
+/// `POST /containers/{id}/start`: runs a created container through weft, or starts an exited
+/// one again.
 pub async fn start(engine: &Arc<Engine>, reference: &str) -> ApiResult<Reply> {
     let Some(id) = engine.find_created(reference) else {
         return match engine.inspect(reference).await? {
             Some(c) if c.state == "running" => Ok(reply::empty(StatusCode::NOT_MODIFIED)),
-            Some(c) => Err(ApiError::unsupported(format!(
-                "starting container {} again once it has exited: remove it and run it anew",
-                c.name
-            ))),
+            Some(c) => {
+                engine.agent().start(pb::ContainerRef { reference: c.id }).await?;
+                Ok(reply::empty(StatusCode::NO_CONTENT))
+            }
             None => Err(ApiError::no_such_container(reference)),
         };
     };
@@ -537,10 +538,19 @@ pub async fn remove(engine: &Arc<Engine>, reference: &str, query: &Query) -> Api
     Ok(reply::empty(StatusCode::NO_CONTENT))
 }
 
-/// `POST /containers/{id}/restart`: weft cannot start an exited container again yet.
-pub async fn restart(engine: &Arc<Engine>, reference: &str) -> ApiResult<Reply> {
-    resolve(engine, reference).await?;
-    Err(ApiError::unsupported("restarting a container (docker restart): stop, remove and run it anew"))
+/// `POST /containers/{id}/restart?t=N`: stop (when running), then start.
+pub async fn restart(engine: &Arc<Engine>, reference: &str, query: &Query) -> ApiResult<Reply> {
+    let id = resolve(engine, reference).await?;
+    if engine.find_created(&id).is_some() {
+        return start(engine, &id).await.map(|_| reply::empty(StatusCode::NO_CONTENT));
+    }
+    let grace = query.number::<i64>("t")?.map(|t| t.clamp(0, u32::MAX as i64) as u32);
+    let info = engine.inspect(&id).await?.ok_or_else(|| ApiError::no_such_container(reference))?;
+    if info.state == "running" {
+        engine.agent().stop(pb::StopRequest { reference: id.clone(), grace_seconds: grace }).await?;
+    }
+    engine.agent().start(pb::ContainerRef { reference: id }).await?;
+    Ok(reply::empty(StatusCode::NO_CONTENT))
 }
 
 #[cfg(test)]

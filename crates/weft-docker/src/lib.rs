@@ -5,13 +5,14 @@
 //! Layers: `route` (which endpoint), `create` (Docker's create body to weft's run request) and
 //! `model` (weft's answers in Docker's shapes) are pure; `engine` holds what lives only here
 //! (containers created and not yet started); the handlers (`system`, `containers`, `exec`,
-//! `images`, `build`, `networks`) call weftd; `server` is the HTTP glue.
+//! `events`, `images`, `build`, `networks`) call weftd; `server` is the HTTP glue.
 
 pub mod build;
 pub mod containers;
 pub mod create;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod exec;
 pub mod frame;
 pub mod images;

@@ -49,6 +49,10 @@ pub enum Route {
     ContainerLogs(String),
     /// `DELETE /containers/{id}`.
     ContainerDelete(String),
+    /// `GET /containers/{id}/stats`.
+    ContainerStats(String),
+    /// `GET /events`.
+    Events,
     /// `POST /containers/{id}/exec`.
     ExecCreate(String),
     /// `POST /exec/{id}/start`.
@@ -118,6 +122,8 @@ pub fn route(method: &Method, path: &str) -> ApiResult<Routed> {
         (&Method::POST, ["containers", id, "attach"]) => Route::ContainerAttach(one(id)),
         (&Method::GET, ["containers", id, "logs"]) => Route::ContainerLogs(one(id)),
         (&Method::DELETE, ["containers", id]) => Route::ContainerDelete(one(id)),
+        (&Method::GET, ["containers", id, "stats"]) => Route::ContainerStats(one(id)),
+        (&Method::GET, ["events"]) => Route::Events,
         (&Method::POST, ["containers", id, "exec"]) => Route::ExecCreate(one(id)),
         (&Method::POST, ["exec", id, "start"]) => Route::ExecStart(one(id)),
         (&Method::POST, ["exec", id, "resize"]) => Route::ExecResize(one(id)),

@@ -18,7 +18,7 @@ use crate::engine::Engine;
 use crate::error::{ApiError, ApiResult};
 use crate::reply::{self, MULTIPLEXED, RAW, Reply};
 use crate::route::{Query, Route, route};
-use crate::{build, containers, exec, images, networks, system};
+use crate::{build, containers, events, exec, images, networks, system};
 
 /// The largest request body read (create and network bodies are a few KiB).
 const MAX_BODY: usize = 4 << 20;
@@ -132,12 +132,14 @@ async fn dispatch(engine: &Arc<Engine>, request: Request<Incoming>) -> ApiResult
         Route::ContainerInspect(id) => containers::inspect(e, &id).await,
         Route::ContainerStart(id) => containers::start(e, &id).await,
         Route::ContainerStop(id) => containers::stop(e, &id, &query).await,
-        Route::ContainerRestart(id) => containers::restart(e, &id).await,
+        Route::ContainerRestart(id) => containers::restart(e, &id, &query).await,
         Route::ContainerKill(id) => containers::kill(e, &id, &query).await,
         Route::ContainerWait(id) => containers::wait(e, &id, &query).await,
         Route::ContainerLogs(id) => containers::logs(e, &id, &query).await,
         Route::ContainerDelete(id) => containers::remove(e, &id, &query).await,
         Route::ContainerAttach(id) => attach(e, &id, query, request).await,
+        Route::ContainerStats(id) => events::stats(e, &id, &query).await,
+        Route::Events => events::events(e, &query).await,
         Route::ExecCreate(id) => exec::create(e, &id, &body(request).await?).await,
         Route::ExecStart(id) => exec_start(e, &id, request).await,
         Route::ExecResize(id) => exec::resize(e, &id, &query).await,

@@ -36,6 +36,7 @@ mod restarts;
 mod revoke;
 mod rewire;
 mod run;
+mod start;
 mod state_cache;
 mod stop;
 

@@ -71,6 +71,15 @@ impl Host {
         }
     }
 
+    /// The user started container `id` again: its policy applies again.
+    pub(super) fn clear_stopped_by_hand(&self, id: &str) {
+        let mut record = self.restart_record(id);
+        if record.manually_stopped {
+            record.manually_stopped = false;
+            self.save_restart_record(id, &record);
+        }
+    }
+
     /// Forgets container `id`'s restarts (it was removed).
     pub(super) fn forget_restarts(&self, id: &str) {
         let _ = std::fs::remove_file(self.restart_path(id));
