@@ -12,6 +12,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The Docker API's tests: the docker client and docker-compose, unless an engine's client is here.
+for tool in docker:docker.io docker-compose:docker-compose; do
+  if ! command -v "${tool%%:*}" >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${tool#*:}" >/dev/null
+  fi
+done
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install a Rust toolchain (1.88 or newer), e.g. with rustup, then run again" >&2
   exit 1
