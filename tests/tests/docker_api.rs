@@ -202,6 +202,10 @@ fn the_docker_client_drives_weft() {
     let text = stdout(&out);
     assert!(text.contains("/dev/pts/") && text.contains("got-hello"), "{text}");
 
+    // top: the container's processes, as ps -ef.
+    let top = docker_ok(&cluster, 0, &["top", "web"]);
+    assert!(top.starts_with("UID") && top.contains("sleep 600"), "{top}");
+
     // stats, start and restart, events.
     let stats = docker_ok(
         &cluster,

@@ -1,6 +1,7 @@
-//! `GET /events` (container events: create, start, die, destroy, seen by looking at the host's
-//! containers every 200 ms and comparing) and `GET /containers/{id}/stats` (one sample, or one
-//! a second while the client reads).
+//! What runs in containers, seen from outside: `GET /events` (container events: create, start,
+//! die, destroy, seen by looking at the host's containers every 200 ms and comparing), `GET
+//! /containers/{id}/stats` (one sample, or one a second while the client reads) and `GET
+//! /containers/{id}/top`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -283,4 +284,63 @@ mod tests {
         assert!(!f(r#"{"event":["start"]}"#).unwrap());
         assert!(f(r#"{"image":["x"]}"#).is_err());
     }
+}
+
+/// One process of a container as `docker top` shows it (`ps -ef` columns).
+fn process_row(pid: u32) -> Option<Vec<String>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut cmd = cmdline
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if cmd.is_empty() {
+        cmd = format!("[{}]", field("Name:").unwrap_or_default());
+    }
+    Some(vec![
+        field("Uid:").unwrap_or_default(),
+        pid.to_string(),
+        field("PPid:").unwrap_or_default(),
+        "0".into(),
+        String::new(),
+        "?".into(),
+        "00:00:00".into(),
+        cmd,
+    ])
+}
+
+/// `GET /containers/{id}/top`: the processes in the container's PID namespace, read from the
+/// host's /proc (weftd runs on the container's host), in `ps -ef`'s columns.
+pub async fn top(engine: &Arc<Engine>, reference: &str, query: &Query) -> ApiResult<Reply> {
+    if query.get("ps_args").is_some_and(|a| !a.is_empty() && a != "-ef") {
+        return Err(ApiError::unsupported("top with ps arguments other than -ef"));
+    }
+    let info = engine.inspect(reference).await?.ok_or_else(|| ApiError::no_such_container(reference))?;
+    if info.state != "running" || info.pid == 0 {
+        return Err(ApiError::conflict(format!("Container {} is not running", info.id)));
+    }
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let mine = ns(&info.pid.to_string())
+        .ok_or_else(|| ApiError::internal("the container's PID namespace is gone"))?;
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir("/proc").map_err(|e| ApiError::internal(format!("/proc: {e}")))?.flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(pid) = name.parse::<u32>() else { continue };
+        if ns(&name).as_ref() == Some(&mine)
+            && let Some(row) = process_row(pid)
+        {
+            rows.push(row);
+        }
+    }
+    let titles = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"];
+    Ok(reply::json(http::StatusCode::OK, &json!({"Titles": titles, "Processes": rows})))
 }

@@ -411,6 +411,12 @@ pub fn image_id(id: &str) -> String {
     if id.is_empty() || id.starts_with("sha256:") { id.to_string() } else { format!("sha256:{id}") }
 }
 
+/// The earliest time weft reports for a container, standing in for Docker's creation time:
+/// its start while it runs, its exit once it has exited (weft keeps no creation time).
+fn known_since(c: &pb::ContainerInfo) -> u64 {
+    if c.started_ns != 0 { c.started_ns } else { c.finished_ns }
+}
+
 /// A row of `docker ps`.
 pub fn summary(c: &pb::ContainerInfo, now_ns: u64) -> ContainerSummary {
     ContainerSummary {
@@ -419,7 +425,7 @@ pub fn summary(c: &pb::ContainerInfo, now_ns: u64) -> ContainerSummary {
         image: c.image.clone(),
         image_id: image_id(&c.image_id),
         command: c.command.join(" "),
-        created: (c.started_ns / 1_000_000_000) as i64,
+        created: (known_since(c) / 1_000_000_000) as i64,
         ports: c
             .ports
             .iter()
@@ -449,7 +455,7 @@ pub fn inspect(c: &pb::ContainerInfo) -> ContainerInspect {
     let networks = endpoints(c);
     ContainerInspect {
         id: c.id.clone(),
-        created: rfc3339(c.started_ns),
+        created: rfc3339(known_since(c)),
         path: c.command.first().cloned().unwrap_or_default(),
         args: c.command.iter().skip(1).cloned().collect(),
         state: ContainerState {

@@ -53,6 +53,8 @@ pub enum Route {
     ContainerStats(String),
     /// `GET /events`.
     Events,
+    /// `GET /containers/{id}/top`.
+    ContainerTop(String),
     /// `POST /containers/{id}/exec`.
     ExecCreate(String),
     /// `POST /exec/{id}/start`.
@@ -124,6 +126,7 @@ pub fn route(method: &Method, path: &str) -> ApiResult<Routed> {
         (&Method::DELETE, ["containers", id]) => Route::ContainerDelete(one(id)),
         (&Method::GET, ["containers", id, "stats"]) => Route::ContainerStats(one(id)),
         (&Method::GET, ["events"]) => Route::Events,
+        (&Method::GET, ["containers", id, "top"]) => Route::ContainerTop(one(id)),
         (&Method::POST, ["containers", id, "exec"]) => Route::ExecCreate(one(id)),
         (&Method::POST, ["exec", id, "start"]) => Route::ExecStart(one(id)),
         (&Method::POST, ["exec", id, "resize"]) => Route::ExecResize(one(id)),

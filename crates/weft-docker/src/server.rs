@@ -140,6 +140,7 @@ async fn dispatch(engine: &Arc<Engine>, request: Request<Incoming>) -> ApiResult
         Route::ContainerAttach(id) => attach(e, &id, query, request).await,
         Route::ContainerStats(id) => events::stats(e, &id, &query).await,
         Route::Events => events::events(e, &query).await,
+        Route::ContainerTop(id) => events::top(e, &id, &query).await,
         Route::ExecCreate(id) => exec::create(e, &id, &body(request).await?).await,
         Route::ExecStart(id) => exec_start(e, &id, request).await,
         Route::ExecResize(id) => exec::resize(e, &id, &query).await,
