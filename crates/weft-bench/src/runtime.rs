@@ -18,7 +18,9 @@
 //! starts, weftd creates, starts and waits the container, streams its logs, the CLI removes it
 //! and exits), the same on an overlay network, against `crun run` of the same root file system
 //! and, where a Docker Engine answers, `docker run --rm --network none` of the same image (loaded
-//! with `docker load`). 20 iterations each after 3 warm-ups, rotating; medians. As the other
+//! with `docker load`), and the same docker client pointed at weftd's Docker API
+//! (`--docker-socket`) against dockerd. 20 iterations each after 3 warm-ups, rotating; medians.
+//! As the other
 //! figures of this suite, ratios are weft's time over the baseline's: below 1 is faster.
 
 use std::path::{Path, PathBuf};
@@ -137,7 +139,8 @@ fn docker_ready(dir: &Path) -> bool {
 fn cli_figures(dir: &Path, crun_bundle: &Path) -> Result<Vec<Figure>> {
     crate::raft::build_binaries()?;
     let bed = weft_tests::VirtualHosts::new(1);
-    let cluster = weft_tests::cluster::WeftCluster::new(&bed);
+    let mut cluster = weft_tests::cluster::WeftCluster::new(&bed);
+    cluster.docker_api = true;
     cluster.form(1, 0);
     cluster.import_busybox(&[0]);
     cluster.weft_ok(0, &["network", "create", "-d", "overlay", "--subnet", "10.201.0.0/16", "bench"]);
@@ -148,16 +151,18 @@ fn cli_figures(dir: &Path, crun_bundle: &Path) -> Result<Vec<Figure>> {
         c.args(["-H", &socket, "run", "--rm", "--network", network, "busybox", "/bin/true"]);
         c
     };
+    let weft_docker_host = format!("unix://{}", cluster.docker_socket(0).display());
     let (mut none, mut overlay, mut crun, mut dockers) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut docker_on_weft = Vec::new();
     for n in 0..CLI_ITERATIONS + 3 {
-        let mut took = [Duration::ZERO; 4];
-        for k in 0..4 {
-            let which = (k + n) % 4;
+        let mut took = [Duration::ZERO; 5];
+        for k in 0..5 {
+            let which = (k + n) % 5;
             took[which] = match which {
                 0 => timed(&mut weft("none"), "weft run --rm")?,
                 1 => timed(&mut weft("bench"), "weft run --rm on an overlay network")?,
                 2 => oci_run("crun", crun_bundle, 1000 + n)?,
-                _ if docker => timed(
+                3 if docker => timed(
                     Command::new("docker").args([
                         "run",
                         "--rm",
@@ -168,6 +173,19 @@ fn cli_figures(dir: &Path, crun_bundle: &Path) -> Result<Vec<Figure>> {
                     ]),
                     "docker run --rm",
                 )?,
+                4 if docker => timed(
+                    Command::new("docker").args([
+                        "-H",
+                        &weft_docker_host,
+                        "run",
+                        "--rm",
+                        "--network",
+                        "none",
+                        "busybox",
+                        "/bin/true",
+                    ]),
+                    "docker run --rm against weftd's Docker API",
+                )?,
                 _ => Duration::ZERO,
             };
         }
@@ -176,6 +194,7 @@ fn cli_figures(dir: &Path, crun_bundle: &Path) -> Result<Vec<Figure>> {
             overlay.push(took[1]);
             crun.push(took[2]);
             dockers.push(took[3]);
+            docker_on_weft.push(took[4]);
         }
     }
     let (w, o, c) = (median_ms(none), median_ms(overlay), median_ms(crun));
@@ -202,6 +221,13 @@ fn cli_figures(dir: &Path, crun_bundle: &Path) -> Result<Vec<Figure>> {
             w,
             "ms",
             "docker run --rm --network none (median, same run)",
+            d,
+        ));
+        figures.push(Figure::new(
+            "runtime.docker_cli_on_weft.vs_docker",
+            median_ms(docker_on_weft),
+            "ms",
+            "the same docker run --rm against dockerd instead of weftd's Docker API (median, same run)",
             d,
         ));
         let _ = Command::new("docker").args(["rmi", DOCKER_IMAGE]).stdout(Stdio::null()).status();
