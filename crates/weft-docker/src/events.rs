@@ -232,60 +232,6 @@ pub async fn stats(engine: &Arc<Engine>, reference: &str, query: &Query) -> ApiR
     Ok(reply)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn seen(state: &str, started: u64, code: i32) -> Seen {
-        Seen {
-            state: state.into(),
-            started_ns: started,
-            exit_code: code,
-            name: "web".into(),
-            image: "busybox".into(),
-        }
-    }
-
-    fn actions(before: &[(&str, Seen)], after: &[(&str, Seen)]) -> Vec<String> {
-        let map = |l: &[(&str, Seen)]| l.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-        changes(&map(before), &map(after), Duration::from_secs(1))
-            .iter()
-            .map(|e| {
-                format!(
-                    "{}:{}",
-                    e["Action"].as_str().unwrap(),
-                    e["Actor"]["Attributes"]["exitCode"].as_str().unwrap_or("")
-                )
-            })
-            .collect()
-    }
-
-    #[test]
-    fn looks_compared_give_dockers_events() {
-        assert_eq!(actions(&[], &[("a", seen("running", 1, 0))]), ["create:", "start:"]);
-        assert_eq!(actions(&[("a", seen("running", 1, 0))], &[("a", seen("exited", 1, 3))]), ["die:3"]);
-        assert_eq!(
-            actions(&[("a", seen("running", 1, 0))], &[("a", seen("running", 1, 0))]),
-            Vec::<String>::new()
-        );
-        assert_eq!(
-            actions(&[("a", seen("running", 1, 0))], &[("a", seen("running", 2, 0))]),
-            ["die:0", "start:"]
-        );
-        assert_eq!(actions(&[("a", seen("running", 1, 0))], &[]), ["die:0", "destroy:"]);
-        assert_eq!(actions(&[("a", seen("exited", 1, 0))], &[("a", seen("running", 2, 0))]), ["start:"]);
-    }
-
-    #[test]
-    fn filters() {
-        let e = json!({"id": "abcdef", "Action": "die", "Actor": {"Attributes": {"name": "web"}}});
-        let f = |j: &str| wanted(&serde_json::from_str(j).unwrap(), &e);
-        assert!(f(r#"{"type":["container"],"event":{"die":true},"container":["web"]}"#).unwrap());
-        assert!(!f(r#"{"event":["start"]}"#).unwrap());
-        assert!(f(r#"{"image":["x"]}"#).is_err());
-    }
-}
-
 /// One process of a container as `docker top` shows it (`ps -ef` columns).
 fn process_row(pid: u32) -> Option<Vec<String>> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -343,4 +289,58 @@ pub async fn top(engine: &Arc<Engine>, reference: &str, query: &Query) -> ApiRes
     }
     let titles = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"];
     Ok(reply::json(http::StatusCode::OK, &json!({"Titles": titles, "Processes": rows})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(state: &str, started: u64, code: i32) -> Seen {
+        Seen {
+            state: state.into(),
+            started_ns: started,
+            exit_code: code,
+            name: "web".into(),
+            image: "busybox".into(),
+        }
+    }
+
+    fn actions(before: &[(&str, Seen)], after: &[(&str, Seen)]) -> Vec<String> {
+        let map = |l: &[(&str, Seen)]| l.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        changes(&map(before), &map(after), Duration::from_secs(1))
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}:{}",
+                    e["Action"].as_str().unwrap(),
+                    e["Actor"]["Attributes"]["exitCode"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn looks_compared_give_dockers_events() {
+        assert_eq!(actions(&[], &[("a", seen("running", 1, 0))]), ["create:", "start:"]);
+        assert_eq!(actions(&[("a", seen("running", 1, 0))], &[("a", seen("exited", 1, 3))]), ["die:3"]);
+        assert_eq!(
+            actions(&[("a", seen("running", 1, 0))], &[("a", seen("running", 1, 0))]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            actions(&[("a", seen("running", 1, 0))], &[("a", seen("running", 2, 0))]),
+            ["die:0", "start:"]
+        );
+        assert_eq!(actions(&[("a", seen("running", 1, 0))], &[]), ["die:0", "destroy:"]);
+        assert_eq!(actions(&[("a", seen("exited", 1, 0))], &[("a", seen("running", 2, 0))]), ["start:"]);
+    }
+
+    #[test]
+    fn filters() {
+        let e = json!({"id": "abcdef", "Action": "die", "Actor": {"Attributes": {"name": "web"}}});
+        let f = |j: &str| wanted(&serde_json::from_str(j).unwrap(), &e);
+        assert!(f(r#"{"type":["container"],"event":{"die":true},"container":["web"]}"#).unwrap());
+        assert!(!f(r#"{"event":["start"]}"#).unwrap());
+        assert!(f(r#"{"image":["x"]}"#).is_err());
+    }
 }
