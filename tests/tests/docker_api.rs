@@ -13,16 +13,24 @@ use std::time::Duration;
 use weft_tests::VirtualHosts;
 use weft_tests::cluster::{WeftCluster, stderr, stdout};
 
-/// The docker client pointed at host `i`'s weftd, with a configuration of its own.
-fn docker(cluster: &WeftCluster<'_>, i: usize, args: &[&str]) -> Output {
+/// `program` (docker, docker-compose, or script(1) running docker) pointed at host `i`'s weftd,
+/// with a client configuration of its own.
+fn client(cluster: &WeftCluster<'_>, i: usize, program: &str) -> Command {
     let config = cluster.scratch().join("docker-config");
     std::fs::create_dir_all(&config).unwrap();
-    Command::new("docker")
-        .args(args)
+    let mut command = Command::new(program);
+    command
         .env("DOCKER_HOST", format!("unix://{}", cluster.docker_socket(i).display()))
         .env("DOCKER_CONFIG", &config)
         .env("DOCKER_CLI_HINTS", "false")
-        .env_remove("DOCKER_CONTEXT")
+        .env_remove("DOCKER_CONTEXT");
+    command
+}
+
+/// The docker client pointed at host `i`'s weftd.
+fn docker(cluster: &WeftCluster<'_>, i: usize, args: &[&str]) -> Output {
+    client(cluster, i, "docker")
+        .args(args)
         .output()
         .expect("the docker client (docker on PATH; .ci/run installs docker.io's client where none is)")
 }
@@ -181,10 +189,8 @@ fn the_docker_client_drives_weft() {
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert_eq!(stderr(&out), "oops\n");
     assert!(!stdout(&out).is_empty());
-    let out = Command::new("script")
+    let out = client(&cluster, 0, "script")
         .args(["-qec", "docker exec -it web sh -c 'tty; read line; echo got-$line; exit 5'", "/dev/null"])
-        .env("DOCKER_HOST", format!("unix://{}", cluster.docker_socket(0).display()))
-        .env("DOCKER_CONFIG", cluster.scratch().join("docker-config"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -213,7 +219,7 @@ fn the_docker_client_drives_weft() {
         &["stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}} {{.PIDs}}", "web"],
     );
     assert!(stats.starts_with("web ") && !stats.contains("/ 0B") && !stats.ends_with(" 0\n"), "{stats}");
-    let mut events = Command::new("docker")
+    let mut events = client(&cluster, 0, "docker")
         .args([
             "events",
             "--format",
@@ -221,8 +227,6 @@ fn the_docker_client_drives_weft() {
             "--filter",
             "type=container",
         ])
-        .env("DOCKER_HOST", format!("unix://{}", cluster.docker_socket(0).display()))
-        .env("DOCKER_CONFIG", cluster.scratch().join("docker-config"))
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -312,10 +316,8 @@ fn the_docker_client_drives_weft() {
          FROM busybox\nCOPY --from=build /out/msg /msg\nCMD [\"cat\", \"/msg\"]\n",
     )
     .unwrap();
-    let build = Command::new("docker")
+    let build = client(&cluster, 0, "docker")
         .args(["build", "-t", "multi:1", "--build-arg", "WHO=docker", ctx.to_str().unwrap()])
-        .env("DOCKER_HOST", format!("unix://{}", cluster.docker_socket(0).display()))
-        .env("DOCKER_CONFIG", cluster.scratch().join("docker-config"))
         .env("DOCKER_BUILDKIT", "0")
         .output()
         .unwrap();
@@ -324,10 +326,8 @@ fn the_docker_client_drives_weft() {
     assert!(stdout(&build).contains("Step 1/"), "{}", stdout(&build));
     assert_eq!(docker_ok(&cluster, 0, &["run", "--rm", "multi:1"]), "built-for-docker\n");
     std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN exit 7\n").unwrap();
-    let failed = Command::new("docker")
+    let failed = client(&cluster, 0, "docker")
         .args(["build", "-t", "broken", ctx.to_str().unwrap()])
-        .env("DOCKER_HOST", format!("unix://{}", cluster.docker_socket(0).display()))
-        .env("DOCKER_CONFIG", cluster.scratch().join("docker-config"))
         .env("DOCKER_BUILDKIT", "0")
         .output()
         .unwrap();
@@ -756,12 +756,10 @@ fn docker_compose_drives_weft() {
     )
     .unwrap();
     let compose = |args: &[&str]| {
-        let out = Command::new("docker-compose")
+        let out = client(&cluster, 0, "docker-compose")
             .args(["-p", "wc"])
             .args(args)
             .current_dir(&dir)
-            .env("DOCKER_HOST", format!("unix://{}", cluster.docker_socket(0).display()))
-            .env("DOCKER_CONFIG", cluster.scratch().join("docker-config"))
             .output()
             .expect("docker-compose on PATH (.ci/run installs it)");
         assert!(out.status.success(), "docker-compose {args:?}: {}{}", stdout(&out), stderr(&out));

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -67,28 +66,13 @@ pub async fn build(engine: &Arc<Engine>, query: &Query, body: Incoming) -> ApiRe
     let mut agent = engine.agent();
     let call = tokio::spawn(async move { agent.build_image(ReceiverStream::new(rx)).await });
     let _ = tx.send(first).await;
-    let mut body = body;
-    let mut read_error = None;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data()
-                    && tx.send(pb::BuildChunk { context: data.to_vec(), ..Default::default() }).await.is_err()
-                {
-                    break;
-                }
-            }
-            Err(e) => {
-                read_error = Some(ApiError::bad(format!("reading the build context: {e}")));
-                break;
-            }
-        }
-    }
-    drop(tx);
+    let read = reply::forward_body(body, tx, "the build context", |context| pb::BuildChunk {
+        context,
+        ..Default::default()
+    })
+    .await;
     let answer = call.await.map_err(|e| ApiError::internal(format!("build: {e}")))?;
-    if let Some(e) = read_error {
-        return Err(e);
-    }
+    read?;
     // Docker answers 200 and reports a failed build in the stream.
     let (reply, out) = reply::stream("application/json");
     match answer {

@@ -23,15 +23,6 @@ fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
-/// A fresh id from the kernel's random source, in Docker's and weft's shape.
-fn new_id() -> ApiResult<String> {
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .map_err(|e| ApiError::internal(format!("read /dev/urandom: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// `POST /containers/create`.
 pub async fn create(engine: &Arc<Engine>, query: &Query, body: &[u8]) -> ApiResult<Reply> {
     let request = create::parse(body, query.get("name").unwrap_or(""))?;
@@ -60,7 +51,7 @@ pub async fn create(engine: &Arc<Engine>, query: &Query, body: &[u8]) -> ApiResu
             Err(s) => return Err(s.into()),
         }
     }
-    let id = new_id()?;
+    let id = crate::engine::new_id()?;
     let name = if request.run.name.is_empty() { id[..12].to_string() } else { request.run.name.clone() };
     if let Some(holder) = holder_of(engine, &name).await? {
         return Err(ApiError::conflict(format!(
@@ -371,16 +362,8 @@ pub async fn attach_prepare(
 }
 
 /// Applies the `filters` of `GET /containers/json` Docker's CLI sends most (id, name, status).
-fn matches_filters(
-    c: &pb::ContainerInfo,
-    filters: &serde_json::Map<String, serde_json::Value>,
-) -> ApiResult<bool> {
-    for (key, values) in filters {
-        let wanted: Vec<String> = match values {
-            serde_json::Value::Object(m) => m.keys().cloned().collect(),
-            serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
-            _ => return Err(ApiError::bad(format!("invalid filter {key:?}"))),
-        };
+fn matches_filters(c: &pb::ContainerInfo, filters: &[(String, Vec<String>)]) -> ApiResult<bool> {
+    for (key, wanted) in filters {
         let ok = match key.as_str() {
             "id" => wanted.iter().any(|w| c.id.starts_with(w.as_str())),
             "name" => wanted.iter().any(|w| c.name.contains(w.trim_start_matches('/'))),
@@ -401,12 +384,7 @@ fn matches_filters(
 /// `GET /containers/json`.
 pub async fn list(engine: &Arc<Engine>, query: &Query) -> ApiResult<Reply> {
     let all = query.flag("all", false);
-    let filters: serde_json::Map<String, serde_json::Value> = match query.get("filters") {
-        None | Some("") => Default::default(),
-        Some(text) => {
-            serde_json::from_str(text).map_err(|e| ApiError::bad(format!("invalid filters: {e}")))?
-        }
-    };
+    let filters = query.filters()?;
     let mut containers =
         engine.agent().list_containers(pb::ListContainersRequest { all }).await?.into_inner().containers;
     if all {
@@ -574,7 +552,8 @@ mod tests {
             state: "running".into(),
             ..Default::default()
         };
-        let f = |j: &str| matches_filters(&c, &serde_json::from_str(j).unwrap());
+        let parsed = |j: &str| Query::parse(Some(&format!("filters={j}"))).filters().unwrap();
+        let f = |j: &str| matches_filters(&c, &parsed(j));
         assert!(f(r#"{"name":{"web":true}}"#).unwrap());
         assert!(!f(r#"{"status":["exited"]}"#).unwrap());
         assert!(f(r#"{"id":["abc"]}"#).unwrap());
@@ -586,8 +565,8 @@ mod tests {
             ],
             ..c
         };
-        let g = |j: &str| matches_filters(&labelled, &serde_json::from_str(j).unwrap()).unwrap();
+        let g = |j: &str| matches_filters(&labelled, &parsed(j)).unwrap();
         assert!(g(r#"{"label":{"a=b":true,"c":true}}"#) && !g(r#"{"label":["a=x"]}"#));
-        assert!(matches_filters(&labelled, &serde_json::from_str(r#"{"before":["x"]}"#).unwrap()).is_err());
+        assert!(matches_filters(&labelled, &parsed(r#"{"before":["x"]}"#)).is_err());
     }
 }

@@ -15,6 +15,16 @@ use weft_proto::v1::agent_client::AgentClient;
 use crate::create::CreateRequest;
 use crate::error::{ApiError, ApiResult};
 
+/// A fresh id from the kernel's random source, in Docker's and weft's shape (64 hex digits):
+/// containers created and exec instances.
+pub fn new_id() -> ApiResult<String> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| ApiError::internal(format!("read /dev/urandom: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// How a created container's start ended: `None` until it is started.
 pub type StartOutcome = Option<Result<(), String>>;
 

@@ -94,13 +94,8 @@ async fn look(engine: &Engine) -> ApiResult<BTreeMap<String, Seen>> {
 }
 
 /// Which events a client asked for (`filters`: type, container, event).
-fn wanted(filters: &serde_json::Map<String, Value>, event: &Value) -> ApiResult<bool> {
+fn wanted(filters: &[(String, Vec<String>)], event: &Value) -> ApiResult<bool> {
     for (key, values) in filters {
-        let values: Vec<String> = match values {
-            Value::Object(m) => m.keys().cloned().collect(),
-            Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
-            _ => return Err(ApiError::bad(format!("invalid filter {key:?}"))),
-        };
         let id = event["id"].as_str().unwrap_or("");
         let name = event["Actor"]["Attributes"]["name"].as_str().unwrap_or("");
         let ok = match key.as_str() {
@@ -124,12 +119,7 @@ pub async fn events(engine: &Arc<Engine>, query: &Query) -> ApiResult<Reply> {
             return Err(ApiError::unsupported(format!("events --{key}: weft keeps no event history")));
         }
     }
-    let filters: serde_json::Map<String, Value> = match query.get("filters") {
-        None | Some("") => Default::default(),
-        Some(text) => {
-            serde_json::from_str(text).map_err(|e| ApiError::bad(format!("invalid filters: {e}")))?
-        }
-    };
+    let filters = query.filters()?;
     wanted(&filters, &json!({}))?;
     let mut before = look(engine).await?;
     let (reply, tx) = reply::stream("application/json");
@@ -172,18 +162,13 @@ fn system_cpu_ns() -> u64 {
     jiffies * 10_000_000
 }
 
-/// The machine's memory, the limit Docker reports for a container without one.
-fn mem_total() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).map(String::from))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn sample(s: &pb::StatsResponse, at: Duration) -> Value {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let limit = if s.memory_limit == 0 || s.memory_limit >= 1 << 62 { mem_total() } else { s.memory_limit };
+    let limit = if s.memory_limit == 0 || s.memory_limit >= 1 << 62 {
+        crate::system::mem_total()
+    } else {
+        s.memory_limit
+    };
     json!({
         "read": crate::model::rfc3339(at.as_nanos() as u64),
         "cpu_stats": {
@@ -338,7 +323,7 @@ mod tests {
     #[test]
     fn filters() {
         let e = json!({"id": "abcdef", "Action": "die", "Actor": {"Attributes": {"name": "web"}}});
-        let f = |j: &str| wanted(&serde_json::from_str(j).unwrap(), &e);
+        let f = |j: &str| wanted(&Query::parse(Some(&format!("filters={j}"))).filters().unwrap(), &e);
         assert!(f(r#"{"type":["container"],"event":{"die":true},"container":["web"]}"#).unwrap());
         assert!(!f(r#"{"event":["start"]}"#).unwrap());
         assert!(f(r#"{"image":["x"]}"#).is_err());

@@ -20,14 +20,6 @@ use crate::frame::{Stream, frame};
 use crate::reply::{self, Reply};
 use crate::route::Query;
 
-fn new_id() -> ApiResult<String> {
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .map_err(|e| ApiError::internal(format!("read /dev/urandom: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
         .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
@@ -63,7 +55,7 @@ pub async fn create(engine: &Arc<Engine>, reference: &str, body: &[u8]) -> ApiRe
         stderr: flag("AttachStderr"),
         ..ExecInstance::default()
     };
-    let id = new_id()?;
+    let id = crate::engine::new_id()?;
     engine.with_execs(|e| e.insert(id.clone(), instance));
     Ok(reply::json(StatusCode::CREATED, &serde_json::json!({"Id": id})))
 }

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -78,28 +77,13 @@ pub async fn load(engine: &Arc<Engine>, body: Incoming) -> ApiResult<Reply> {
     let (tx, rx) = mpsc::channel::<pb::ImportChunk>(16);
     let mut agent = engine.agent();
     let call = tokio::spawn(async move { agent.import_image(ReceiverStream::new(rx)).await });
-    let mut body = body;
-    let mut read_error = None;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data()
-                    && tx.send(pb::ImportChunk { name: String::new(), data: data.to_vec() }).await.is_err()
-                {
-                    break;
-                }
-            }
-            Err(e) => {
-                read_error = Some(ApiError::bad(format!("reading the image archive: {e}")));
-                break;
-            }
-        }
-    }
-    drop(tx);
+    let read = reply::forward_body(body, tx, "the image archive", |data| pb::ImportChunk {
+        name: String::new(),
+        data,
+    })
+    .await;
     let answer = call.await.map_err(|e| ApiError::internal(format!("image load: {e}")))?;
-    if let Some(e) = read_error {
-        return Err(e);
-    }
+    read?;
     let images = answer?.into_inner().images;
     let (reply, tx) = reply::stream("application/json");
     for image in &images {

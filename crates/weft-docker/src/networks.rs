@@ -34,19 +34,9 @@ async fn resolve(engine: &Engine, reference: &str) -> ApiResult<pb::NetworkInfo>
 
 /// `GET /networks`.
 pub async fn list(engine: &Arc<Engine>, query: &Query) -> ApiResult<Reply> {
-    let filters: serde_json::Map<String, Value> = match query.get("filters") {
-        None | Some("") => Default::default(),
-        Some(text) => {
-            serde_json::from_str(text).map_err(|e| ApiError::bad(format!("invalid filters: {e}")))?
-        }
-    };
+    let filters = query.filters()?;
     let mut names: Option<Vec<String>> = None;
-    for (key, values) in &filters {
-        let wanted: Vec<String> = match values {
-            Value::Object(m) => m.keys().cloned().collect(),
-            Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
-            _ => return Err(ApiError::bad(format!("invalid filter {key:?}"))),
-        };
+    for (key, wanted) in filters {
         match key.as_str() {
             "name" => names = Some(wanted),
             other => return Err(ApiError::bad(format!("weft does not support the filter {other:?}"))),

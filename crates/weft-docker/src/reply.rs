@@ -70,6 +70,27 @@ pub fn stream(content_type: &'static str) -> (Reply, mpsc::Sender<Bytes>) {
     (reply, tx)
 }
 
+/// Forwards a request body to `tx` frame by frame (each made into a message by `chunk`) until
+/// the body ends or the receiver is gone, then closes `tx`: the uploads of `load` and `build`,
+/// streamed to weftd without holding them in memory. A body that cannot be read is a 400 naming
+/// `what`.
+pub async fn forward_body<T>(
+    mut body: hyper::body::Incoming,
+    tx: mpsc::Sender<T>,
+    what: &str,
+    chunk: impl Fn(Vec<u8>) -> T,
+) -> Result<(), ApiError> {
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad(format!("reading {what}: {e}")))?;
+        if let Ok(data) = frame.into_data()
+            && tx.send(chunk(data.to_vec())).await.is_err()
+        {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// The headers moby sets on every answer, so clients negotiate and identify the server.
 pub fn decorate(reply: &mut Reply) {
     let h = reply.headers_mut();

@@ -230,6 +230,29 @@ impl Query {
         self.1.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
     }
 
+    /// The `filters` parameter: each key with its wanted values, in either of Docker's shapes
+    /// (`{"name":{"web":true}}` or the older `{"name":["web"]}`).
+    pub fn filters(&self) -> ApiResult<Vec<(String, Vec<String>)>> {
+        let text = match self.get("filters") {
+            None | Some("") => return Ok(Vec::new()),
+            Some(t) => t,
+        };
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text).map_err(|e| ApiError::bad(format!("invalid filters: {e}")))?;
+        map.into_iter()
+            .map(|(key, values)| {
+                let wanted = match values {
+                    serde_json::Value::Object(m) => m.keys().cloned().collect(),
+                    serde_json::Value::Array(a) => {
+                        a.iter().filter_map(|v| v.as_str().map(String::from)).collect()
+                    }
+                    _ => return Err(ApiError::bad(format!("invalid filter {key:?}"))),
+                };
+                Ok((key, wanted))
+            })
+            .collect()
+    }
+
     /// A boolean as Docker reads one: absent is `default`; empty, `0`, `no`, `false`, `none` are
     /// false; anything else is true.
     pub fn flag(&self, key: &str, default: bool) -> bool {
@@ -319,6 +342,15 @@ mod tests {
     fn queries_decode_escapes() {
         let q = Query::parse(Some("filters=%7B%22a%22%3A1%7D&all=1&tail=all&x&names=a&names=b%2Fc"));
         assert_eq!(q.all("names"), ["a", "b/c"]);
+        assert!(q.filters().unwrap_err().message.contains("invalid filter \"a\""));
+        assert!(Query::parse(None).filters().unwrap().is_empty());
+        let f = Query::parse(Some(
+            "filters=%7B%22name%22%3A%7B%22web%22%3Atrue%7D%2C%22id%22%3A%5B%22ab%22%5D%7D",
+        ));
+        assert_eq!(
+            f.filters().unwrap(),
+            [("id".to_string(), vec!["ab".to_string()]), ("name".to_string(), vec!["web".to_string()])]
+        );
         assert_eq!(q.get("filters"), Some(r#"{"a":1}"#));
         assert!(q.flag("all", false) && !q.flag("x", true) && !q.flag("y", false) && q.flag("y", true));
         assert!(q.number::<u32>("tail").is_err());

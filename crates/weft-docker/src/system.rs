@@ -16,6 +16,16 @@ fn read_trimmed(path: &str) -> String {
     std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
+/// The machine's memory in bytes (0 when /proc/meminfo cannot be read): `/info`'s MemTotal and
+/// the limit stats report for a container without one, as Docker's.
+pub fn mem_total() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).map(String::from))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// `GET|HEAD /_ping`: "OK" (the version headers go on every answer).
 pub fn ping() -> Reply {
     let mut r = reply::text(StatusCode::OK, "OK");
@@ -53,11 +63,6 @@ pub async fn info(engine: &Arc<Engine>) -> ApiResult<Reply> {
     let images = agent.list_images(pb::Empty {}).await?.into_inner().images;
     let running = containers.iter().filter(|c| c.state == "running").count();
     let created = engine.with_created(|c| c.len());
-    let mem_total: u64 = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).map(String::from))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
-        .map_or(0, |kb| kb * 1024);
     let body = serde_json::json!({
         "ID": "",
         "Containers": containers.len() + created,
@@ -73,7 +78,7 @@ pub async fn info(engine: &Arc<Engine>) -> ApiResult<Reply> {
         "Architecture": std::env::consts::ARCH,
         "KernelVersion": read_trimmed("/proc/sys/kernel/osrelease"),
         "NCPU": std::thread::available_parallelism().map_or(1, |n| n.get()),
-        "MemTotal": mem_total,
+        "MemTotal": mem_total(),
         "DockerRootDir": "",
         "LoggingDriver": "json-file",
         "CgroupDriver": "cgroupfs",
