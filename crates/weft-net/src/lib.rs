@@ -15,6 +15,7 @@ mod mac;
 mod neigh;
 mod netns;
 pub mod nft_events;
+pub mod probe;
 mod route;
 pub mod sysctl;
 pub mod validate;

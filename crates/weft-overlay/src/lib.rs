@@ -12,6 +12,7 @@ pub mod apply;
 pub mod attach;
 pub mod desired;
 pub mod firewall;
+pub mod journal;
 pub mod observed;
 pub mod plan;
 pub mod reconciler;

@@ -14,6 +14,7 @@ use weft_net::{BridgeSpec, Netlink};
 use weft_state::{NodeId, State};
 
 use crate::desired::{Desired, LocalBridge, desired, vni_of};
+use crate::journal::{Repair, SharedJournal, now_ms};
 use crate::observed::{Observed, observe};
 use crate::plan::{ACTION_KINDS, Action, plan};
 use crate::{OverlayError, Result, apply, firewall};
@@ -112,6 +113,8 @@ pub struct Reconciler {
     cache: Option<Observed>,
     /// The last state fully applied to the kernel (every action succeeded).
     reconciled: watch::Sender<Arc<State>>,
+    /// Drift repaired and the last run's failures, for `weft net why`.
+    journal: SharedJournal,
 }
 
 impl Reconciler {
@@ -127,7 +130,13 @@ impl Reconciler {
             underlay_index: None,
             cache: None,
             reconciled: watch::channel(Arc::new(State::new())).0,
+            journal: SharedJournal::default(),
         }
+    }
+
+    /// Its journal: the drift it repaired and what its last run could not apply.
+    pub fn journal(&self) -> SharedJournal {
+        self.journal.clone()
     }
 
     /// The last state this host's kernel fully reflects: what may be promised to others (a name
@@ -190,7 +199,13 @@ impl Reconciler {
         }
         if matches!(trigger, Trigger::KernelEvent | Trigger::Timer) {
             self.metrics.drift_repaired.fetch_add(report.applied.len() as u64, Ordering::Relaxed);
+            let at = now_ms();
+            let mut journal = self.journal.lock().unwrap();
+            for action in &report.applied {
+                journal.repaired(Repair::of(action, at));
+            }
         }
+        self.journal.lock().unwrap().set_failures(report.failed.iter().map(|f| f.to_string()).collect());
         self.metrics.last_duration_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         Ok(report)
     }
@@ -260,6 +275,13 @@ impl Reconciler {
             Ok(()) => {
                 self.firewall_listing = firewall::listing().await;
                 self.metrics.drift_repaired.fetch_add(1, Ordering::Relaxed);
+                self.journal.lock().unwrap().repaired(Repair {
+                    at_ms: now_ms(),
+                    vni: 0,
+                    kind: "firewall",
+                    peer_underlay: None,
+                    text: "loaded weft's nftables table again after someone changed or removed it".into(),
+                });
                 tracing::warn!("weft's nftables table was changed or removed by someone else; restored");
             }
             Err(e) => {
