@@ -85,7 +85,7 @@ async fn probe(path: &str, channel: Channel, me: u64) -> Result<(), tonic::Statu
             c.apply(pb::ApplyRequest { command: Some(command) }).await.map(done)
         }
         "/weft.v1.Cluster/Heartbeat" => {
-            c.heartbeat(pb::HeartbeatRequest { node_id: me, revision: 0 }).await.map(done)
+            c.heartbeat(pb::HeartbeatRequest { node_id: me, revision: 0, report: None }).await.map(done)
         }
         "/weft.v1.Cluster/Watch" => {
             let mut stream = c.watch(pb::WatchRequest { from_revision: 0 }).await?.into_inner();
@@ -94,6 +94,9 @@ async fn probe(path: &str, channel: Channel, me: u64) -> Result<(), tonic::Statu
         "/weft.v1.Cluster/GetState" => c.get_state(pb::StateRequest { linearizable: true }).await.map(done),
         "/weft.v1.Cluster/Nodes" => c.nodes(pb::NodesRequest {}).await.map(done),
         "/weft.v1.Cluster/Info" => c.info(pb::InfoRequest {}).await.map(done),
+        "/weft.v1.Cluster/Why" => {
+            c.why(pb::WhyRequest { src: "h0".into(), dst: "h1".into(), ..Default::default() }).await.map(done)
+        }
         "/weft.v1.Cluster/ChangeRole" => c
             .change_role(pb::ChangeRoleRequest { node: "nosuch".into(), role: pb::NodeRole::Manager as i32 })
             .await

@@ -118,7 +118,11 @@ fn health_info(host: &Host, spec: &ContainerSpec, status: &ContainerStatus) -> O
     Some(state.to_proto())
 }
 
-fn container_info(host: &Host, spec: &ContainerSpec, status: &ContainerStatus) -> pb::ContainerInfo {
+pub(crate) fn container_info(
+    host: &Host,
+    spec: &ContainerSpec,
+    status: &ContainerStatus,
+) -> pb::ContainerInfo {
     let conf = host.netconf_for_display(&spec.id);
     let mut info = pb::ContainerInfo {
         id: spec.id.clone(),

@@ -125,6 +125,11 @@ pub const TABLE: &[Rule] = &[
     Rule { path: "/weft.v1.Cluster/GetState", allowed: &[Local, Admin, Manager, Worker], note: "" },
     Rule { path: "/weft.v1.Cluster/Nodes", allowed: &[Local, Admin, Manager, Worker], note: "" },
     Rule { path: "/weft.v1.Cluster/Info", allowed: &[Local, Admin, Manager, Worker], note: "" },
+    Rule {
+        path: "/weft.v1.Cluster/Why",
+        allowed: &[Local, Admin, Manager, Worker],
+        note: "read-only; workers forward their local CLI's",
+    },
     Rule { path: "/weft.v1.Cluster/ChangeRole", allowed: &[Local, Admin, Manager], note: "" },
     Rule { path: "/weft.v1.Cluster/RemoveNode", allowed: &[Local, Admin, Manager], note: "revokes the node" },
     Rule { path: "/weft.v1.Cluster/Token", allowed: &[Local, Admin, Manager], note: "" },

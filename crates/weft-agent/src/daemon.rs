@@ -424,6 +424,7 @@ async fn run_manager(
             cert_ttl: config.cert_ttl,
             liveness: Mutex::new(Liveness::new(Instant::now())),
             liveness_config,
+            reports: crate::why::ReportBoard::default(),
         }),
     });
     telemetry.set_raft_refusals(node.refusals().clone());
@@ -492,8 +493,11 @@ async fn run_manager(
         register_self(&core, config, me).await?;
     }
     let duties = supervisor.spawn("leader duties", stop_rx.clone(), leader_duties(core.clone(), me.id));
-    let beats =
-        supervisor.spawn("heartbeats", stop_rx.clone(), heartbeats(core.clone(), me.id, config.heartbeat));
+    let beats = supervisor.spawn(
+        "heartbeats",
+        stop_rx.clone(),
+        heartbeats(core.clone(), host.clone(), me.id, config.heartbeat),
+    );
     let exit = role_watch_manager(&node, me.id, dir, host, shutdown).await;
     let _ = stop_tx.send(true);
     feed.abort();
@@ -681,19 +685,29 @@ async fn leader_duties(core: Arc<Core>, me: u64) {
     }
 }
 
-async fn heartbeats(core: Arc<Core>, me: u64, every: Duration) {
+/// Heartbeats every `every`; when the leader asks for this host's report (a `weft net why`
+/// waits for it), the report is taken, its probes run, and it goes out in a heartbeat at once.
+async fn heartbeats(core: Arc<Core>, host: Arc<Host>, me: u64, every: Duration) {
     let mut tick = tokio::time::interval(every);
+    let mut report: Option<pb::HostReport> = None;
     loop {
-        tick.tick().await;
+        if report.is_none() {
+            tick.tick().await;
+        }
         let revision = match &core.role {
             RoleCore::Manager(m) => m.node.status().revision,
             RoleCore::Worker(w) => w.mirror.borrow().revision(),
         };
-        match core.heartbeat(me, revision).await {
-            Ok(answer) => core
-                .telemetry
-                .watch_lag
-                .store(answer.revision.saturating_sub(revision), std::sync::atomic::Ordering::Relaxed),
+        let request = pb::HeartbeatRequest { node_id: me, revision, report: report.take() };
+        match core.heartbeat(request).await {
+            Ok(answer) => {
+                core.telemetry
+                    .watch_lag
+                    .store(answer.revision.saturating_sub(revision), std::sync::atomic::Ordering::Relaxed);
+                if let Some(wanted) = answer.report {
+                    report = Some(crate::why::host_report(&host, &wanted).await);
+                }
+            }
             Err(e) => tracing::debug!(error = %e.message(), "heartbeat failed"),
         }
     }
@@ -735,8 +749,11 @@ async fn run_worker(
     host.set_core(Some(core.clone()));
     tracing::info!(id = me.id, name = %me.name, "worker serving");
     ready();
-    let beats =
-        supervisor.spawn("heartbeats", stop_rx.clone(), heartbeats(core.clone(), me.id, config.heartbeat));
+    let beats = supervisor.spawn(
+        "heartbeats",
+        stop_rx.clone(),
+        heartbeats(core.clone(), host.clone(), me.id, config.heartbeat),
+    );
     let renewal = supervisor.spawn(
         "certificate renewal",
         stop_rx.clone(),
@@ -823,6 +840,7 @@ impl LocalServices {
         let overlay_metrics = reconciler.metrics();
         let reconciled = reconciler.reconciled();
         host.set_reconciled(reconciled.clone());
+        host.set_journal(reconciler.journal());
         let states = host.states();
         let stop = shutdown.clone();
         supervisor.spawn("overlay reconciler", shutdown.clone(), reconciler.run(states, stop));

@@ -26,3 +26,4 @@ pub mod tls;
 pub mod transport;
 pub mod tty;
 pub mod watch;
+pub mod why;

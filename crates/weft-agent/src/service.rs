@@ -74,6 +74,8 @@ pub struct ManagerCore {
     pub stopping: watch::Receiver<bool>,
     /// The leader's heartbeat table (used while this node leads).
     pub liveness: Mutex<Liveness>,
+    /// Host reports wanted and received for `weft net why` (used while this node leads).
+    pub reports: crate::why::ReportBoard,
     /// Liveness timing.
     pub liveness_config: LivenessConfig,
 }
@@ -262,23 +264,32 @@ impl Core {
         }
     }
 
-    /// Records a heartbeat if this manager leads; forwards it to the leader otherwise.
-    pub async fn heartbeat(&self, node_id: u64, revision: u64) -> Result<pb::HeartbeatResponse, Status> {
+    /// Records a heartbeat (and the report it carries) if this manager leads; forwards it to the
+    /// leader otherwise. The answer asks for the node's report when a `weft net why` wants it.
+    pub async fn heartbeat(&self, request: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse, Status> {
         match &self.role {
             RoleCore::Manager(m) => match self.leader_client(m).await? {
                 None => {
-                    m.liveness.lock().unwrap().record(node_id, revision, Instant::now());
-                    Ok(pb::HeartbeatResponse { leader_id: self.id, revision: m.node.status().revision })
+                    let node_id = request.node_id;
+                    m.liveness.lock().unwrap().record(node_id, request.revision, Instant::now());
+                    if let Some(report) = request.report {
+                        m.reports.store(pb::HostReport { node_id, ..report });
+                    }
+                    Ok(pb::HeartbeatResponse {
+                        leader_id: self.id,
+                        revision: m.node.status().revision,
+                        report: m.reports.wanted(node_id),
+                    })
                 }
                 Some(mut leader) => {
-                    let mut request = Request::new(pb::HeartbeatRequest { node_id, revision });
+                    let mut request = Request::new(request);
                     request.set_timeout(Duration::from_secs(2));
                     Ok(leader.heartbeat(request).await?.into_inner())
                 }
             },
             RoleCore::Worker(w) => {
                 let mut upstream = self.forward()?.ok_or_else(|| Status::internal("a worker forwards"))?;
-                let mut request = Request::new(pb::HeartbeatRequest { node_id, revision });
+                let mut request = Request::new(request);
                 request.set_timeout(Duration::from_secs(2));
                 upstream.heartbeat(request).await.map(|r| r.into_inner()).inspect_err(|_| w.upstream.failed())
             }
@@ -478,8 +489,7 @@ impl pb::cluster_server::Cluster for ClusterService {
                 weft_state::names::node_id_text(id)
             )));
         }
-        let req = request.into_inner();
-        Ok(Response::new(self.core.heartbeat(req.node_id, req.revision).await?))
+        Ok(Response::new(self.core.heartbeat(request.into_inner()).await?))
     }
 
     type WatchStream = WatchStream;
@@ -597,6 +607,20 @@ impl pb::cluster_server::Cluster for ClusterService {
             // No leader: this manager's own (possibly stale) view, with no leader marked.
             Err(_) => Ok(Response::new(core.node_rows(m, &m.node.state()))),
         }
+    }
+
+    async fn why(&self, request: Request<pb::WhyRequest>) -> Result<Response<pb::WhyResponse>, Status> {
+        self.check(&request, "/weft.v1.Cluster/Why")?;
+        let core = &self.core;
+        if let Some(mut upstream) = core.forward()? {
+            return upstream.why(request.into_inner()).await;
+        }
+        let m = core.manager()?;
+        if let Some(mut leader) = core.leader_client(m).await? {
+            return leader.why(request.into_inner()).await;
+        }
+        let state = core.fresh_state().await?;
+        Ok(Response::new(crate::why::answer(&m.reports, &state, &request.into_inner()).await?))
     }
 
     async fn change_role(

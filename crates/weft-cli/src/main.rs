@@ -20,6 +20,7 @@ mod output;
 mod parse;
 mod rpc;
 mod terminal;
+mod why;
 
 use failure::{EXIT_ERROR, Failure};
 
@@ -52,8 +53,8 @@ enum Command {
     /// The cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
-    /// Networks: create, ls, inspect, rm, connect, disconnect.
-    #[command(subcommand)]
+    /// Networks: create, ls, inspect, rm, connect, disconnect, why (`net` for short).
+    #[command(subcommand, alias = "net")]
     Network(network::NetworkCommand),
     /// Images: import, build, export, ls, inspect, rm, tag.
     #[command(subcommand)]
@@ -87,7 +88,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Completion { .. } => unreachable!("handled above"),
         Command::Node(c) => node::node(&mut api, c).await,
         Command::Cluster(c) => cluster::cluster(&mut api, c).await,
-        Command::Network(c) => network::network(&mut agent, c).await,
+        Command::Network(c) => network::network(&mut agent, &mut api, c).await,
         Command::Image(c) => image::image(&mut agent, c).await,
         Command::Run(args) => container::run(&mut agent, args).await,
         Command::Container(c) => container::container(&mut agent, c).await,

@@ -5,7 +5,7 @@ use weft_proto::v1 as pb;
 
 use crate::failure::Failure;
 use crate::output::{Format, json, print_table};
-use crate::rpc::{Api, err};
+use crate::rpc::{Api, ClusterApi, err};
 
 /// `--driver`'s values.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -70,6 +70,8 @@ pub(crate) enum NetworkCommand {
         /// The container.
         container: String,
     },
+    /// The path between two containers (or hosts), checked hop by hop: what blocks it.
+    Why(crate::why::WhyArgs),
     /// Disconnects a container from a network.
     Disconnect {
         /// The network.
@@ -116,8 +118,13 @@ fn network_json(info: &pb::NetworkInfo) -> serde_json::Value {
 }
 
 /// Runs a `network` verb.
-pub(crate) async fn network(api: &mut Api, command: NetworkCommand) -> Result<u8, Failure> {
+pub(crate) async fn network(
+    api: &mut Api,
+    cluster: &mut ClusterApi,
+    command: NetworkCommand,
+) -> Result<u8, Failure> {
     match command {
+        NetworkCommand::Why(args) => return crate::why::why(cluster, args).await,
         NetworkCommand::Create { driver, subnet, gateway, internal, label, name } => {
             if let Some(g) = gateway {
                 return Err(format!(

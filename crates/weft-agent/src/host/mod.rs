@@ -63,6 +63,8 @@ pub struct Host {
     ports_loaded: tokio::sync::Mutex<Option<ports_sync::LoadedPorts>>,
     /// The state the overlay reconciler last applied in full.
     reconciled: std::sync::OnceLock<watch::Receiver<Arc<State>>>,
+    /// The overlay reconciler's journal (drift repaired, failed actions), for `weft net why`.
+    journal: std::sync::OnceLock<weft_overlay::journal::SharedJournal>,
     /// A copy of the state has come from the cluster (not only from the last-state file).
     live: std::sync::atomic::AtomicBool,
     /// Endpoints of running containers missing from the state, and since when.
@@ -97,9 +99,20 @@ impl Host {
             serial: tokio::sync::Mutex::new(()),
             ports_loaded: tokio::sync::Mutex::new(None),
             reconciled: std::sync::OnceLock::new(),
+            journal: std::sync::OnceLock::new(),
             live: std::sync::atomic::AtomicBool::new(false),
             missing_since: std::sync::Mutex::new(std::collections::HashMap::new()),
         }))
+    }
+
+    /// Hands the host the overlay reconciler's journal (once, at start).
+    pub fn set_journal(&self, journal: weft_overlay::journal::SharedJournal) {
+        let _ = self.journal.set(journal);
+    }
+
+    /// The overlay reconciler's journal, once the reconciler runs.
+    pub fn journal(&self) -> Option<&weft_overlay::journal::SharedJournal> {
+        self.journal.get()
     }
 
     /// The control plane of the current role.
