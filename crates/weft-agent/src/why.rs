@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tonic::{Code, Status};
@@ -189,7 +189,7 @@ async fn probe(vni: u32, node: NodeId, address: Option<Ipv4Addr>, mtu: u32) -> p
 /// This host's report: its overlay devices and entries as the kernel holds them, its containers,
 /// the reconciler's repairs and failures, whether weft's firewall is loaded, and the probes the
 /// leader asked for.
-pub async fn host_report(host: &Host, wanted: &pb::ReportWanted) -> pb::HostReport {
+pub async fn host_report(host: &Arc<Host>, wanted: &pb::ReportWanted) -> pb::HostReport {
     let state = host.state();
     let mut report =
         pb::HostReport { node_id: host.id, taken_ms: weft_overlay::journal::now_ms(), ..Default::default() };
@@ -243,8 +243,16 @@ pub async fn host_report(host: &Host, wanted: &pb::ReportWanted) -> pb::HostRepo
         }
         Err(e) => report.failures.push(format!("reading the kernel's overlay state: {e}")),
     }
-    if let Ok(list) = host.runtime.list() {
-        report.containers = list.iter().map(|(spec, status)| container_info(host, spec, status)).collect();
+    let containers = {
+        let host = host.clone();
+        crate::host::blocking(move || {
+            let list = host.runtime.list()?;
+            Ok(list.iter().map(|(spec, status)| container_info(&host, spec, status)).collect())
+        })
+    };
+    match containers.await {
+        Ok(containers) => report.containers = containers,
+        Err(e) => report.failures.push(format!("listing the containers: {e}")),
     }
     if let Some(journal) = host.journal() {
         let journal = journal.lock().unwrap();
