@@ -705,7 +705,7 @@ async fn heartbeats(core: Arc<Core>, host: Arc<Host>, me: u64, every: Duration) 
                     .watch_lag
                     .store(answer.revision.saturating_sub(revision), std::sync::atomic::Ordering::Relaxed);
                 if let Some(wanted) = answer.report {
-                    report = Some(crate::why::host_report(&host, &wanted).await);
+                    report = Some(crate::report::host_report(&host, &wanted).await);
                 }
             }
             Err(e) => tracing::debug!(error = %e.message(), "heartbeat failed"),

@@ -17,6 +17,7 @@ pub mod pki;
 pub mod ports;
 pub mod reason;
 pub mod renewal;
+pub mod report;
 pub mod restart;
 pub mod service;
 pub mod spec;
