@@ -269,6 +269,42 @@ impl VirtualHosts {
         VirtualHost { ns, index, addr, addr6, port }
     }
 
+    /// Gives every host a permanent neighbour entry for every other host's underlay addresses
+    /// (IPv4 and IPv6). The hosts of a bed share one kernel, and the kernel's neighbour tables
+    /// are one per protocol for all namespaces: past about 30 hosts that talk to each other,
+    /// their learned underlay entries outgrow `gc_thresh3` (1024 by default) and new ones fail
+    /// with "neighbor table overflow", which separate machines, each with its own table of at
+    /// most a few hundred peers, never see. Permanent entries are outside that count. Benches
+    /// of many hosts call this; tests of a few hosts keep the kernel's own resolution.
+    pub fn pin_underlay_neighbours(&self) {
+        let macs: Vec<String> = self
+            .hosts
+            .iter()
+            .map(|h| {
+                let eth0 = h.netlink(|nl| async move { nl.require_link("eth0").await }).expect("eth0");
+                eth0.mac.expect("eth0 has an Ethernet address").to_string()
+            })
+            .collect();
+        for host in &self.hosts {
+            let mut batch = String::new();
+            for (other, mac) in self.hosts.iter().zip(&macs).filter(|(o, _)| o.index != host.index) {
+                for addr in [IpAddr::from(other.addr), IpAddr::from(other.addr6)] {
+                    batch += &format!("neigh replace {addr} lladdr {mac} dev eth0 nud permanent\n");
+                }
+            }
+            let mut child = host
+                .command("ip")
+                .args(["-batch", "-"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .expect("ip -batch");
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(batch.as_bytes()).expect("write the batch");
+            let status = child.wait().expect("wait for ip -batch");
+            assert!(status.success(), "pinning the underlay neighbours of h{} failed", host.index);
+        }
+    }
+
     /// The unique prefix of every name this bed made.
     pub fn prefix(&self) -> &str {
         &self.prefix

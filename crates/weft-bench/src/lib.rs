@@ -11,4 +11,5 @@ pub mod peers;
 pub mod raft;
 pub mod report;
 pub mod runtime;
+pub mod scale;
 pub mod state;

@@ -10,6 +10,10 @@ const SUITES: &[(&str, &str)] = &[
     ("runtime", "container lifecycle: weft vs crun and runc"),
     ("raft", "committed allocations/s, latency and failover: weft's raft vs a 3-member etcd"),
     ("names", "a container started on one host resolvable on another, vs an etcd watch"),
+    (
+        "scale",
+        "whole agents on 10 to 200 hosts: a new container resolvable and pingable everywhere, RSS and CPU",
+    ),
 ];
 
 fn usage() -> String {
@@ -29,6 +33,7 @@ fn main() -> Result<()> {
         Some("runtime") => weft_bench::runtime::run()?,
         Some("raft") => weft_bench::raft::run()?,
         Some("names") => weft_bench::names::run()?,
+        Some("scale") => weft_bench::scale::run()?,
         // weft-bench is also the container monitor of the weft containers it measures.
         Some("monitor" | "exec") => weft_runtime::container::monitor::shim_main(&args),
         Some("-h" | "--help") | None => {

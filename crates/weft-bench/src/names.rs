@@ -26,7 +26,7 @@ use crate::report::Figure;
 
 const ROUNDS: usize = 20;
 
-fn weft(cluster: &WeftCluster<'_>, i: usize, args: &[&str]) -> Result<String> {
+pub(crate) fn weft(cluster: &WeftCluster<'_>, i: usize, args: &[&str]) -> Result<String> {
     let out = Command::new(bin("weft"))
         .arg("-H")
         .arg(format!("unix://{}", cluster.socket(i).display()))
