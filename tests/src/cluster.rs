@@ -285,14 +285,16 @@ impl<'a> WeftCluster<'a> {
         self.start(i, &[]);
     }
 
+    /// `weft -H unix://<socket of i>`, to add arguments to and run (or spawn, for many at once).
+    pub fn weft_command(&self, i: usize) -> std::process::Command {
+        let mut cmd = std::process::Command::new(bin("weft"));
+        cmd.arg("-H").arg(format!("unix://{}", self.socket(i).display()));
+        cmd
+    }
+
     /// Runs `weft -H unix://<socket of i> args...`.
     pub fn weft(&self, i: usize, args: &[&str]) -> Output {
-        std::process::Command::new(bin("weft"))
-            .arg("-H")
-            .arg(format!("unix://{}", self.socket(i).display()))
-            .args(args)
-            .output()
-            .expect("run weft")
+        self.weft_command(i).args(args).output().expect("run weft")
     }
 
     /// Runs weft and returns its stdout, panicking (with its stderr) if it fails.

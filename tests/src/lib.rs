@@ -277,31 +277,25 @@ impl VirtualHosts {
     /// most a few hundred peers, never see. Permanent entries are outside that count. Benches
     /// of many hosts call this; tests of a few hosts keep the kernel's own resolution.
     pub fn pin_underlay_neighbours(&self) {
-        let macs: Vec<String> = self
+        let peers: Vec<(IpAddr, IpAddr, weft_net::MacAddr)> = self
             .hosts
             .iter()
             .map(|h| {
                 let eth0 = h.netlink(|nl| async move { nl.require_link("eth0").await }).expect("eth0");
-                eth0.mac.expect("eth0 has an Ethernet address").to_string()
+                (h.addr.into(), h.addr6.into(), eth0.mac.expect("eth0 has an Ethernet address"))
             })
             .collect();
         for host in &self.hosts {
-            let mut batch = String::new();
-            for (other, mac) in self.hosts.iter().zip(&macs).filter(|(o, _)| o.index != host.index) {
-                for addr in [IpAddr::from(other.addr), IpAddr::from(other.addr6)] {
-                    batch += &format!("neigh replace {addr} lladdr {mac} dev eth0 nud permanent\n");
+            let (me, peers) = (IpAddr::from(host.addr), peers.clone());
+            host.netlink(move |nl| async move {
+                let eth0 = nl.require_link("eth0").await?;
+                for (v4, v6, mac) in peers.into_iter().filter(|(v4, _, _)| *v4 != me) {
+                    nl.replace_neighbour(eth0.index, v4, mac).await?;
+                    nl.replace_neighbour(eth0.index, v6, mac).await?;
                 }
-            }
-            let mut child = host
-                .command("ip")
-                .args(["-batch", "-"])
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .expect("ip -batch");
-            use std::io::Write;
-            child.stdin.take().expect("stdin").write_all(batch.as_bytes()).expect("write the batch");
-            let status = child.wait().expect("wait for ip -batch");
-            assert!(status.success(), "pinning the underlay neighbours of h{} failed", host.index);
+                Ok::<(), weft_net::NetError>(())
+            })
+            .unwrap_or_else(|e| panic!("pinning the underlay neighbours of h{}: {e}", host.index));
         }
     }
 

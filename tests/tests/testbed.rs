@@ -24,6 +24,42 @@ fn hosts_share_an_underlay_and_links_can_be_cut() {
 }
 
 #[test]
+fn pinned_underlay_neighbours_are_permanent_kernel_entries_with_each_peers_mac() {
+    let bed = VirtualHosts::new(3);
+    let permanent = |i: usize| {
+        bed.host(i).netlink(|nl| async move {
+            let eth0 = nl.require_link("eth0").await.unwrap();
+            let mut found: Vec<(String, String)> = nl
+                .neighbours(Some(eth0.index))
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|n| n.permanent)
+                .map(|n| (n.ip.to_string(), n.mac.map(|m| m.to_string()).unwrap_or_default()))
+                .collect();
+            found.sort();
+            found
+        })
+    };
+    assert!(permanent(0).is_empty(), "a bed resolves its underlay itself until it is pinned");
+    bed.pin_underlay_neighbours();
+    let mac = |i: usize| {
+        let eth0 = bed.host(i).netlink(|nl| async move { nl.require_link("eth0").await.unwrap() });
+        eth0.mac.unwrap().to_string()
+    };
+    let mut expected: Vec<(String, String)> = [1, 2]
+        .into_iter()
+        .flat_map(|i| {
+            let h = bed.host(i);
+            [(h.addr.to_string(), mac(i)), (h.addr6.to_string(), mac(i))]
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(permanent(0), expected, "h0 holds h1's and h2's addresses, IPv4 and IPv6, nothing of its own");
+    assert!(ping(bed.host(0), "198.51.100.3", 1), "traffic goes over the pinned entries");
+}
+
+#[test]
 fn everything_is_removed_on_drop_and_on_panic() {
     let bed = VirtualHosts::with(BedOptions { hosts: 2, mtu: 1400 });
     let extra = bed.add_namespace("outside");

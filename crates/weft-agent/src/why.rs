@@ -1,8 +1,8 @@
 //! `weft net why` in the agent. Workers have no listener, so hosts are not asked directly: the
 //! leader marks the hosts on the path as wanted ([`ReportBoard`]), each learns it from the answer
 //! to its next heartbeat, runs the echo probes asked of it, and sends its report
-//! ([`crate::report::host_report`]) in a heartbeat right away, through its manager as every heartbeat goes. The
-//! leader then explains the path with `weft-why`'s pure functions ([`answer`]).
+//! ([`crate::report::host_report`]) in a heartbeat right away, through its manager as every
+//! heartbeat goes. The leader then explains the path with `weft-why`'s pure functions ([`answer`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;

@@ -14,12 +14,11 @@
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use weft_tests::VirtualHosts;
-use weft_tests::cluster::{WeftCluster, bin};
+use weft_tests::cluster::WeftCluster;
 
 use crate::raft::{Procs, build_binaries, etcd_member, etcd_start, percentile};
 use crate::report::Figure;
@@ -27,33 +26,36 @@ use crate::report::Figure;
 const ROUNDS: usize = 20;
 
 pub(crate) fn weft(cluster: &WeftCluster<'_>, i: usize, args: &[&str]) -> Result<String> {
-    let out = Command::new(bin("weft"))
-        .arg("-H")
-        .arg(format!("unix://{}", cluster.socket(i).display()))
-        .args(args)
-        .output()?;
+    let out = cluster.weft_command(i).args(args).output()?;
     if !out.status.success() {
         bail!("weft {args:?} on h{i}: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Polls `server` for `name` from the calling thread's namespace until it answers with an address.
-fn resolve(socket: &UdpSocket, server: SocketAddr, name: &str, deadline: Instant) -> Result<()> {
+/// Polls `server` for `name` from the calling thread's namespace, `pause` between queries (after
+/// the socket's read timeout), until it answers with an address, which it returns.
+pub(crate) fn resolve(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    name: &str,
+    deadline: Instant,
+    pause: Duration,
+) -> Result<IpAddr> {
     let query = weft_dns::codec::query_packet(7, name, weft_dns::codec::TYPE_A);
     let mut buf = [0u8; 512];
     loop {
         socket.send_to(&query, server)?;
         if let Ok((n, _)) = socket.recv_from(&mut buf)
             && let Ok((0, ips)) = weft_dns::codec::parse_answers(&buf[..n])
-            && !ips.is_empty()
+            && let Some(ip) = ips.first()
         {
-            return Ok(());
+            return Ok(*ip);
         }
         if Instant::now() > deadline {
-            bail!("{name} did not resolve within 10 s");
+            bail!("no answer from {server} by the deadline");
         }
-        std::thread::sleep(Duration::from_micros(500));
+        std::thread::sleep(pause);
     }
 }
 
@@ -81,7 +83,8 @@ fn weft_side(cluster: &WeftCluster<'_>) -> Result<Vec<f64>> {
                     &["run", "-d", "--name", &name, "--network", "names", "busybox", "sleep", "600"],
                 )?;
                 let ran = Instant::now();
-                resolve(&socket, server, &name, ran + Duration::from_secs(10))?;
+                resolve(&socket, server, &name, ran + Duration::from_secs(10), Duration::from_micros(500))
+                    .with_context(|| format!("{name} did not resolve within 10 s"))?;
                 times.push(ran.elapsed().as_secs_f64() * 1000.0);
             }
             Ok(times)

@@ -20,13 +20,13 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use weft_tests::VirtualHosts;
-use weft_tests::cluster::{WeftCluster, bin};
+use weft_tests::cluster::WeftCluster;
 
 use crate::names::weft;
 use crate::raft::{build_binaries, percentile};
@@ -39,9 +39,12 @@ const LOAD_WINDOW: Duration = Duration::from_secs(5);
 const STARTS_PER_SECOND: u32 = 20;
 /// How long a host may take to resolve and reach a new container before the run fails.
 const DEADLINE: Duration = Duration::from_secs(10);
+/// What every container of the suite runs, after `weft run -d --name NAME`.
+const WORKLOAD: &[&str] = &["--network", "scale", "busybox", "sleep", "3600"];
 
-fn secs(d: Duration) -> String {
-    format!("{} s", d.as_secs())
+/// `weft run -d --name NAME` of the suite's workload, as arguments.
+fn run_args(name: &str) -> Vec<&str> {
+    [&["run", "-d", "--name", name][..], WORKLOAD].concat()
 }
 
 /// A probe that gave up: on which host, the address it had resolved, what it saw.
@@ -154,39 +157,25 @@ fn probe_from(
     let _ = socket.set_read_timeout(Some(POLL));
     let server = SocketAddr::new(gateway, 53);
     for (name, ran) in jobs {
-        let query = weft_dns::codec::query_packet(7, &name, weft_dns::codec::TYPE_A);
-        let deadline = ran + DEADLINE;
-        let mut buf = [0u8; 512];
-        let mut resolved: Option<(f64, IpAddr)> = None;
-        let result = loop {
-            if Instant::now() > deadline {
-                let (address, got) = match resolved {
-                    None => (None, "no DNS answer".to_string()),
-                    Some((_, ip)) => (Some(ip), format!("resolved to {ip}, no echo reply")),
-                };
-                let text = format!("{name} (DNS at {gateway}) within {}: {got}", secs(DEADLINE));
-                break Err(Failed { host, address, text });
+        let (deadline, limit) = (ran + DEADLINE, DEADLINE.as_secs());
+        let since = || ran.elapsed().as_secs_f64() * 1000.0;
+        let result = match crate::names::resolve(&socket, server, &name, deadline, Duration::ZERO) {
+            Err(e) => Err(Failed { host, address: None, text: format!("{name} within {limit} s: {e}") }),
+            Ok(IpAddr::V6(ip)) => {
+                Err(Failed { host, address: None, text: format!("{name} resolved to IPv6 {ip}") })
             }
-            match resolved {
-                None => {
-                    let _ = socket.send_to(&query, server);
-                    if let Ok((n, _)) = socket.recv_from(&mut buf)
-                        && let Ok((0, ips)) = weft_dns::codec::parse_answers(&buf[..n])
-                        && let Some(ip) = ips.first()
-                    {
-                        resolved = Some((ran.elapsed().as_secs_f64() * 1000.0, *ip));
-                        continue;
-                    }
-                }
-                Some((dns_ms, IpAddr::V4(ip))) => {
+            Ok(IpAddr::V4(ip)) => {
+                let dns_ms = since();
+                loop {
                     if weft_net::probe::echo(vxlan, ip, 84, POLL).is_ok() {
-                        break Ok((dns_ms, ran.elapsed().as_secs_f64() * 1000.0));
+                        break Ok((dns_ms, since()));
+                    }
+                    if Instant::now() > deadline {
+                        let text =
+                            format!("{name} resolved to {ip} from {gateway}, no echo reply within {limit} s");
+                        break Err(Failed { host, address: Some(ip.into()), text });
                     }
                     std::thread::sleep(POLL);
-                    continue;
-                }
-                Some((_, IpAddr::V6(ip))) => {
-                    break Err(Failed { host, address: None, text: format!("{name} resolved to IPv6 {ip}") });
                 }
             }
         };
@@ -208,11 +197,7 @@ fn measure(hosts: usize) -> Result<Scale> {
     cluster.import_busybox(&all);
     weft(&cluster, 0, &["network", "create", "--driver", "overlay", "--subnet", "10.60.0.0/16", "scale"])?;
     for i in 0..hosts {
-        weft(
-            &cluster,
-            i,
-            &["run", "-d", "--name", &format!("base{i}"), "--network", "scale", "busybox", "sleep", "3600"],
-        )?;
+        weft(&cluster, i, &run_args(&format!("base{i}")))?;
     }
     let net: serde_json::Value = serde_json::from_str(&weft(&cluster, 0, &["network", "inspect", "scale"])?)?;
     let vxlan = format!("wvx-{}", net[0]["vni"].as_u64().context("vni")?);
@@ -243,11 +228,7 @@ fn measure(hosts: usize) -> Result<Scale> {
         for k in 0..ROUNDS {
             let on = 1 + k % (hosts - 1);
             let name = format!("new{k}");
-            weft(
-                &cluster,
-                on,
-                &["run", "-d", "--name", &name, "--network", "scale", "busybox", "sleep", "3600"],
-            )?;
+            weft(&cluster, on, &run_args(&name))?;
             let ran = Instant::now();
             for (i, job) in jobs.iter().enumerate() {
                 if i != on {
@@ -262,7 +243,7 @@ fn measure(hosts: usize) -> Result<Scale> {
                 };
                 resolvable.push(dns);
                 pingable.push(ping);
-                slowest = slowest.max(dns.max(ping));
+                slowest = slowest.max(ping); // the echo comes after the answer
             }
             everywhere.push(slowest);
         }
@@ -285,20 +266,9 @@ fn measure(hosts: usize) -> Result<Scale> {
             }
             let host = n % hosts;
             children.push(
-                Command::new(bin("weft"))
-                    .arg("-H")
-                    .arg(format!("unix://{}", cluster.socket(host).display()))
-                    .args([
-                        "run",
-                        "-d",
-                        "--name",
-                        &format!("load{n}"),
-                        "--network",
-                        "scale",
-                        "busybox",
-                        "sleep",
-                        "600",
-                    ])
+                cluster
+                    .weft_command(host)
+                    .args(run_args(&format!("load{n}")))
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped())
                     .spawn()?,

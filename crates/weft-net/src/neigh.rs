@@ -156,11 +156,17 @@ impl Netlink {
         if current.iter().any(|n| n.ip == ip && n.mac == Some(mac) && n.permanent) {
             return Ok(false);
         }
+        self.replace_neighbour(index, ip, mac).await?;
+        Ok(true)
+    }
+
+    /// Adds or replaces the permanent neighbour `ip` -> `mac` on link `index` without reading
+    /// the table first: for callers that write many entries and know they are new.
+    pub async fn replace_neighbour(&self, index: u32, ip: IpAddr, mac: MacAddr) -> Result<()> {
         let msg = neighbour_message(index, ip, Some(mac));
         self.request_ack(RouteNetlinkMessage::NewNeighbour(msg), NLM_F_CREATE | NLM_F_REPLACE)
             .await
-            .map_err(|e| NetError::kernel("replace neighbour", format!("{ip} on link #{index}"), e))?;
-        Ok(true)
+            .map_err(|e| NetError::kernel("replace neighbour", format!("{ip} on link #{index}"), e))
     }
 
     /// Deletes neighbour `ip` of link `index`.
