@@ -9,10 +9,12 @@ mod procfs;
 mod runtime;
 mod setup;
 pub mod spec;
+mod watch;
 
 pub use exec::ExecOptions;
-pub use runtime::{ChangeWatch, ContainerStatus, Runtime};
+pub use runtime::{ContainerStatus, Runtime};
 pub use spec::{
     BindMount, ContainerSpec, DeviceMapping, ExitState, HealthConfig, LogLine, NetworkMode, RunState,
     SeccompMode, Security, SpecLimits, TmpfsMount,
 };
+pub use watch::ChangeWatch;

@@ -12,6 +12,7 @@ use super::exec::ExecOptions;
 use super::monitor::write_json;
 use super::procfs::process_start;
 use super::spec::{ContainerSpec, ExitState, LogLine, NetworkMode, RunState, SeccompMode};
+use super::watch::ChangeWatch;
 use crate::cgroup::{Cgroup, Hierarchy, Limits, Stats};
 use crate::{Result, RuntimeError};
 
@@ -26,19 +27,35 @@ pub enum ContainerStatus {
     Exited(ExitState),
 }
 
-/// Polling that stays fast for the first 10 ms (most containers start, and short ones exit,
-/// within milliseconds) and then slows down to 10 ms for long waits.
-struct Backoff(u32);
+/// How a caller waits for a container's directory to change (its monitor wrote `state.json` or
+/// `exit.json`): woken by its inotify watch at once, or, when no watch could be made, after a
+/// short sleep. Never longer than [`DirWaiter::MAX_NAP`] at a time, so a monitor that died
+/// without writing anything is noticed as well (its status is read again after each wake).
+struct DirWaiter {
+    watch: Option<ChangeWatch>,
+}
 
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff(0)
+impl DirWaiter {
+    /// The longest single wait: how late a vanished monitor is noticed.
+    const MAX_NAP: Duration = Duration::from_millis(50);
+    /// The nap without a watch.
+    const NAP_UNWATCHED: Duration = Duration::from_millis(2);
+
+    /// A waiter on `dir`; made before the change it waits for can happen, so none is missed.
+    fn new(dir: &Path) -> DirWaiter {
+        DirWaiter { watch: ChangeWatch::on(dir).ok() }
     }
 
-    fn sleep(&mut self) {
-        self.0 += 1;
-        let micros = if self.0 <= 40 { 250 } else { (250u64 << (self.0 - 40).min(6)).min(10_000) };
-        std::thread::sleep(Duration::from_micros(micros));
+    /// Returns after the next change, `MAX_NAP`, or `deadline`, whichever comes first.
+    fn wait(&mut self, deadline: Option<Instant>) {
+        let mut nap = Self::MAX_NAP;
+        if let Some(deadline) = deadline {
+            nap = nap.min(deadline.saturating_duration_since(Instant::now()));
+        }
+        match &self.watch {
+            Some(watch) => watch.wait(nap),
+            None => std::thread::sleep(nap.min(Self::NAP_UNWATCHED)),
+        }
     }
 }
 
@@ -370,6 +387,8 @@ impl Runtime {
         let dir = self.container_dir(id);
         let _ = fs::remove_file(dir.join("exit.json"));
         let _ = fs::remove_file(dir.join("state.json"));
+        // Watching before the monitor starts: its records are seen the moment they are written.
+        let mut waiter = DirWaiter::new(&dir);
         let status = Command::new(&self.shim)
             .arg("monitor")
             .arg(&dir)
@@ -386,7 +405,6 @@ impl Runtime {
             });
         }
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut backoff = Backoff::new();
         loop {
             if let Some(exit) = read_json::<ExitState>(&dir.join("exit.json")) {
                 if let Some(reason) = exit.error {
@@ -407,7 +425,7 @@ impl Runtime {
             if Instant::now() > deadline {
                 return Err(RuntimeError::Timeout(id.into()));
             }
-            backoff.sleep();
+            waiter.wait(Some(deadline));
         }
     }
 
@@ -436,7 +454,7 @@ impl Runtime {
     pub fn wait(&self, id: &str, timeout: Option<Duration>) -> Result<ExitState> {
         let id = &self.resolve(id)?;
         let deadline = timeout.map(|t| Instant::now() + t);
-        let mut backoff = Backoff::new();
+        let mut waiter = DirWaiter::new(&self.container_dir(id));
         loop {
             match self.status(id)? {
                 ContainerStatus::Exited(exit) => return Ok(exit),
@@ -446,7 +464,7 @@ impl Runtime {
             if deadline.is_some_and(|d| Instant::now() > d) {
                 return Err(RuntimeError::Timeout(id.into()));
             }
-            backoff.sleep();
+            waiter.wait(deadline);
         }
     }
 
@@ -490,19 +508,9 @@ impl Runtime {
     /// (it started, it exited), so a follower of its logs or its exit reacts at once instead of
     /// polling.
     pub fn watch(&self, id: &str) -> Result<ChangeWatch> {
-        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
         let id = &self.resolve(id)?;
         let dir = self.container_dir(id);
-        let to_io = |e: nix::Error| std::io::Error::from_raw_os_error(e as i32);
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-            .map_err(|e| RuntimeError::io("watch", &dir)(to_io(e)))?;
-        let flags = AddWatchFlags::IN_MODIFY
-            | AddWatchFlags::IN_CLOSE_WRITE
-            | AddWatchFlags::IN_MOVED_TO
-            | AddWatchFlags::IN_CREATE
-            | AddWatchFlags::IN_DELETE_SELF;
-        inotify.add_watch(&dir, flags).map_err(|e| RuntimeError::io("watch", &dir)(to_io(e)))?;
-        Ok(ChangeWatch { inotify })
+        ChangeWatch::on(&dir).map_err(RuntimeError::io("watch", &dir))
     }
 
     /// Log lines from byte `offset` of the log; returns them and the offset to continue from
@@ -587,32 +595,4 @@ fn hosts_file(lines: &[String]) -> String {
 /// A container's `/etc/resolv.conf` naming `servers`.
 fn resolv_file(servers: &[String]) -> String {
     servers.iter().map(|d| format!("nameserver {d}\n")).collect()
-}
-
-/// Changes to a container's directory (see [`Runtime::watch`]): poll its descriptor for
-/// readability, then [`ChangeWatch::drain`] it and look at the container again.
-#[derive(Debug)]
-pub struct ChangeWatch {
-    inotify: nix::sys::inotify::Inotify,
-}
-
-impl ChangeWatch {
-    /// Reads away the pending notifications (their content does not matter: the container is
-    /// looked at again whole).
-    pub fn drain(&self) {
-        while self.inotify.read_events().is_ok_and(|events| !events.is_empty()) {}
-    }
-}
-
-impl std::os::fd::AsFd for ChangeWatch {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.inotify.as_fd()
-    }
-}
-
-impl std::os::fd::AsRawFd for ChangeWatch {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsFd;
-        self.inotify.as_fd().as_raw_fd()
-    }
 }
