@@ -858,6 +858,7 @@ impl LocalServices {
             weft_dns::run(zones_rx, upstreams, shutdown.clone()),
         );
         supervisor.spawn("janitor", shutdown.clone(), host.clone().janitor(shutdown.clone()));
+        supervisor.spawn("exit watcher", shutdown.clone(), host.clone().watch_exits(shutdown.clone()));
         supervisor.spawn("restart manager", shutdown.clone(), host.clone().restart_manager(shutdown.clone()));
         supervisor.spawn("health checks", shutdown.clone(), host.clone().health_monitor(shutdown.clone()));
         supervisor.spawn("state persister", shutdown.clone(), host.clone().persist_state(shutdown.clone()));

@@ -8,7 +8,8 @@
 //! never restarts a container (Docker's restart policies ignore it too).
 //!
 //! The rules are [`HealthState::record`], pure and unit-tested; the loop is
-//! [`Host::health_monitor`].
+//! [`Host::health_monitor`], woken by container events, by a check that ended and when the next
+//! check is due (no polling).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,9 +24,8 @@ use weft_proto::v1 as pb;
 use weft_runtime::container::{ContainerStatus, ExecOptions, HealthConfig};
 
 use super::Host;
+use super::events::next_look;
 
-/// How often the monitor looks for checks that are due.
-const LOOK_EVERY: Duration = Duration::from_millis(100);
 /// Results kept, as Docker.
 const KEEP_RESULTS: usize = 5;
 /// Output kept per result, as Docker.
@@ -110,8 +110,17 @@ struct Tracked {
     run_started_ns: u64,
     /// When the next check is due.
     due: Instant,
-    /// A check in flight.
-    running: Option<tokio::task::JoinHandle<CheckResult>>,
+    /// A check in flight (aborted when the container stops or weftd does).
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A check that ended: whose, for which run, under which config, and its result.
+struct Ended {
+    id: String,
+    name: String,
+    run_started_ns: u64,
+    check: HealthConfig,
+    result: CheckResult,
 }
 
 impl Host {
@@ -141,20 +150,31 @@ impl Host {
 
     /// Runs the health checks of this host's containers until `stop`.
     pub async fn health_monitor(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(LOOK_EVERY);
         let mut tracked: HashMap<String, Tracked> = HashMap::new();
+        let mut events = self.container_events();
+        let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel::<Ended>();
+        let mut next_due: Option<Instant> = None;
+        let mut first = true;
         loop {
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => {
-                    for t in tracked.values_mut() {
-                        if let Some(task) = t.running.take() {
-                            task.abort();
+            if !first {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => {
+                        for t in tracked.values_mut() {
+                            if let Some(task) = t.running.take() {
+                                task.abort();
+                            }
                         }
+                        return;
                     }
-                    return;
+                    _ = next_look(&mut events, next_due) => {}
+                    Some(ended) = ended_rx.recv() => {
+                        self.take_result(&mut tracked, ended);
+                    }
                 }
-                _ = tick.tick() => {}
             }
+            first = false;
+            events.borrow_and_update();
+            next_due = None;
             let runtime = self.runtime.clone();
             let Ok(Ok(list)) = tokio::task::spawn_blocking(move || runtime.list()).await else { continue };
             let now = Instant::now();
@@ -179,29 +199,20 @@ impl Host {
                         self.save_health(&spec.id, &HealthState::starting(run.started_ns));
                     }
                 }
-                if let Some(task) = &t.running {
-                    if !task.is_finished() {
-                        continue;
-                    }
-                    let task = t.running.take().expect("checked");
-                    let Ok(result) = task.await else { continue };
-                    let mut state =
-                        self.health_of(&spec.id).unwrap_or_else(|| HealthState::starting(run.started_ns));
-                    let since_start = Duration::from_nanos(result.start_ns.saturating_sub(run.started_ns));
-                    let in_start_period = since_start < check.start_period;
-                    let before = state.status.clone();
-                    state.record(result, check.retries, in_start_period);
-                    if state.status != before {
-                        tracing::info!(container = %spec.name, status = %state.status, "health changed");
-                    }
-                    self.save_health(&spec.id, &state);
-                    t.due = Instant::now() + check.interval;
+                if t.running.is_some() {
                     continue;
                 }
                 if now >= t.due {
                     let runtime = self.runtime.clone();
-                    let (id, check) = (spec.id.clone(), check.clone());
-                    t.running = Some(tokio::spawn(async move { run_check(&runtime, &id, &check).await }));
+                    let ended_tx = ended_tx.clone();
+                    let (id, name, check, run_started_ns) =
+                        (spec.id.clone(), spec.name.clone(), check.clone(), run.started_ns);
+                    t.running = Some(tokio::spawn(async move {
+                        let result = run_check(&runtime, &id, &check).await;
+                        let _ = ended_tx.send(Ended { id, name, run_started_ns, check, result });
+                    }));
+                } else {
+                    next_due = Some(next_due.map_or(t.due, |d| d.min(t.due)));
                 }
             }
             tracked.retain(|id, t| {
@@ -213,6 +224,27 @@ impl Host {
                 alive
             });
         }
+    }
+
+    /// Records the result of a check that ended, if its container is still on the run it was
+    /// about; the next check is due an interval later.
+    fn take_result(&self, tracked: &mut HashMap<String, Tracked>, ended: Ended) {
+        let Some(t) = tracked.get_mut(&ended.id) else { return };
+        if t.run_started_ns != ended.run_started_ns {
+            return;
+        }
+        t.running = None;
+        let mut state =
+            self.health_of(&ended.id).unwrap_or_else(|| HealthState::starting(ended.run_started_ns));
+        let since_start = Duration::from_nanos(ended.result.start_ns.saturating_sub(ended.run_started_ns));
+        let in_start_period = since_start < ended.check.start_period;
+        let before = state.status.clone();
+        state.record(ended.result, ended.check.retries, in_start_period);
+        if state.status != before {
+            tracing::info!(container = %ended.name, status = %state.status, "health changed");
+        }
+        self.save_health(&ended.id, &state);
+        t.due = Instant::now() + ended.check.interval;
     }
 }
 

@@ -7,7 +7,7 @@
 //! `netconf` (what weft wired for each container, on disk), `run`, `attach` (an endpoint wired
 //! into a namespace, for run and connect), `connect`, `disconnect`, `stop`, `remove` (and the
 //! undo of everything wired), `ports_sync` (the published-port table), `revoke` (addresses the
-//! cluster took back), `health` (health checks), `rewire` (a container's namespace made again after a reboot), `orphans` (endpoints no
+//! cluster took back), `health` (health checks), `events` (container events: starts, exits, removals), `rewire` (a container's namespace made again after a reboot), `orphans` (endpoints no
 //! container holds), `restarts`
 //! (restart policies) and `janitor` (periodic housekeeping).
 
@@ -26,6 +26,7 @@ use crate::service::Core;
 mod attach;
 mod connect;
 mod disconnect;
+mod events;
 mod health;
 mod janitor;
 mod netconf;
@@ -69,6 +70,8 @@ pub struct Host {
     live: std::sync::atomic::AtomicBool,
     /// Endpoints of running containers missing from the state, and since when.
     missing_since: std::sync::Mutex<std::collections::HashMap<u64, std::time::Instant>>,
+    /// Moves whenever this host's containers change (see `events`).
+    container_events: watch::Sender<u64>,
 }
 
 /// Runs blocking runtime work off the async threads.
@@ -102,6 +105,7 @@ impl Host {
             journal: std::sync::OnceLock::new(),
             live: std::sync::atomic::AtomicBool::new(false),
             missing_since: std::sync::Mutex::new(std::collections::HashMap::new()),
+            container_events: watch::channel(0).0,
         }))
     }
 

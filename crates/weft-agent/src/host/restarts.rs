@@ -1,5 +1,6 @@
-//! The restart manager: every 100 ms it looks at this host's containers and starts again those
-//! whose restart policy ([`crate::restart::RestartPolicy`]) says so, after the policy's back-off.
+//! The restart manager: on every container event (see `events`: an exit above all) and when a
+//! back-off ends, it looks at this host's containers and starts again those whose restart policy
+//! ([`crate::restart::RestartPolicy`]) says so, after the policy's back-off.
 //! Its first look after weftd starts is the reboot case: containers that were running when the
 //! host went down come back (`always`, `unless-stopped`, `on-failure` after a kill). What it did
 //! is kept per container in `<state>/restarts/ID.json` (the count `inspect` shows, and whether the
@@ -8,17 +9,15 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use weft_runtime::container::ContainerStatus;
 
+use super::events::next_look;
 use super::{Host, blocking};
 use crate::restart::{self, RestartPolicy};
-
-/// How often the manager looks.
-const LOOK_EVERY: Duration = Duration::from_millis(100);
 
 /// What weftd remembers about a container's restarts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,16 +86,24 @@ impl Host {
 
     /// Restarts exited containers as their policies say, until `stop`.
     pub async fn restart_manager(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(LOOK_EVERY);
+        let mut events = self.container_events();
         let mut tracked: HashMap<String, Tracked> = HashMap::new();
         let mut first = true;
+        let mut next_due: Option<Instant> = None;
         loop {
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                _ = tick.tick() => {}
+            if !first {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = next_look(&mut events, next_due) => {}
+                }
             }
+            events.borrow_and_update();
+            next_due = None;
             let runtime = self.runtime.clone();
-            let Ok(Ok(list)) = tokio::task::spawn_blocking(move || runtime.list()).await else { continue };
+            let Ok(Ok(list)) = tokio::task::spawn_blocking(move || runtime.list()).await else {
+                first = false;
+                continue;
+            };
             let now = Instant::now();
             for (spec, status) in &list {
                 let policy = self.netconf_for_display(&spec.id).restart;
@@ -130,11 +137,18 @@ impl Host {
                 }
                 let due = *t.due.get_or_insert(now + restart::delay(t.consecutive));
                 if now < due {
+                    next_due = Some(next_due.map_or(due, |d| d.min(due)));
                     continue;
                 }
                 t.due = None;
                 t.consecutive = t.consecutive.saturating_add(1);
-                self.restart_one(&spec.id, &spec.name, code, policy, record).await;
+                if !self.restart_one(&spec.id, &spec.name, code, policy, record).await {
+                    // Tried again after the next back-off (a look finds it running if it was
+                    // started by other means meanwhile).
+                    let retry = Instant::now() + restart::delay(t.consecutive);
+                    t.due = Some(retry);
+                    next_due = Some(next_due.map_or(retry, |d| d.min(retry)));
+                }
             }
             tracked.retain(|id, _| list.iter().any(|(spec, _)| spec.id == *id));
             first = false;
@@ -148,7 +162,7 @@ impl Host {
         code: i32,
         policy: RestartPolicy,
         mut record: RestartRecord,
-    ) {
+    ) -> bool {
         // Under the host lock: a `rm` or `stop` in flight finishes first, and is looked at again.
         let _serial = self.serial.lock().await;
         let runtime = self.runtime.clone();
@@ -157,12 +171,12 @@ impl Host {
             blocking(move || Ok(runtime.status(&id)?)).await
         };
         if !matches!(current, Ok(ContainerStatus::Exited(_))) || self.restart_record(id).manually_stopped {
-            return;
+            return true;
         }
         // After a reboot its network namespace is gone: made and wired again first.
         if let Err(e) = self.rewire(id, name).await {
             tracing::warn!(container = name, error = %e, "wiring the container's network again failed; retrying");
-            return;
+            return false;
         }
         let runtime = self.runtime.clone();
         let started = {
@@ -171,14 +185,19 @@ impl Host {
         };
         match started {
             Ok(_) => {
+                self.containers_changed();
                 record.count = record.count.saturating_add(1);
                 self.save_restart_record(id, &record);
                 tracing::info!(container = name, exit_code = code, policy = %policy.render(), count = record.count, "container restarted");
                 if let Err(e) = self.sync_ports().await {
                     tracing::warn!(container = name, error = %e, "publishing the restarted container's ports failed");
                 }
+                true
             }
-            Err(e) => tracing::warn!(container = name, error = %e, "restarting the container failed"),
+            Err(e) => {
+                tracing::warn!(container = name, error = %e, "restarting the container failed");
+                false
+            }
         }
     }
 }

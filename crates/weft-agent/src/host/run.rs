@@ -137,6 +137,7 @@ impl Host {
             let _ = std::fs::remove_file(self.netconf_path(&spec.id));
             return Err(e);
         }
+        self.containers_changed();
         Ok(spec)
     }
 

@@ -32,6 +32,7 @@ impl Host {
             let id = spec.id.clone();
             blocking(move || Ok(runtime.start(&id)?)).await?;
         }
+        self.containers_changed();
         self.sync_ports().await?;
         Ok(spec)
     }

@@ -17,4 +17,4 @@ pub use spec::{
     BindMount, ContainerSpec, DeviceMapping, ExitState, HealthConfig, LogLine, NetworkMode, RunState,
     SeccompMode, Security, SpecLimits, TmpfsMount,
 };
-pub use watch::ChangeWatch;
+pub use watch::{ChangeWatch, ExitNotice};

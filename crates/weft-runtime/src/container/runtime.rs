@@ -12,7 +12,7 @@ use super::exec::ExecOptions;
 use super::monitor::write_json;
 use super::procfs::process_start;
 use super::spec::{ContainerSpec, ExitState, LogLine, NetworkMode, RunState, SeccompMode};
-use super::watch::ChangeWatch;
+use super::watch::{ChangeWatch, ExitNotice};
 use crate::cgroup::{Cgroup, Hierarchy, Limits, Stats};
 use crate::{Result, RuntimeError};
 
@@ -511,6 +511,15 @@ impl Runtime {
         let id = &self.resolve(id)?;
         let dir = self.container_dir(id);
         ChangeWatch::on(&dir).map_err(RuntimeError::io("watch", &dir))
+    }
+
+    /// A notice that becomes readable when container `id`'s current run has ended and its exit
+    /// is recorded; `None` when it is not running.
+    pub fn exit_notice(&self, id: &str) -> Result<Option<ExitNotice>> {
+        let id = &self.resolve(id)?;
+        let ContainerStatus::Running(run) = self.status(id)? else { return Ok(None) };
+        ExitNotice::on(run.monitor_pid, run.monitor_start)
+            .map_err(RuntimeError::io("watch the monitor of", self.container_dir(id)))
     }
 
     /// Log lines from byte `offset` of the log; returns them and the offset to continue from

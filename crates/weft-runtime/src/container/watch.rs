@@ -120,6 +120,52 @@ impl AsRawFd for ChangeWatch {
     }
 }
 
+/// Readable once a running container's monitor has exited, which it does only after recording
+/// the container's exit (`exit.json`): a pidfd on the monitor, so whoever keeps track of exits
+/// (restart policies, health checks, `--rm`) is woken by the exit itself instead of polling.
+#[derive(Debug)]
+pub struct ExitNotice {
+    pidfd: std::os::fd::OwnedFd,
+}
+
+impl ExitNotice {
+    /// A notice for the monitor `pid` that started at `start` (clock ticks after boot, 0 when
+    /// unknown). `Ok(None)`: that monitor is gone already (the container's exit is recorded, or
+    /// its monitor died), so there is nothing to wait for.
+    pub(crate) fn on(pid: u32, start: u64) -> std::io::Result<Option<ExitNotice>> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open with a pid and no flags returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            let err = std::io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::ESRCH) => Ok(None),
+                _ => Err(err),
+            };
+        }
+        // SAFETY: the kernel just returned this descriptor, owned by nobody else.
+        let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) };
+        // The pid may have been reused since the monitor recorded it: checked after opening, so
+        // the descriptor is known to be the monitor's (a pidfd never follows a reused pid).
+        if start != 0 && super::procfs::process_start(pid) != Some(start) {
+            return Ok(None);
+        }
+        Ok(Some(ExitNotice { pidfd }))
+    }
+}
+
+impl AsFd for ExitNotice {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+}
+
+impl AsRawFd for ExitNotice {
+    fn as_raw_fd(&self) -> RawFd {
+        self.pidfd.as_raw_fd()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +203,24 @@ mod tests {
         assert_eq!(unsafe { libc::poll(&mut pfd, 1, 1000) }, 1);
         drop(second);
         let _ = (std::fs::remove_dir_all(&a), std::fs::remove_dir_all(&b));
+    }
+
+    #[test]
+    fn an_exit_notice_becomes_readable_when_the_process_exits_and_not_before() {
+        let mut child = std::process::Command::new("sleep").arg("0.3").spawn().unwrap();
+        let start = super::super::procfs::process_start(child.id()).unwrap();
+        let notice = ExitNotice::on(child.id(), start).unwrap().expect("the process runs");
+        let mut pfd = libc::pollfd { fd: notice.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 50) }, 0, "readable while the process runs");
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 5000) }, 1, "not readable after the exit");
+        child.wait().unwrap();
+        // A recorded start time that is not the process's: another process has that pid now.
+        let mut other = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let reused = ExitNotice::on(other.id(), start.wrapping_add(1)).unwrap();
+        other.kill().unwrap();
+        other.wait().unwrap();
+        assert!(reused.is_none(), "a notice was made for a process that is not the recorded one");
     }
 }

@@ -1,0 +1,110 @@
+//! Container events: a counter every part of weftd that reacts to containers (restart policies,
+//! health checks, `--rm` and published ports) waits on, instead of each listing every container
+//! many times a second. It moves when weftd starts, stops or removes a container, and when a
+//! container exits by itself: [`Host::watch_exits`] holds an exit notice (a pidfd on its monitor)
+//! for every running container.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use weft_runtime::container::{ContainerStatus, ExitNotice};
+
+use super::Host;
+
+/// The longest a waiter sleeps without an event: a safety net for a change no event announced
+/// (a container's files changed by hand), not the way changes are found.
+pub(super) const SAFETY_NET: Duration = Duration::from_secs(30);
+
+impl Host {
+    /// Announces that this host's containers changed (one started, stopped, exited or went).
+    pub(super) fn containers_changed(&self) {
+        self.container_events.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver of container events.
+    pub(super) fn container_events(&self) -> watch::Receiver<u64> {
+        self.container_events.subscribe()
+    }
+
+    /// Keeps an exit notice for every running container and announces each exit, until `stop`.
+    pub async fn watch_exits(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut events = self.container_events();
+        let mut watched: HashSet<String> = HashSet::new();
+        let mut exits: JoinSet<String> = JoinSet::new();
+        loop {
+            // Every running container not watched yet gets its notice.
+            let runtime = self.runtime.clone();
+            let running: Vec<String> = match tokio::task::spawn_blocking(move || runtime.list()).await {
+                Ok(Ok(list)) => list
+                    .into_iter()
+                    .filter(|(_, status)| matches!(status, ContainerStatus::Running(_)))
+                    .map(|(spec, _)| spec.id)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            // Forgotten once no longer running, so a later run of the same container is watched.
+            watched.retain(|id| running.contains(id));
+            let mut gone_already = false;
+            for id in running {
+                if !watched.insert(id.clone()) {
+                    continue;
+                }
+                match self.runtime.exit_notice(&id) {
+                    // SAFETY: the notice owns its pidfd, which stays open and the same until the
+                    // notice (owned by the AsyncFd) is dropped.
+                    Ok(Some(notice)) => match unsafe {
+                        AsyncFd::register_with_interest(notice, tokio::io::Interest::READABLE)
+                    } {
+                        Ok(fd) => {
+                            exits.spawn(exit_of(fd, id));
+                        }
+                        Err(e) => {
+                            tracing::warn!(container = %id, error = %e, "cannot wait for the container's exit")
+                        }
+                    },
+                    // Its monitor ended between the listing and now (or died, leaving it
+                    // running unwatched: announced once, not looked at again while it runs).
+                    Ok(None) => gone_already = true,
+                    Err(e) => {
+                        tracing::warn!(container = %id, error = %e, "cannot wait for the container's exit")
+                    }
+                }
+            }
+            if gone_already {
+                self.containers_changed();
+            }
+            events.borrow_and_update();
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = events.changed() => {}
+                Some(done) = exits.join_next() => {
+                    if let Ok(id) = done {
+                        watched.remove(&id);
+                    }
+                    self.containers_changed();
+                }
+                _ = tokio::time::sleep(SAFETY_NET) => {}
+            }
+        }
+    }
+}
+
+/// Waits for the notice of container `id`, then returns its id.
+async fn exit_of(fd: AsyncFd<ExitNotice>, id: String) -> String {
+    let _ = fd.readable().await;
+    id
+}
+
+/// Sleeps until a container event, `until`, or [`SAFETY_NET`], whichever comes first.
+pub(super) async fn next_look(events: &mut watch::Receiver<u64>, until: Option<Instant>) {
+    let safety = Instant::now() + SAFETY_NET;
+    let wake = until.map_or(safety, |u| u.min(safety));
+    tokio::select! {
+        _ = events.changed() => {}
+        _ = tokio::time::sleep_until(wake.into()) => {}
+    }
+}
