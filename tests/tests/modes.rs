@@ -290,3 +290,49 @@ fn a_flushed_firewall_is_restored_within_a_second() {
         cluster.eventually("the repair is counted", Duration::from_secs(2), || drift() > before);
     }
 }
+
+/// The host-side veths of `host`'s containers, by name.
+fn host_veths(host: &weft_tests::Namespace) -> Vec<String> {
+    let out = stdout(&host.output("ip", &["-o", "link", "show", "type", "veth"]));
+    out.lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+#[test]
+fn rm_leaves_no_veth_behind_and_cuts_a_joined_container_off_at_once() {
+    let bed = VirtualHosts::new(1);
+    let cluster = WeftCluster::new(&bed);
+    cluster.form(1, 0);
+    cluster.import_busybox(&[0]);
+    cluster.weft_ok(0, &["network", "create", "-d", "overlay", "--subnet", "10.77.0.0/24", "ov"]);
+    let host = bed.host(0);
+    let before = host_veths(host);
+
+    // A namespace no other container joined: its veth goes with it (the kernel's namespace
+    // teardown deletes it, shortly after rm returns).
+    for network in ["bridge", "ov"] {
+        cluster.weft_ok(0, &["run", "-d", "--name", "solo", "--network", network, "busybox", "sleep", "600"]);
+        assert_eq!(host_veths(host).len(), before.len() + 1, "solo's veth on {network}");
+        cluster.weft_ok(0, &["rm", "-f", "solo"]);
+        cluster.eventually("solo's veth gone", Duration::from_secs(5), || host_veths(host) == before);
+    }
+
+    // A namespace another container joined outlives its owner's removal: the owner's veth is
+    // deleted by rm itself, so the joined container is cut off before rm returns (its address is
+    // released and may go to another container).
+    cluster.weft_ok(0, &["run", "-d", "--name", "owner", "--network", "ov", "busybox", "sleep", "600"]);
+    cluster.weft_ok(
+        0,
+        &["run", "-d", "--name", "joined", "--network", "container:owner", "busybox", "sleep", "600"],
+    );
+    let addr = cluster.weft_ok(0, &["exec", "joined", "ip", "-o", "-4", "addr", "show", "eth0"]);
+    assert!(addr.contains("10.77.0."), "joined shares owner's address: {addr}");
+    assert_eq!(host_veths(host).len(), before.len() + 1);
+    cluster.weft_ok(0, &["rm", "-f", "owner"]);
+    assert_eq!(host_veths(host), before, "owner's veth outlived rm while joined still runs");
+    let links = cluster.weft_ok(0, &["exec", "joined", "ip", "-o", "link"]);
+    assert!(!links.contains("eth0"), "joined still has owner's interface: {links}");
+    cluster.weft_ok(0, &["rm", "-f", "joined"]);
+}

@@ -4,7 +4,7 @@
 //! container exits by itself: [`Host::watch_exits`] holds an exit notice (a pidfd on its monitor)
 //! for every running container.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,20 +35,32 @@ impl Host {
         let mut events = self.container_events();
         let mut watched: HashSet<String> = HashSet::new();
         let mut exits: JoinSet<String> = JoinSet::new();
+        // Each exited container's last exit (its finish time), as of the previous look.
+        let mut exits_known: HashMap<String, u64> = HashMap::new();
+        let mut first = true;
         loop {
             // Every running container not watched yet gets its notice.
             let runtime = self.runtime.clone();
-            let running: Vec<String> = match tokio::task::spawn_blocking(move || runtime.list()).await {
-                Ok(Ok(list)) => list
-                    .into_iter()
-                    .filter(|(_, status)| matches!(status, ContainerStatus::Running(_)))
-                    .map(|(spec, _)| spec.id)
-                    .collect(),
-                _ => Vec::new(),
-            };
+            let list = tokio::task::spawn_blocking(move || runtime.list()).await.ok().and_then(|l| l.ok());
+            let mut running = Vec::new();
+            // An exit not announced yet: one that came before its container could be watched (a
+            // container that exits right after it starts).
+            let mut gone_already = false;
+            let mut seen_exits = HashMap::new();
+            for (spec, status) in list.unwrap_or_default() {
+                match status {
+                    ContainerStatus::Running(_) => running.push(spec.id),
+                    ContainerStatus::Exited(exit) => {
+                        gone_already |= !first && exits_known.get(&spec.id) != Some(&exit.finished_ns);
+                        seen_exits.insert(spec.id, exit.finished_ns);
+                    }
+                    ContainerStatus::Created => {}
+                }
+            }
+            exits_known = seen_exits;
+            first = false;
             // Forgotten once no longer running, so a later run of the same container is watched.
             watched.retain(|id| running.contains(id));
-            let mut gone_already = false;
             for id in running {
                 if !watched.insert(id.clone()) {
                     continue;

@@ -1,8 +1,8 @@
-//! The janitor: every half second removes exited `--rm` containers, withdraws the ports of
-//! containers that exited by themselves, undoes orphaned netconf files (retrying endpoint
-//! releases the cluster could not take at the time), revokes addresses the cluster took back
-//! and releases endpoints no container holds, all from one survey of this host's containers and
-//! netconf files.
+//! The janitor: on every container event (an exit above all, see `events`) and every two
+//! seconds, removes exited `--rm` containers, withdraws the ports of containers that exited by
+//! themselves, undoes orphaned netconf files (retrying endpoint releases the cluster could not
+//! take at the time), revokes addresses the cluster took back and releases endpoints no container
+//! holds, all from one survey of this host's containers and netconf files.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,11 +13,17 @@ use weft_runtime::container::ContainerStatus;
 
 use super::{Host, NetConf};
 
+/// Rounds without an event.
+const ROUND_EVERY: Duration = Duration::from_secs(2);
+
 impl Host {
     /// Periodic housekeeping: removes exited `--rm` containers, and retries releasing endpoints
     /// of removed containers that the cluster could not take back at the time.
     pub async fn janitor(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        // What no event announces (an address the cluster took back, an orphan's grace ending)
+        // is found by the next round; an exit starts a round at once.
+        let mut tick = tokio::time::interval(ROUND_EVERY);
+        let mut events = self.container_events();
         let mut orphans_since = std::collections::HashMap::new();
         // nftables notifications: a flushed port table comes back at once, not at the next change.
         let mut nft = weft_net::nft_events::NftEvents::subscribe()
@@ -33,6 +39,7 @@ impl Host {
             let notified = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
                 _ = tick.tick() => None,
+                _ = events.changed() => None,
                 changed = nft_changed => Some(changed.is_ok()),
             };
             if let Some(ok) = notified {
