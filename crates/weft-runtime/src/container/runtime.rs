@@ -59,6 +59,10 @@ impl DirWaiter {
     }
 }
 
+/// The longest a wait for an exit sleeps on its pidfd before it looks again (a safety net only:
+/// the pidfd wakes it at the exit).
+const EXIT_NAP: Duration = Duration::from_secs(1);
+
 /// The container runtime of one host.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -454,17 +458,30 @@ impl Runtime {
     pub fn wait(&self, id: &str, timeout: Option<Duration>) -> Result<ExitState> {
         let id = &self.resolve(id)?;
         let deadline = timeout.map(|t| Instant::now() + t);
-        let mut waiter = DirWaiter::new(&self.container_dir(id));
         loop {
-            match self.status(id)? {
+            let run = match self.status(id)? {
                 ContainerStatus::Exited(exit) => return Ok(exit),
                 ContainerStatus::Created => return Err(RuntimeError::NotRunning(id.into())),
-                ContainerStatus::Running(_) => {}
-            }
-            if deadline.is_some_and(|d| Instant::now() > d) {
+                ContainerStatus::Running(run) => run,
+            };
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
                 return Err(RuntimeError::Timeout(id.into()));
             }
-            waiter.wait(deadline);
+            // The monitor exits right after it recorded the exit: a pidfd on it wakes this wait
+            // at that moment, however long the container runs (a `docker wait` of a service
+            // costs nothing meanwhile).
+            let nap = left.map_or(EXIT_NAP, |l| l.min(EXIT_NAP));
+            match ExitNotice::on(run.monitor_pid, run.monitor_start) {
+                Ok(Some(notice)) => notice.wait(nap),
+                // Its monitor is gone, so its exit is recorded (looked at again at once), unless
+                // the monitor died and left the workload running: then a look now and then.
+                _ => {
+                    if matches!(self.status(id)?, ContainerStatus::Running(_)) {
+                        std::thread::sleep(nap.min(Duration::from_millis(50)));
+                    }
+                }
+            }
         }
     }
 

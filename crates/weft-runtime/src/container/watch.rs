@@ -152,6 +152,14 @@ impl ExitNotice {
         }
         Ok(Some(ExitNotice { pidfd }))
     }
+
+    /// Blocks until the monitor has exited or `timeout` passed.
+    pub(crate) fn wait(&self, timeout: Duration) {
+        let mut pfd = libc::pollfd { fd: self.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd for the length of the call.
+        unsafe { libc::poll(&mut pfd, 1, millis) };
+    }
 }
 
 impl AsFd for ExitNotice {
