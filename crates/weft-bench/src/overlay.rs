@@ -8,7 +8,9 @@
 //! Beside weft's overlay, the same measurements through flannel's and Docker Swarm's data paths
 //! built by hand on the same two hosts (`peers`), in the same rounds (the order rotates), each
 //! reported against the underlay and weft's against each of them (TCP: weft / peer, above 1 is
-//! weft faster; RTT: peer / weft, likewise).
+//! weft faster; RTT: peer / weft, likewise). A fourth path is a candidate for weft's own: its
+//! shape without the per-network bridge (`peers::routed`), reported against weft's as it is
+//! (above 1: the candidate is faster), so the step is measured before it is built.
 
 use std::time::Duration;
 
@@ -60,6 +62,7 @@ pub fn run() -> Vec<Figure> {
     // The peers' shapes on the same two hosts, beside weft's.
     let flannel = peers::flannel(&bed);
     let swarm = peers::swarm(&bed);
+    let routed = peers::routed(&bed);
     let pair = |label: &'static str, pair: &[(String, String)]| Path {
         label,
         client: bed.namespace(&pair[0].0),
@@ -77,6 +80,7 @@ pub fn run() -> Vec<Figure> {
         },
         pair("flannel", &flannel),
         pair("swarm", &swarm),
+        pair("routed", &routed),
     ];
     for p in &paths {
         eventually(&format!("{} path up", p.label), Duration::from_secs(10), || ping(&p.client, &p.addr, 1));
@@ -126,6 +130,21 @@ pub fn run() -> Vec<Figure> {
                 u,
             ));
         }
+        // The candidate step for weft's own path: above 1 when routing without the bridge wins.
+        figures.push(Figure::new(
+            format!("{name}.routed_candidate.vs_weft"),
+            rates[3],
+            "Gbit/s",
+            format!("weft's overlay as it is, {streams} stream(s), same run"),
+            rates[0],
+        ));
+        figures.push(Figure::new(
+            format!("{name}.routed_candidate"),
+            rates[3],
+            "Gbit/s",
+            format!("underlay host-to-host, {streams} stream(s), same run"),
+            u,
+        ));
     }
     eprintln!("overlay: RTT");
     let u = rtt_us(bed.host(0), &h1_addr);
@@ -138,7 +157,17 @@ pub fn run() -> Vec<Figure> {
         "underlay host-to-host RTT, same run",
         u,
     ));
-    for k in 1..paths.len() {
+    figures.push(
+        Figure::new(
+            "overlay.rtt.mean.routed_candidate.vs_weft",
+            rtts[3],
+            "us",
+            "weft's overlay RTT as it is, same run",
+            rtts[0],
+        )
+        .inverted(),
+    );
+    for k in 1..3 {
         figures.push(
             Figure::new(
                 format!("overlay.rtt.mean.vs_{}", paths[k].label),

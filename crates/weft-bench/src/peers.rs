@@ -183,3 +183,78 @@ pub fn swarm(bed: &VirtualHosts) -> Vec<(String, String)> {
     }
     containers
 }
+
+/// The step issue #19 names first for weft's own data path, built by hand to be measured before
+/// it is built into weft: weft's shape (an L3 VXLAN device, outer UDP checksum off, connection
+/// tracking skipped for the overlay's traffic) without the per-network bridge. Each container's
+/// veth is routed: the host holds a /32 route to it, and the container reaches the host through a
+/// fixed link-local gateway (169.254.1.1) whose neighbour entry is the host end's fixed MAC
+/// (Calico's shape), so a packet goes veth -> routing -> VXLAN with no bridge on either side.
+/// Subnets 10.80.N.0/24, VNI 2, port 4791.
+pub fn routed(bed: &VirtualHosts) -> Vec<(String, String)> {
+    const GATEWAY_MAC: &str = "ee:ee:ee:ee:ee:ee";
+    let mac = |i: usize| format!("02:ca:00:00:00:{:02x}", i + 1);
+    let mut containers = Vec::new();
+    for i in 0..2 {
+        let host = bed.host(i).name().to_string();
+        let underlay = bed.host(i).addr.to_string();
+        run_in(bed, &host, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        run_in(
+            bed,
+            &host,
+            "ip",
+            &[
+                "link",
+                "add",
+                "rvx",
+                "type",
+                "vxlan",
+                "id",
+                "2",
+                "local",
+                &underlay,
+                "dev",
+                "eth0",
+                "dstport",
+                "4791",
+                "nolearning",
+                "noudpcsum",
+            ],
+        );
+        run_in(bed, &host, "ip", &["link", "set", "rvx", "address", &mac(i), "mtu", "1450", "up"]);
+        run_in(bed, &host, "ip", &["addr", "add", &format!("10.80.{i}.0/32"), "dev", "rvx"]);
+        let addr = format!("10.80.{i}.2");
+        let c = container(bed, &host, &format!("rt{i}"), "vethrt", &format!("{addr}/32"), 1450, None);
+        run_in(bed, &host, "ip", &["link", "set", "vethrt", "address", GATEWAY_MAC, "up"]);
+        run_in(bed, &host, "ip", &["route", "add", &format!("{addr}/32"), "dev", "vethrt", "scope", "link"]);
+        run_in(bed, &c, "ip", &["route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"]);
+        run_in(bed, &c, "ip", &["route", "add", "default", "via", "169.254.1.1", "dev", "eth0"]);
+        run_in(
+            bed,
+            &c,
+            "ip",
+            &["neigh", "add", "169.254.1.1", "lladdr", GATEWAY_MAC, "dev", "eth0", "nud", "permanent"],
+        );
+        // As weft's table does for its own networks: no connection tracking for the overlay.
+        let table = "table inet rtbench {\n  chain raw_prerouting {\n    type filter hook prerouting priority raw; policy accept;\n    udp dport 4791 notrack\n    ip saddr 10.80.0.0/16 ip daddr 10.80.0.0/16 notrack\n  }\n  chain raw_output {\n    type filter hook output priority raw; policy accept;\n    udp dport 4791 notrack\n  }\n}\n";
+        let script = std::env::temp_dir().join(format!("weft-bench-rtbench-{}-{i}.nft", std::process::id()));
+        std::fs::write(&script, table).expect("write the nftables script");
+        run_in(bed, &host, "nft", &["-f", script.to_str().expect("utf-8 path")]);
+        let _ = std::fs::remove_file(&script);
+        containers.push((c, addr));
+    }
+    for (i, r) in [(0usize, 1usize), (1, 0)] {
+        let host = bed.host(i).name().to_string();
+        let remote = bed.host(r).addr.to_string();
+        let (net, gw) = (format!("10.80.{r}.0/24"), format!("10.80.{r}.0"));
+        run_in(bed, &host, "ip", &["route", "add", &net, "via", &gw, "dev", "rvx", "onlink"]);
+        run_in(bed, &host, "ip", &["neigh", "add", &gw, "lladdr", &mac(r), "dev", "rvx", "nud", "permanent"]);
+        run_in(
+            bed,
+            &host,
+            "bridge",
+            &["fdb", "add", &mac(r), "dev", "rvx", "dst", &remote, "self", "permanent"],
+        );
+    }
+    containers
+}
