@@ -55,35 +55,12 @@ fn container(
 
 /// flannel's VXLAN backend on hosts 0 and 1 (pod subnets 10.78.N.0/24).
 pub fn flannel(bed: &VirtualHosts) -> Vec<(String, String)> {
-    let mac = |i: usize| format!("02:fa:00:00:00:{:02x}", i + 1);
+    let vxlan =
+        L3Vxlan { dev: "flannel.1", vni: "1", port: "8472", mac_tag: "fa", prefix: "10.78", extra: &[] };
     let mut containers = Vec::new();
     for i in 0..2 {
         let host = bed.host(i).name().to_string();
-        let underlay = bed.host(i).addr.to_string();
-        run_in(bed, &host, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-        run_in(
-            bed,
-            &host,
-            "ip",
-            &[
-                "link",
-                "add",
-                "flannel.1",
-                "type",
-                "vxlan",
-                "id",
-                "1",
-                "local",
-                &underlay,
-                "dev",
-                "eth0",
-                "dstport",
-                "8472",
-                "nolearning",
-            ],
-        );
-        run_in(bed, &host, "ip", &["link", "set", "flannel.1", "address", &mac(i), "mtu", "1450", "up"]);
-        run_in(bed, &host, "ip", &["addr", "add", &format!("10.78.{i}.0/32"), "dev", "flannel.1"]);
+        vxlan.create(bed, i);
         run_in(bed, &host, "ip", &["link", "add", "cni0", "mtu", "1450", "type", "bridge"]);
         run_in(bed, &host, "ip", &["addr", "add", &format!("10.78.{i}.1/24"), "dev", "cni0"]);
         run_in(bed, &host, "ip", &["link", "set", "cni0", "up"]);
@@ -99,48 +76,76 @@ pub fn flannel(bed: &VirtualHosts) -> Vec<(String, String)> {
         run_in(bed, &host, "ip", &["link", "set", "vethfl", "master", "cni0", "up"]);
         containers.push((c, format!("10.78.{i}.2")));
     }
-    for (i, r) in [(0usize, 1usize), (1, 0)] {
-        let host = bed.host(i).name().to_string();
-        let remote = bed.host(r).addr.to_string();
-        run_in(
-            bed,
-            &host,
-            "ip",
-            &[
-                "route",
-                "add",
-                &format!("10.78.{r}.0/24"),
-                "via",
-                &format!("10.78.{r}.0"),
-                "dev",
-                "flannel.1",
-                "onlink",
-            ],
-        );
-        run_in(
-            bed,
-            &host,
-            "ip",
-            &[
-                "neigh",
-                "add",
-                &format!("10.78.{r}.0"),
-                "lladdr",
-                &mac(r),
-                "dev",
-                "flannel.1",
-                "nud",
-                "permanent",
-            ],
-        );
-        run_in(
-            bed,
-            &host,
-            "bridge",
-            &["fdb", "add", &mac(r), "dev", "flannel.1", "dst", &remote, "self", "permanent"],
-        );
-    }
+    vxlan.route_peers(bed);
     containers
+}
+
+/// An L3 VXLAN device as flanneld programs one, on hosts 0 and 1: `dev` with `vni` on UDP `port`
+/// (no learning, plus `extra` flags), MAC `02:<mac_tag>:00:00:00:0N`, MTU 1450, holding
+/// `<prefix>.N.0/32`; each host routes the other's `<prefix>.N.0/24` through it with a permanent
+/// neighbour and FDB entry.
+struct L3Vxlan<'a> {
+    dev: &'a str,
+    vni: &'a str,
+    port: &'a str,
+    mac_tag: &'a str,
+    prefix: &'a str,
+    extra: &'a [&'a str],
+}
+
+impl L3Vxlan<'_> {
+    fn mac(&self, i: usize) -> String {
+        format!("02:{}:00:00:00:{:02x}", self.mac_tag, i + 1)
+    }
+
+    /// The device on host `i`, with forwarding on.
+    fn create(&self, bed: &VirtualHosts, i: usize) {
+        let host = bed.host(i).name().to_string();
+        let underlay = bed.host(i).addr.to_string();
+        run_in(bed, &host, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        let mut add = vec![
+            "link",
+            "add",
+            self.dev,
+            "type",
+            "vxlan",
+            "id",
+            self.vni,
+            "local",
+            &underlay,
+            "dev",
+            "eth0",
+            "dstport",
+            self.port,
+            "nolearning",
+        ];
+        add.extend_from_slice(self.extra);
+        run_in(bed, &host, "ip", &add);
+        run_in(bed, &host, "ip", &["link", "set", self.dev, "address", &self.mac(i), "mtu", "1450", "up"]);
+        run_in(bed, &host, "ip", &["addr", "add", &format!("{}.{i}.0/32", self.prefix), "dev", self.dev]);
+    }
+
+    /// Each host's route, neighbour and FDB entry for the other's subnet.
+    fn route_peers(&self, bed: &VirtualHosts) {
+        for (i, r) in [(0usize, 1usize), (1, 0)] {
+            let host = bed.host(i).name().to_string();
+            let remote = bed.host(r).addr.to_string();
+            let (net, gw) = (format!("{}.{r}.0/24", self.prefix), format!("{}.{r}.0", self.prefix));
+            run_in(bed, &host, "ip", &["route", "add", &net, "via", &gw, "dev", self.dev, "onlink"]);
+            run_in(
+                bed,
+                &host,
+                "ip",
+                &["neigh", "add", &gw, "lladdr", &self.mac(r), "dev", self.dev, "nud", "permanent"],
+            );
+            run_in(
+                bed,
+                &host,
+                "bridge",
+                &["fdb", "add", &self.mac(r), "dev", self.dev, "dst", &remote, "self", "permanent"],
+            );
+        }
+    }
 }
 
 /// Docker Swarm's overlay on hosts 0 and 1 (one L2 subnet 10.79.0.0/24 across them).
@@ -193,36 +198,12 @@ pub fn swarm(bed: &VirtualHosts) -> Vec<(String, String)> {
 /// Subnets 10.80.N.0/24, VNI 2, port 4791.
 pub fn routed(bed: &VirtualHosts) -> Vec<(String, String)> {
     const GATEWAY_MAC: &str = "ee:ee:ee:ee:ee:ee";
-    let mac = |i: usize| format!("02:ca:00:00:00:{:02x}", i + 1);
+    let vxlan =
+        L3Vxlan { dev: "rvx", vni: "2", port: "4791", mac_tag: "ca", prefix: "10.80", extra: &["noudpcsum"] };
     let mut containers = Vec::new();
     for i in 0..2 {
         let host = bed.host(i).name().to_string();
-        let underlay = bed.host(i).addr.to_string();
-        run_in(bed, &host, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-        run_in(
-            bed,
-            &host,
-            "ip",
-            &[
-                "link",
-                "add",
-                "rvx",
-                "type",
-                "vxlan",
-                "id",
-                "2",
-                "local",
-                &underlay,
-                "dev",
-                "eth0",
-                "dstport",
-                "4791",
-                "nolearning",
-                "noudpcsum",
-            ],
-        );
-        run_in(bed, &host, "ip", &["link", "set", "rvx", "address", &mac(i), "mtu", "1450", "up"]);
-        run_in(bed, &host, "ip", &["addr", "add", &format!("10.80.{i}.0/32"), "dev", "rvx"]);
+        vxlan.create(bed, i);
         let addr = format!("10.80.{i}.2");
         let c = container(bed, &host, &format!("rt{i}"), "vethrt", &format!("{addr}/32"), 1450, None);
         run_in(bed, &host, "ip", &["link", "set", "vethrt", "address", GATEWAY_MAC, "up"]);
@@ -243,18 +224,6 @@ pub fn routed(bed: &VirtualHosts) -> Vec<(String, String)> {
         let _ = std::fs::remove_file(&script);
         containers.push((c, addr));
     }
-    for (i, r) in [(0usize, 1usize), (1, 0)] {
-        let host = bed.host(i).name().to_string();
-        let remote = bed.host(r).addr.to_string();
-        let (net, gw) = (format!("10.80.{r}.0/24"), format!("10.80.{r}.0"));
-        run_in(bed, &host, "ip", &["route", "add", &net, "via", &gw, "dev", "rvx", "onlink"]);
-        run_in(bed, &host, "ip", &["neigh", "add", &gw, "lladdr", &mac(r), "dev", "rvx", "nud", "permanent"]);
-        run_in(
-            bed,
-            &host,
-            "bridge",
-            &["fdb", "add", &mac(r), "dev", "rvx", "dst", &remote, "self", "permanent"],
-        );
-    }
+    vxlan.route_peers(bed);
     containers
 }

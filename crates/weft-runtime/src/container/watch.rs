@@ -84,10 +84,7 @@ impl ChangeWatch {
 
     /// Blocks until a change is pending or `timeout` passed, then reads the pending ones away.
     pub(crate) fn wait(&self, timeout: Duration) {
-        let mut pfd = libc::pollfd { fd: self.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd for the length of the call.
-        unsafe { libc::poll(&mut pfd, 1, millis) };
+        readable_within(self, timeout);
         self.drain();
     }
 
@@ -155,11 +152,16 @@ impl ExitNotice {
 
     /// Blocks until the monitor has exited or `timeout` passed.
     pub(crate) fn wait(&self, timeout: Duration) {
-        let mut pfd = libc::pollfd { fd: self.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd for the length of the call.
-        unsafe { libc::poll(&mut pfd, 1, millis) };
+        readable_within(self, timeout);
     }
+}
+
+/// Whether `fd` becomes readable within `timeout` (blocking the calling thread until then).
+fn readable_within(fd: &impl AsRawFd, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd for the length of the call.
+    unsafe { libc::poll(&mut pfd, 1, millis) == 1 }
 }
 
 impl AsFd for ExitNotice {
@@ -200,15 +202,14 @@ mod tests {
         drop(first);
         let second = ChangeWatch::from_pool(&b, pool).unwrap();
         assert_eq!(second.as_raw_fd(), fd, "the descriptor was not reused from the pool");
-        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         std::fs::write(a.join("later"), b"x").unwrap();
-        // SAFETY: one valid pollfd.
-        let ready = unsafe { libc::poll(&mut pfd, 1, 100) };
-        assert_eq!(ready, 0, "a reused descriptor woke for the previous directory's change");
+        assert!(
+            !readable_within(&second, Duration::from_millis(100)),
+            "a reused descriptor woke for the previous directory's change"
+        );
         // Control: a change in its own directory wakes it.
         std::fs::write(b.join("exit.json"), b"{}").unwrap();
-        // SAFETY: as above.
-        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 1000) }, 1);
+        assert!(readable_within(&second, Duration::from_secs(1)));
         drop(second);
         let _ = (std::fs::remove_dir_all(&a), std::fs::remove_dir_all(&b));
     }
@@ -218,11 +219,8 @@ mod tests {
         let mut child = std::process::Command::new("sleep").arg("0.3").spawn().unwrap();
         let start = super::super::procfs::process_start(child.id()).unwrap();
         let notice = ExitNotice::on(child.id(), start).unwrap().expect("the process runs");
-        let mut pfd = libc::pollfd { fd: notice.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd.
-        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 50) }, 0, "readable while the process runs");
-        // SAFETY: as above.
-        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 5000) }, 1, "not readable after the exit");
+        assert!(!readable_within(&notice, Duration::from_millis(50)), "readable while the process runs");
+        assert!(readable_within(&notice, Duration::from_secs(5)), "not readable after the exit");
         child.wait().unwrap();
         // A recorded start time that is not the process's: another process has that pid now.
         let mut other = std::process::Command::new("sleep").arg("5").spawn().unwrap();
