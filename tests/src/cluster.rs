@@ -3,7 +3,7 @@
 //! from its state dir. Every process is killed when the cluster is dropped.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -370,21 +370,29 @@ impl Drop for WeftCluster<'_> {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // Containers outlive weftd by design: kill and remove every one the agents started, and
-        // the namespaces they kept, before the state dirs go.
-        for host in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
-            let state = host.path();
-            if let Ok(runtime) = weft_runtime::container::Runtime::new(&state, bin("weftd")) {
-                for (spec, _) in runtime.list().unwrap_or_default() {
-                    let _ = runtime.remove(&spec.id, true);
-                }
-            }
-            for ns in std::fs::read_dir(state.join("netns")).into_iter().flatten().flatten() {
-                let _ = weft_net::NetNs::delete_at(&ns.path(), "test container");
+        remove_cluster_dir(&self.dir);
+    }
+}
+
+/// Removes a cluster's state directory once its agents are gone. Containers outlive weftd by
+/// design: every one the agents started is killed and removed, and the namespaces they kept
+/// deleted, before the state dirs go. [`WeftCluster`]'s drop and [`crate::interrupt::sweep`]
+/// (a run stopped by a signal) share it.
+pub fn remove_cluster_dir(dir: &Path) {
+    for host in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let state = host.path();
+        if state.join("containers").is_dir()
+            && let Ok(runtime) = weft_runtime::container::Runtime::new(&state, bin("weftd"))
+        {
+            for (spec, _) in runtime.list().unwrap_or_default() {
+                let _ = runtime.remove(&spec.id, true);
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        for ns in std::fs::read_dir(state.join("netns")).into_iter().flatten().flatten() {
+            let _ = weft_net::NetNs::delete_at(&ns.path(), "test container");
+        }
     }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A finished command's stdout as text.

@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod history;
+pub mod interrupt;
 /// Test images (re-exported from `weft-test-images`, which the runtime's tests use alone).
 pub use weft_test_images as images;
 pub mod overlay;

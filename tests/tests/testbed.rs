@@ -1,6 +1,17 @@
 //! The test bed itself: hosts reach each other over the switch, a cut link stops traffic and a
-//! restored one carries it again, and every namespace is gone after drop, also after a panic.
+//! restored one carries it again, and every namespace is gone after drop, also after a panic or
+//! a signal that stopped a benchmark.
 
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use weft_tests::cluster::bin;
+use weft_tests::interrupt::{children_of, prefix_of, processes_in, sweep};
 use weft_tests::{BedOptions, VirtualHosts, netns_names, ping};
 
 #[test]
@@ -95,4 +106,76 @@ fn is_zombie_or_gone(pid: u32) -> bool {
         Ok(stat) => stat.split_whitespace().nth(2) == Some("Z"),
         Err(_) => true,
     }
+}
+
+/// Kills bench process `.0` (if it still runs) and sweeps what it made when dropped, so a
+/// failing test leaves nothing either.
+struct SweptAtEnd(u32);
+
+impl Drop for SweptAtEnd {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGKILL);
+        sweep(self.0);
+    }
+}
+
+/// `weft-bench overlay`, once its bed, containers and peers' paths are built (it has started its
+/// first iperf3): the process, the names of its namespaces and their inodes.
+fn bench_with_its_bed() -> (Child, SweptAtEnd, Vec<String>, BTreeSet<u64>) {
+    let mut bench = Command::new(bin("weft-bench"))
+        .arg("overlay")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start weft-bench");
+    let pid = bench.id();
+    let swept = SweptAtEnd(pid);
+    let started = Instant::now();
+    while !children_of(pid)
+        .iter()
+        .any(|c| std::fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|comm| comm.trim() == "iperf3"))
+    {
+        if let Ok(Some(status)) = bench.try_wait() {
+            panic!("weft-bench overlay ended before its first iperf3: {status}");
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = bench.kill();
+            panic!("weft-bench overlay started no iperf3 in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let prefix = prefix_of(pid);
+    let names: Vec<String> = netns_names().into_iter().filter(|n| n.starts_with(&prefix)).collect();
+    let inodes = names
+        .iter()
+        .filter_map(|n| std::fs::metadata(format!("/run/netns/{n}")).ok())
+        .map(|m| m.ino())
+        .collect();
+    (bench, swept, names, inodes)
+}
+
+#[test]
+fn a_benchmark_stopped_by_a_signal_leaves_nothing_behind() {
+    // Ctrl-C: the bench removes its namespaces and what runs inside them, and exits 130.
+    let (mut bench, _swept, names, inodes) = bench_with_its_bed();
+    assert!(names.len() >= 5, "the overlay bed has hosts, a switch and containers: {names:?}");
+    kill(Pid::from_raw(bench.id() as i32), Signal::SIGINT).unwrap();
+    let status = bench.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "exit after SIGINT: {status}");
+    let left = netns_names();
+    assert!(names.iter().all(|n| !left.contains(n)), "namespaces left behind: {left:?}");
+    assert_eq!(processes_in(&inodes), Vec::<u32>::new(), "processes left inside its namespaces");
+
+    // The control: SIGKILL leaves no chance to clean up, and the same bed stays behind until
+    // it is swept by name.
+    let (mut bench, _swept, names, inodes) = bench_with_its_bed();
+    let pid = bench.id();
+    bench.kill().unwrap();
+    assert_eq!(bench.wait().unwrap().signal(), Some(Signal::SIGKILL as i32));
+    let left = netns_names();
+    assert!(names.iter().all(|n| left.contains(n)), "a killed bench's namespaces stay: {left:?}");
+    assert_eq!(sweep(pid), Vec::<String>::new(), "sweeping a killed bench");
+    let left = netns_names();
+    assert!(names.iter().all(|n| !left.contains(n)), "namespaces left after the sweep: {left:?}");
+    assert_eq!(processes_in(&inodes), Vec::<u32>::new(), "processes left after the sweep");
 }

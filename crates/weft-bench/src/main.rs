@@ -26,6 +26,12 @@ fn usage() -> String {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let monitor = matches!(args.first().map(String::as_str), Some("monitor" | "exec"));
+    if !monitor {
+        // Ctrl-C never unwinds: what the suite made (namespaces, agents, containers, temp dirs)
+        // is swept by name instead of left behind.
+        weft_tests::interrupt::sweep_on_signal()?;
+    }
     let figures = match args.first().map(String::as_str) {
         Some("state") => weft_bench::state::run(),
         Some("overlay") => weft_bench::overlay::run(),

@@ -218,7 +218,7 @@ pub fn routed(bed: &VirtualHosts) -> Vec<(String, String)> {
         );
         // As weft's table does for its own networks: no connection tracking for the overlay.
         let table = "table inet rtbench {\n  chain raw_prerouting {\n    type filter hook prerouting priority raw; policy accept;\n    udp dport 4791 notrack\n    ip saddr 10.80.0.0/16 ip daddr 10.80.0.0/16 notrack\n  }\n  chain raw_output {\n    type filter hook output priority raw; policy accept;\n    udp dport 4791 notrack\n  }\n}\n";
-        let script = std::env::temp_dir().join(format!("weft-bench-rtbench-{}-{i}.nft", std::process::id()));
+        let script = std::env::temp_dir().join(format!("{}-rtbench{i}.nft", bed.prefix()));
         std::fs::write(&script, table).expect("write the nftables script");
         run_in(bed, &host, "nft", &["-f", script.to_str().expect("utf-8 path")]);
         let _ = std::fs::remove_file(&script);

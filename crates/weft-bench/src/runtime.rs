@@ -243,7 +243,7 @@ fn median_ms(mut v: Vec<Duration>) -> f64 {
 /// Runs the suite and returns its figures.
 pub fn run() -> Result<Vec<Figure>> {
     private_mounts()?;
-    let dir = std::env::temp_dir().join(format!("weft-bench-runtime-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("{}-runtime", weft_tests::unique_prefix()));
     std::fs::create_dir_all(&dir)?;
     let result = (|| -> Result<Vec<Figure>> {
         let store = ImageStore::open(dir.join("images"))?;
