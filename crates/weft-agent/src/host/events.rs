@@ -1,8 +1,9 @@
-//! Container events: a counter every part of weftd that reacts to containers (restart policies,
-//! health checks, `--rm` and published ports) waits on, instead of each listing every container
-//! many times a second. It moves when weftd starts, stops or removes a container, and when a
-//! container exits by itself: [`Host::watch_exits`] holds an exit notice (a pidfd on its monitor)
-//! for every running container.
+//! Container events: a counter that moves when weftd starts, stops or removes a container, and
+//! when a container exits by itself: [`Host::watch_exits`] holds an exit notice (a pidfd on its
+//! monitor) for every running container. The exit watcher lists the containers once per change
+//! and publishes that listing; every part of weftd that reacts to containers (restart policies,
+//! health checks, `--rm`) wakes on a new listing and reads it, instead of each listing every
+//! container itself.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -11,13 +12,16 @@ use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use weft_runtime::container::{ContainerStatus, ExitNotice};
+use weft_runtime::container::{ContainerSpec, ContainerStatus, ExitNotice};
 
 use super::Host;
 
 /// The longest a waiter sleeps without an event: a safety net for a change no event announced
 /// (a container's files changed by hand), not the way changes are found.
 pub(super) const SAFETY_NET: Duration = Duration::from_secs(30);
+
+/// Every container of the host with its status, as one look found them.
+pub(super) type Listing = Arc<Vec<(ContainerSpec, ContainerStatus)>>;
 
 impl Host {
     /// Announces that this host's containers changed (one started, stopped, exited or went).
@@ -28,6 +32,12 @@ impl Host {
     /// A receiver of container events.
     pub(super) fn container_events(&self) -> watch::Receiver<u64> {
         self.container_events.subscribe()
+    }
+
+    /// A receiver of the listings the exit watcher publishes after each change (`None` until its
+    /// first look).
+    pub(super) fn container_listings(&self) -> watch::Receiver<Option<Listing>> {
+        self.container_listing.subscribe()
     }
 
     /// Keeps an exit notice for every running container and announces each exit, until `stop`.
@@ -42,17 +52,19 @@ impl Host {
             // Every running container not watched yet gets its notice.
             let runtime = self.runtime.clone();
             let list = tokio::task::spawn_blocking(move || runtime.list()).await.ok().and_then(|l| l.ok());
+            let listed = list.is_some();
+            let list: Listing = Arc::new(list.unwrap_or_default());
             let mut running = Vec::new();
             // An exit not announced yet: one that came before its container could be watched (a
             // container that exits right after it starts).
             let mut gone_already = false;
             let mut seen_exits = HashMap::new();
-            for (spec, status) in list.unwrap_or_default() {
+            for (spec, status) in list.iter() {
                 match status {
-                    ContainerStatus::Running(_) => running.push(spec.id),
+                    ContainerStatus::Running(_) => running.push(spec.id.clone()),
                     ContainerStatus::Exited(exit) => {
                         gone_already |= !first && exits_known.get(&spec.id) != Some(&exit.finished_ns);
-                        seen_exits.insert(spec.id, exit.finished_ns);
+                        seen_exits.insert(spec.id.clone(), exit.finished_ns);
                     }
                     ContainerStatus::Created => {}
                 }
@@ -86,6 +98,10 @@ impl Host {
                     }
                 }
             }
+            // A failed look publishes nothing: the waiters keep the last listing until the next.
+            if listed {
+                self.container_listing.send_replace(Some(list));
+            }
             if gone_already {
                 self.containers_changed();
             }
@@ -111,8 +127,9 @@ async fn exit_of(fd: AsyncFd<ExitNotice>, id: String) -> String {
     id
 }
 
-/// Sleeps until a container event, `until`, or [`SAFETY_NET`], whichever comes first.
-pub(super) async fn next_look(events: &mut watch::Receiver<u64>, until: Option<Instant>) {
+/// Sleeps until `events` moves (a container event, a new listing), `until`, or [`SAFETY_NET`],
+/// whichever comes first.
+pub(super) async fn next_look<T>(events: &mut watch::Receiver<T>, until: Option<Instant>) {
     let safety = Instant::now() + SAFETY_NET;
     let wake = until.map_or(safety, |u| u.min(safety));
     tokio::select! {

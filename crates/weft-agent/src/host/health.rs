@@ -151,34 +151,41 @@ impl Host {
     /// Runs the health checks of this host's containers until `stop`.
     pub async fn health_monitor(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut tracked: HashMap<String, Tracked> = HashMap::new();
-        let mut events = self.container_events();
+        let mut listings = self.container_listings();
         let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel::<Ended>();
         let mut next_due: Option<Instant> = None;
         let mut first = true;
         loop {
-            if !first {
+            let stopped = if first {
+                // The first look waits for the exit watcher's first listing.
                 tokio::select! {
-                    _ = stop.wait_for(|s| *s) => {
-                        for t in tracked.values_mut() {
-                            if let Some(task) = t.running.take() {
-                                task.abort();
-                            }
-                        }
-                        return;
-                    }
-                    _ = next_look(&mut events, next_due) => {}
+                    _ = stop.wait_for(|s| *s) => true,
+                    _ = listings.wait_for(Option::is_some) => false,
+                }
+            } else {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => true,
+                    _ = next_look(&mut listings, next_due) => false,
                     Some(ended) = ended_rx.recv() => {
                         self.take_result(&mut tracked, ended);
+                        false
                     }
                 }
+            };
+            if stopped {
+                for t in tracked.values_mut() {
+                    if let Some(task) = t.running.take() {
+                        task.abort();
+                    }
+                }
+                return;
             }
+            // A check that fell due with no change since reads the last listing.
+            let Some(list) = listings.borrow_and_update().clone() else { continue };
             first = false;
-            events.borrow_and_update();
             next_due = None;
-            let runtime = self.runtime.clone();
-            let Ok(Ok(list)) = tokio::task::spawn_blocking(move || runtime.list()).await else { continue };
             let now = Instant::now();
-            for (spec, status) in &list {
+            for (spec, status) in list.iter() {
                 let (Some(check), ContainerStatus::Running(run)) = (&spec.healthcheck, status) else {
                     continue;
                 };

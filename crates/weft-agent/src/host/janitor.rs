@@ -23,7 +23,7 @@ impl Host {
         // What no event announces (an address the cluster took back, an orphan's grace ending)
         // is found by the next round; an exit starts a round at once.
         let mut tick = tokio::time::interval(ROUND_EVERY);
-        let mut events = self.container_events();
+        let mut listings = self.container_listings();
         let mut orphans_since = std::collections::HashMap::new();
         // nftables notifications: a flushed port table comes back at once, not at the next change.
         let mut nft = weft_net::nft_events::NftEvents::subscribe()
@@ -36,11 +36,11 @@ impl Host {
                     None => std::future::pending().await,
                 }
             };
-            let notified = tokio::select! {
+            let (notified, published) = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
-                _ = tick.tick() => None,
-                _ = events.changed() => None,
-                changed = nft_changed => Some(changed.is_ok()),
+                _ = tick.tick() => (None, None),
+                _ = listings.changed() => (None, listings.borrow_and_update().clone()),
+                changed = nft_changed => (Some(changed.is_ok()), None),
             };
             if let Some(ok) = notified {
                 if !ok {
@@ -51,11 +51,20 @@ impl Host {
                 self.heal_ports().await;
                 continue;
             }
-            // `--rm` containers that exited go first (removal takes the lock below itself). The
-            // listing reads every container's files: on a blocking thread, not a runtime worker.
-            let runtime = self.runtime.clone();
-            let Ok(Ok(list)) = tokio::task::spawn_blocking(move || runtime.list()).await else { continue };
-            for (spec, status) in &list {
+            // `--rm` containers that exited go first (removal takes the lock below itself). After a
+            // change, the exit watcher's listing of it; on a round, a listing of its own (it reads
+            // every container's files: on a blocking thread, not a runtime worker).
+            let list = match published {
+                Some(list) => list,
+                None => {
+                    let runtime = self.runtime.clone();
+                    let Ok(Ok(list)) = tokio::task::spawn_blocking(move || runtime.list()).await else {
+                        continue;
+                    };
+                    std::sync::Arc::new(list)
+                }
+            };
+            for (spec, status) in list.iter() {
                 if matches!(status, ContainerStatus::Exited(_))
                     && self.netconf_for_display(&spec.id).auto_remove
                     && let Err(e) = self.remove(&spec.id, true).await

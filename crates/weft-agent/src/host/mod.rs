@@ -72,6 +72,8 @@ pub struct Host {
     missing_since: std::sync::Mutex<std::collections::HashMap<u64, std::time::Instant>>,
     /// Moves whenever this host's containers change (see `events`).
     container_events: watch::Sender<u64>,
+    /// The exit watcher's listing of this host's containers after each change (see `events`).
+    container_listing: watch::Sender<Option<events::Listing>>,
 }
 
 /// Runs blocking runtime work off the async threads.
@@ -106,6 +108,7 @@ impl Host {
             live: std::sync::atomic::AtomicBool::new(false),
             missing_since: std::sync::Mutex::new(std::collections::HashMap::new()),
             container_events: watch::channel(0).0,
+            container_listing: watch::channel(None).0,
         }))
     }
 

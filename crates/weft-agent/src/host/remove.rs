@@ -41,6 +41,7 @@ impl Host {
         {
             failures.push(format!("remove the container: {e}"));
         }
+        self.containers_changed();
         let mut left = conf.clone();
         if !conf.ports.is_empty() {
             left.ports.clear();

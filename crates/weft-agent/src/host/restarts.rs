@@ -86,26 +86,29 @@ impl Host {
 
     /// Restarts exited containers as their policies say, until `stop`.
     pub async fn restart_manager(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut events = self.container_events();
+        let mut listings = self.container_listings();
         let mut tracked: HashMap<String, Tracked> = HashMap::new();
         let mut first = true;
         let mut next_due: Option<Instant> = None;
         loop {
-            if !first {
+            if first {
+                // The first look waits for the exit watcher's first listing.
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => return,
-                    _ = next_look(&mut events, next_due) => {}
+                    _ = listings.wait_for(Option::is_some) => {}
+                }
+            } else {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = next_look(&mut listings, next_due) => {}
                 }
             }
-            events.borrow_and_update();
+            // A due back-off with no change since reads the last listing: restart_one looks at
+            // the container itself before it acts.
+            let Some(list) = listings.borrow_and_update().clone() else { continue };
             next_due = None;
-            let runtime = self.runtime.clone();
-            let Ok(Ok(list)) = tokio::task::spawn_blocking(move || runtime.list()).await else {
-                first = false;
-                continue;
-            };
             let now = Instant::now();
-            for (spec, status) in &list {
+            for (spec, status) in list.iter() {
                 let policy = self.netconf_for_display(&spec.id).restart;
                 if policy == RestartPolicy::No {
                     continue;
