@@ -35,9 +35,12 @@ impl Host {
     }
 
     /// A receiver of the listings the exit watcher publishes after each change (`None` until its
-    /// first look).
+    /// first look). Its first `changed()` returns at once: a listing published before it
+    /// subscribed is read too.
     pub(super) fn container_listings(&self) -> watch::Receiver<Option<Listing>> {
-        self.container_listing.subscribe()
+        let mut listings = self.container_listing.subscribe();
+        listings.mark_changed();
+        listings
     }
 
     /// Keeps an exit notice for every running container and announces each exit, until `stop`.

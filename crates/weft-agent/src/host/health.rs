@@ -154,22 +154,13 @@ impl Host {
         let mut listings = self.container_listings();
         let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel::<Ended>();
         let mut next_due: Option<Instant> = None;
-        let mut first = true;
         loop {
-            let stopped = if first {
-                // The first look waits for the exit watcher's first listing.
-                tokio::select! {
-                    _ = stop.wait_for(|s| *s) => true,
-                    _ = listings.wait_for(Option::is_some) => false,
-                }
-            } else {
-                tokio::select! {
-                    _ = stop.wait_for(|s| *s) => true,
-                    _ = next_look(&mut listings, next_due) => false,
-                    Some(ended) = ended_rx.recv() => {
-                        self.take_result(&mut tracked, ended);
-                        false
-                    }
+            let stopped = tokio::select! {
+                _ = stop.wait_for(|s| *s) => true,
+                _ = next_look(&mut listings, next_due) => false,
+                Some(ended) = ended_rx.recv() => {
+                    self.take_result(&mut tracked, ended);
+                    false
                 }
             };
             if stopped {
@@ -180,9 +171,9 @@ impl Host {
                 }
                 return;
             }
-            // A check that fell due with no change since reads the last listing.
+            // A check that fell due with no change since reads the last listing. None: the exit
+            // watcher has not looked yet.
             let Some(list) = listings.borrow_and_update().clone() else { continue };
-            first = false;
             next_due = None;
             let now = Instant::now();
             for (spec, status) in list.iter() {

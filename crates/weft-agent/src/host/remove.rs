@@ -57,21 +57,16 @@ impl Host {
         // one here would make `rm` wait for an RCU grace period per interface (~15 ms).
         let namespace_takes_veths = conf.netns.as_ref().is_some_and(|p| p.exists()) && !joined;
         if !namespace_takes_veths {
-            for a in &conf.attachments {
-                if let Err(e) = weft_overlay::attach::detach(&self.nl, &a.host_ifname).await {
-                    failures.push(format!("detach {}: {e}", a.host_ifname));
-                }
-            }
+            self.detach_all(conf, &mut failures).await;
         }
         if let Some(path) = &conf.netns
             && path.exists()
             && let Err(e) = NetNs::delete_at(path, id)
         {
             failures.push(format!("remove the network namespace {}: {e}", path.display()));
-            for a in conf.attachments.iter().filter(|_| namespace_takes_veths) {
-                if let Err(e) = weft_overlay::attach::detach(&self.nl, &a.host_ifname).await {
-                    failures.push(format!("detach {}: {e}", a.host_ifname));
-                }
+            // The namespace stays, so its veths would too: deleted here after all.
+            if namespace_takes_veths {
+                self.detach_all(conf, &mut failures).await;
             }
         }
         left.netns = None;
@@ -107,11 +102,21 @@ impl Host {
         }
     }
 
+    /// Deletes the host-side veth of every attachment in `conf`, each failure added to `failures`.
+    async fn detach_all(&self, conf: &NetConf, failures: &mut Vec<String>) {
+        for a in &conf.attachments {
+            if let Err(e) = weft_overlay::attach::detach(&self.nl, &a.host_ifname).await {
+                failures.push(format!("detach {}: {e}", a.host_ifname));
+            }
+        }
+    }
+
     /// Whether another container's network config names container `id` in `--network
     /// container:...` (by name, id or id prefix): such a container shares, and keeps alive, its
     /// network namespace.
     fn joined_by_others(&self, id: &str) -> bool {
-        let name = self.runtime.find(id).map(|s| s.name).ok();
+        // Without its record, nothing says who refers to it: assumed joined (veths deleted by rm).
+        let Ok(spec) = self.runtime.find(id) else { return true };
         let Ok(entries) = std::fs::read_dir(self.dir.join("netconf")) else { return true };
         entries.flatten().any(|entry| {
             let file = entry.file_name().to_string_lossy().into_owned();
@@ -120,11 +125,7 @@ impl Host {
                 return false;
             }
             let Ok(conf) = self.netconf(other) else { return true };
-            conf.mode.strip_prefix("container:").is_some_and(|target| {
-                Some(target) == name.as_deref()
-                    || target == id
-                    || (target.len() >= 4 && id.starts_with(target))
-            })
+            conf.mode.strip_prefix("container:").is_some_and(|target| spec.answers_to(target))
         })
     }
 }

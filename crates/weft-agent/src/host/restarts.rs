@@ -91,20 +91,12 @@ impl Host {
         let mut first = true;
         let mut next_due: Option<Instant> = None;
         loop {
-            if first {
-                // The first look waits for the exit watcher's first listing.
-                tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return,
-                    _ = listings.wait_for(Option::is_some) => {}
-                }
-            } else {
-                tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return,
-                    _ = next_look(&mut listings, next_due) => {}
-                }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = next_look(&mut listings, next_due) => {}
             }
             // A due back-off with no change since reads the last listing: restart_one looks at
-            // the container itself before it acts.
+            // the container itself before it acts. None: the exit watcher has not looked yet.
             let Some(list) = listings.borrow_and_update().clone() else { continue };
             next_due = None;
             let now = Instant::now();

@@ -6,13 +6,19 @@ use std::fs;
 /// when it does not exist or has exited and waits to be reaped (a zombie: a monitor killed
 /// without recording an exit stays one until init reaps it, which can take a second or more).
 pub(crate) fn process_start(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let stat = stat_after_name(pid)?;
+    let mut fields = stat.split_whitespace();
     if matches!(fields.next(), Some("Z" | "X")) {
         return None;
     }
     fields.nth(18)?.parse().ok()
+}
+
+/// /proc/PID/stat from field 3 (the state) on. The command name (field 2) may hold spaces and
+/// parentheses: everything after the last ')' is what follows it.
+fn stat_after_name(pid: u32) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(stat[stat.rfind(')')? + 1..].to_string())
 }
 
 #[cfg(test)]
@@ -22,8 +28,7 @@ mod tests {
 
     /// The state letter of `pid` (/proc/PID/stat field 3).
     fn state_of(pid: u32) -> Option<String> {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat[stat.rfind(')')? + 1..].split_whitespace().next().map(String::from)
+        stat_after_name(pid)?.split_whitespace().next().map(String::from)
     }
 
     #[test]

@@ -220,14 +220,7 @@ impl Runtime {
     /// A container by name, id or unique id prefix (at least 4 characters).
     pub fn find(&self, reference: &str) -> Result<ContainerSpec> {
         let all = self.list()?;
-        let hits: Vec<_> = all
-            .iter()
-            .filter(|(s, _)| {
-                s.name == reference
-                    || s.id == reference
-                    || (reference.len() >= 4 && s.id.starts_with(reference))
-            })
-            .collect();
+        let hits: Vec<_> = all.iter().filter(|(s, _)| s.answers_to(reference)).collect();
         match hits.as_slice() {
             [(spec, _)] => Ok(spec.clone()),
             [] => Err(RuntimeError::NoSuchContainer(reference.into())),

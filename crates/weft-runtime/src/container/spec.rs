@@ -174,6 +174,15 @@ pub struct Security {
 }
 
 impl ContainerSpec {
+    /// Whether `reference` names this container: its name, its id, or a prefix of its id of at
+    /// least 4 characters (Docker's rule; [`crate::container::Runtime::find`] applies it to every
+    /// container, `--network container:` references are matched by it too).
+    pub fn answers_to(&self, reference: &str) -> bool {
+        self.name == reference
+            || self.id == reference
+            || (reference.len() >= 4 && self.id.starts_with(reference))
+    }
+
     /// A spec running `argv` on `layers` with Docker's defaults: generated id, name and host
     /// name, root user in `/`, network `none`, no limits, mounts or extra hosts, the host's
     /// resolv.conf, and the cgroup `weft-<id>` under /sys/fs/cgroup.
