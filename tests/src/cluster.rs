@@ -43,6 +43,10 @@ pub struct WeftCluster<'a> {
     pub ipv6_underlay: bool,
     /// Every weftd serves the Docker Engine API on [`WeftCluster::docker_socket`].
     pub docker_api: bool,
+    /// [`WeftCluster::form`] joins worker `i` through manager `i % managers` (an operator
+    /// spreading its workers over the managers; a worker watches the one it joined through)
+    /// instead of all through host 0.
+    pub spread_workers: bool,
 }
 
 impl<'a> WeftCluster<'a> {
@@ -58,6 +62,7 @@ impl<'a> WeftCluster<'a> {
             env: Vec::new(),
             ipv6_underlay: false,
             docker_api: false,
+            spread_workers: false,
         }
     }
 
@@ -150,7 +155,8 @@ impl<'a> WeftCluster<'a> {
     }
 
     /// Bootstraps a cluster on host 0, joins hosts `1..managers` as managers and the next
-    /// `workers` hosts as workers, and waits until every node is Ready with one leader.
+    /// `workers` hosts as workers (through host 0, or spread: [`WeftCluster::spread_workers`]),
+    /// and waits until every node is Ready with one leader.
     pub fn form(&self, managers: usize, workers: usize) {
         self.start(0, &["--bootstrap"]);
         let manager_token = self.weft_ok(0, &["cluster", "token", "manager"]).trim().to_string();
@@ -160,6 +166,7 @@ impl<'a> WeftCluster<'a> {
             self.start(i, &["--join", &join, "--token", &manager_token, "--manager"]);
         }
         for i in managers..managers + workers {
+            let join = if self.spread_workers { self.api(i % managers.max(1)) } else { join.clone() };
             self.start(i, &["--join", &join, "--token", &worker_token]);
         }
         let total = managers + workers;

@@ -87,6 +87,12 @@ async fn probe(path: &str, channel: Channel, me: u64) -> Result<(), tonic::Statu
         "/weft.v1.Cluster/Heartbeat" => {
             c.heartbeat(pb::HeartbeatRequest { node_id: me, revision: 0, report: None }).await.map(done)
         }
+        "/weft.v1.Cluster/Heartbeats" => {
+            let beat = pb::HeartbeatRequest { node_id: me, revision: 0, report: None };
+            let opening = pb::Beats { beats: vec![beat], age_ms: vec![0] };
+            let mut answers = c.heartbeats(futures::stream::iter(vec![opening])).await?.into_inner();
+            answers.message().await.map(done)
+        }
         "/weft.v1.Cluster/Watch" => {
             let mut stream = c.watch(pb::WatchRequest { from_revision: 0 }).await?.into_inner();
             stream.message().await.map(done)
@@ -366,6 +372,21 @@ fn a_workers_certificate_cannot_take_over_the_cluster() {
                     .await
                     .map(|_| ()),
             ));
+            out.push((
+                "a heartbeat for a manager",
+                c.heartbeat(pb::HeartbeatRequest { node_id: h0, revision: 0, report: None }).await.map(done),
+            ));
+            out.push(("a manager's beat in its own heartbeat session", {
+                // Its own beat first (allowed on its own: the authorization table's probe), then
+                // one for h0 in the same message, as a follower manager would relay it.
+                let own = pb::HeartbeatRequest { node_id: me, revision: 0, report: None };
+                let forged = pb::HeartbeatRequest { node_id: h0, revision: 0, report: None };
+                let message = pb::Beats { beats: vec![own, forged], age_ms: vec![0, 0] };
+                match c.heartbeats(futures::stream::iter(vec![message])).await {
+                    Ok(answers) => answers.into_inner().message().await.map(done),
+                    Err(e) => Err(e),
+                }
+            }));
             out.push((
                 "the raft transport",
                 RaftTransportClient::new(ch)

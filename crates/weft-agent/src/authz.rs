@@ -121,6 +121,11 @@ pub const TABLE: &[Rule] = &[
         allowed: &[Local, Manager, Worker],
         note: "workers for themselves; managers also forward their workers'",
     },
+    Rule {
+        path: "/weft.v1.Cluster/Heartbeats",
+        allowed: &[Local, Manager, Worker],
+        note: "every beat: workers for themselves, managers also relay their workers'; a removed node's session ends",
+    },
     Rule { path: "/weft.v1.Cluster/Watch", allowed: &[Local, Admin, Manager, Worker], note: "" },
     Rule { path: "/weft.v1.Cluster/GetState", allowed: &[Local, Admin, Manager, Worker], note: "" },
     Rule { path: "/weft.v1.Cluster/Nodes", allowed: &[Local, Admin, Manager, Worker], note: "" },

@@ -425,6 +425,7 @@ async fn run_manager(
             liveness: Mutex::new(Liveness::new(Instant::now())),
             liveness_config,
             reports: crate::why::ReportBoard::default(),
+            relay: crate::beats::Relay::default(),
         }),
     });
     telemetry.set_raft_refusals(node.refusals().clone());
@@ -496,7 +497,7 @@ async fn run_manager(
     let beats = supervisor.spawn(
         "heartbeats",
         stop_rx.clone(),
-        heartbeats(core.clone(), host.clone(), me.id, config.heartbeat),
+        crate::heartbeat::run(core.clone(), host.clone(), me.id, config.heartbeat),
     );
     let exit = role_watch_manager(&node, me.id, dir, host, shutdown).await;
     let _ = stop_tx.send(true);
@@ -685,34 +686,6 @@ async fn leader_duties(core: Arc<Core>, me: u64) {
     }
 }
 
-/// Heartbeats every `every`; when the leader asks for this host's report (a `weft net why`
-/// waits for it), the report is taken, its probes run, and it goes out in a heartbeat at once.
-async fn heartbeats(core: Arc<Core>, host: Arc<Host>, me: u64, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    let mut report: Option<pb::HostReport> = None;
-    loop {
-        if report.is_none() {
-            tick.tick().await;
-        }
-        let revision = match &core.role {
-            RoleCore::Manager(m) => m.node.status().revision,
-            RoleCore::Worker(w) => w.mirror.borrow().revision(),
-        };
-        let request = pb::HeartbeatRequest { node_id: me, revision, report: report.take() };
-        match core.heartbeat(request).await {
-            Ok(answer) => {
-                core.telemetry
-                    .watch_lag
-                    .store(answer.revision.saturating_sub(revision), std::sync::atomic::Ordering::Relaxed);
-                if let Some(wanted) = answer.report {
-                    report = Some(crate::report::host_report(&host, &wanted).await);
-                }
-            }
-            Err(e) => tracing::debug!(error = %e.message(), "heartbeat failed"),
-        }
-    }
-}
-
 async fn run_worker(
     agent: &Agent<'_>,
     mut shutdown: watch::Receiver<bool>,
@@ -752,7 +725,7 @@ async fn run_worker(
     let beats = supervisor.spawn(
         "heartbeats",
         stop_rx.clone(),
-        heartbeats(core.clone(), host.clone(), me.id, config.heartbeat),
+        crate::heartbeat::run(core.clone(), host.clone(), me.id, config.heartbeat),
     );
     let renewal = supervisor.spawn(
         "certificate renewal",

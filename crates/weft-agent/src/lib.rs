@@ -3,9 +3,11 @@
 
 pub mod agent_api;
 pub mod authz;
+pub mod beats;
 pub mod daemon;
 pub mod dns;
 pub mod error;
+pub mod heartbeat;
 pub mod host;
 pub mod identity;
 pub mod listener;

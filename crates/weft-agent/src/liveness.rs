@@ -46,9 +46,13 @@ impl Liveness {
         Liveness { seen: HashMap::new(), since: now }
     }
 
-    /// Records a heartbeat.
-    pub fn record(&mut self, id: u64, revision: u64, now: Instant) {
-        self.seen.insert(id, Seen { at: now, revision });
+    /// Records a heartbeat heard at `at` (a relayed one may be older than one already recorded:
+    /// the later time is kept).
+    pub fn record(&mut self, id: u64, revision: u64, at: Instant) {
+        let seen = self.seen.entry(id).or_insert(Seen { at, revision });
+        if at >= seen.at {
+            *seen = Seen { at, revision };
+        }
     }
 
     /// What was last heard from `id`.

@@ -73,6 +73,18 @@ pub fn render(host: &Host, overlay: &weft_overlay::Metrics, telemetry: &Telemetr
         "Revisions this node's state was behind the leader at the last heartbeat.",
         telemetry.watch_lag.load(Ordering::Relaxed),
     );
+    counter(
+        &mut out,
+        "weft_heartbeat_messages_total",
+        "Messages received on the heartbeat sessions this manager serves.",
+        &telemetry.beat_messages,
+    );
+    counter(
+        &mut out,
+        "weft_heartbeat_beats_total",
+        "Beats those messages carried (a follower relays its workers' beats together).",
+        &telemetry.beats,
+    );
     telemetry.render_refusals(&mut out);
     counter(&mut out, "weft_reconcile_runs_total", "Overlay reconcile runs.", &overlay.runs);
     counter(&mut out, "weft_reconcile_errors_total", "Reconcile runs that failed in part.", &overlay.errors);

@@ -28,8 +28,9 @@ use crate::pki::{self, CertRole, Token};
 /// How long a write may take to commit before the caller is told it timed out.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How often a long-lived stream (Watch, the raft transport) looks whether its caller has been
-/// removed from the cluster since it started.
+/// How often the raft transport's streams look whether their caller has been removed from the
+/// cluster since they started; a Watch stream looks when a change arrives and once more this
+/// long after it (a removal is a change), so an idle one does not wake.
 pub const REVOCATION_TICK: Duration = Duration::from_millis(250);
 
 /// How long a write waits for a leader to be elected before failing with "no quorum".
@@ -78,6 +79,8 @@ pub struct ManagerCore {
     pub reports: crate::why::ReportBoard,
     /// Liveness timing.
     pub liveness_config: LivenessConfig,
+    /// Beats heard from this manager's workers, held for the leader while it follows.
+    pub relay: crate::beats::Relay,
 }
 
 /// The managers a worker can talk to, and which one it uses now.
@@ -408,6 +411,87 @@ impl ClusterService {
     }
 }
 
+/// Takes one message's beats on manager `m`: recorded in the liveness table when it leads,
+/// held for the leader otherwise. A report is kept on the board either way (on a follower this
+/// ends the want it answers).
+fn take(core: &Core, m: &ManagerCore, beats: &pb::Beats, now: Instant) {
+    let leading = m.node.status().leader == core.id;
+    for (i, beat) in beats.beats.iter().enumerate() {
+        let age = Duration::from_millis(u64::from(beats.age_ms.get(i).copied().unwrap_or(0)));
+        let heard = now.checked_sub(age).unwrap_or(now);
+        if let Some(report) = &beat.report {
+            m.reports.store(pb::HostReport { node_id: beat.node_id, ..report.clone() });
+        }
+        if leading {
+            m.liveness.lock().unwrap().record(beat.node_id, beat.revision, heard);
+        } else {
+            m.relay.put(beat.clone(), heard);
+        }
+    }
+}
+
+/// Checks that `caller` may send `beats` on manager `m`: a worker only its own, and no node
+/// the cluster has removed.
+fn admit(caller: &Caller, m: &ManagerCore, beats: &pb::Beats) -> Result<(), Status> {
+    if let Some(id) = caller.node()
+        && m.node.state().is_revoked(id)
+    {
+        return Err(authz::decide("", &Caller::Revoked { id }).unwrap_err());
+    }
+    match beats.beats.iter().find(|b| !caller.may_speak_for(b.node_id)) {
+        Some(beat) => Err(authz::denied(format!(
+            "a worker heartbeats only for itself, and this is not node {}'s certificate",
+            weft_state::names::node_id_text(beat.node_id)
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Serves one heartbeat session `caller` opened on this manager ([`crate::beats`]), until either end closes it; a beat the
+/// caller may not send ends it with the refusal.
+async fn serve_beats(
+    core: Arc<Core>,
+    caller: Caller,
+    mut inbound: tonic::Streaming<pb::Beats>,
+    answers: mpsc::Sender<Result<pb::BeatsAnswer, Status>>,
+) {
+    let RoleCore::Manager(m) = &core.role else { return };
+    let mut wants = m.reports.wants();
+    let mut session = crate::beats::Session::default();
+    loop {
+        let sender_revision = tokio::select! {
+            message = inbound.message() => match message {
+                Ok(Some(beats)) => {
+                    if let Err(refusal) = admit(&caller, m, &beats) {
+                        let _ = answers.send(Err(refusal)).await;
+                        return;
+                    }
+                    take(&core, m, &beats, Instant::now());
+                    core.telemetry.beat_messages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    core.telemetry.beats.fetch_add(beats.beats.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    session.heard(&beats.beats);
+                    beats.beats.first().map(|b| b.revision)
+                }
+                Ok(None) | Err(_) => return,
+            },
+            changed = wants.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                None
+            }
+            () = answers.closed() => return,
+        };
+        let status = m.node.status();
+        let answer = session.answer(status.leader, status.revision, sender_revision, |n| m.reports.wanted(n));
+        if let Some(answer) = answer
+            && answers.send(Ok(answer)).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
 /// The current join secret for `manager` (or worker) tokens in `state`.
 fn secret_in(m: &ManagerCore, state: &State, manager: bool) -> String {
     let role = if manager { Role::Manager } else { Role::Worker };
@@ -421,6 +505,7 @@ async fn join_secret(core: &Core, m: &ManagerCore, manager: bool) -> Result<Stri
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+type HeartbeatsStream = Pin<Box<dyn Stream<Item = Result<pb::BeatsAnswer, Status>> + Send>>;
 
 fn batch_response(batch: &pb::EventBatch) -> pb::WatchResponse {
     pb::WatchResponse { kind: Some(pb::watch_response::Kind::Batch(batch.clone())) }
@@ -492,6 +577,19 @@ impl pb::cluster_server::Cluster for ClusterService {
         Ok(Response::new(self.core.heartbeat(request.into_inner()).await?))
     }
 
+    type HeartbeatsStream = HeartbeatsStream;
+
+    async fn heartbeats(
+        &self,
+        request: Request<tonic::Streaming<pb::Beats>>,
+    ) -> Result<Response<HeartbeatsStream>, Status> {
+        let caller = self.check(&request, "/weft.v1.Cluster/Heartbeats")?;
+        self.core.manager()?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(serve_beats(self.core.clone(), caller, request.into_inner(), tx));
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
     type WatchStream = WatchStream;
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
@@ -526,7 +624,11 @@ impl pb::cluster_server::Cluster for ClusterService {
                     }
                 }
             }
-            let mut revocation = tokio::time::interval(REVOCATION_TICK);
+            // A removal comes with a state change: the stream looks whether its caller was
+            // removed when a batch arrives and once more a tick later (the batch may be seen
+            // before the state that applied it is published), and sleeps while nothing changes.
+            let revoked = || revocable.as_ref().is_some_and(|(id, node)| node.state().is_revoked(*id));
+            let mut recheck: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
             if *stopping.borrow() {
                 return;
             }
@@ -540,11 +642,11 @@ impl pb::cluster_server::Cluster for ClusterService {
                         }
                         None
                     }
-                    _ = revocation.tick() => {
-                        if let Some((id, node)) = &revocable
-                            && node.state().is_revoked(*id)
-                        {
-                            let _ = tx.send(Err(authz::decide("", &Caller::Revoked { id: *id }).unwrap_err())).await;
+                    () = async { recheck.as_mut().expect("armed").await }, if recheck.is_some() => {
+                        recheck = None;
+                        if revoked() {
+                            let id = revocable.as_ref().map_or(0, |(id, _)| *id);
+                            let _ = tx.send(Err(authz::decide("", &Caller::Revoked { id }).unwrap_err())).await;
                             return;
                         }
                         continue;
@@ -571,6 +673,14 @@ impl pb::cluster_server::Cluster for ClusterService {
                         return;
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+                if let Some((id, _)) = &revocable {
+                    if revoked() {
+                        let _ =
+                            tx.send(Err(authz::decide("", &Caller::Revoked { id: *id }).unwrap_err())).await;
+                        return;
+                    }
+                    recheck = Some(Box::pin(tokio::time::sleep(REVOCATION_TICK)));
                 }
             }
         });

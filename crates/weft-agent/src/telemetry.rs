@@ -66,6 +66,10 @@ pub struct Telemetry {
     pub proposals: Histogram,
     /// Revisions this node's copy of the state was behind the leader at its last heartbeat.
     pub watch_lag: AtomicU64,
+    /// Messages received on the heartbeat sessions this manager serves.
+    pub beat_messages: AtomicU64,
+    /// Beats those messages carried (a follower's message carries its workers' beats too).
+    pub beats: AtomicU64,
     /// Calls the authorization layer refused (local socket and TLS listener).
     pub api_denied: Arc<AtomicU64>,
     /// Peer raft messages refused before raft-rs saw them, while this node is a manager.

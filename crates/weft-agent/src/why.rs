@@ -34,11 +34,24 @@ struct Board {
     reports: BTreeMap<NodeId, (Instant, pb::HostReport)>,
 }
 
-/// The leader's table of wanted and received host reports.
-#[derive(Debug, Default)]
+/// The leader's table of wanted and received host reports (on a follower manager, the wants the
+/// leader passed on for its workers).
+#[derive(Debug)]
 pub struct ReportBoard {
     board: Mutex<Board>,
     arrived: tokio::sync::Notify,
+    /// Bumped by every want: the heartbeat sessions tell their hosts at once.
+    wants: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for ReportBoard {
+    fn default() -> ReportBoard {
+        ReportBoard {
+            board: Mutex::default(),
+            arrived: tokio::sync::Notify::new(),
+            wants: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl ReportBoard {
@@ -48,6 +61,13 @@ impl ReportBoard {
         let w =
             b.wanted.entry(node).or_insert_with(|| Wanted { probes: BTreeSet::new(), since: Instant::now() });
         w.probes.extend(probes.iter().copied());
+        drop(b);
+        self.wants.send_modify(|generation| *generation += 1);
+    }
+
+    /// Changes whenever a report is wanted.
+    pub fn wants(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.wants.subscribe()
     }
 
     /// What `node` is asked for in the answer to its heartbeat, if anything.

@@ -190,6 +190,10 @@ fn measure(hosts: usize) -> Result<Scale> {
     bed.pin_underlay_neighbours();
     let mut cluster = WeftCluster::new(&bed);
     cluster.flags.clear(); // production defaults
+    // Workers join through the managers in turn, as an operator spreads them (each then keeps
+    // its session with the manager it joined through); WEFT_SCALE_JOIN=first joins them all
+    // through host 0, which then leads and hears every host itself.
+    cluster.spread_workers = std::env::var("WEFT_SCALE_JOIN").map_or(true, |v| v != "first");
     let started = Instant::now();
     cluster.form(3, hosts - 3);
     let formed_s = started.elapsed().as_secs_f64();
