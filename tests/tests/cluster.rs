@@ -77,6 +77,15 @@ use std::time::Instant;
 
 use weft_proto::v1 as pb;
 
+/// A cluster whose tests write endpoints for containers that do not exist (raw `Apply` calls):
+/// its agents keep them instead of releasing them as orphans after 10 s, which a slow run would
+/// otherwise reach before its last check.
+fn raw_endpoint_cluster(bed: &VirtualHosts) -> WeftCluster<'_> {
+    let mut cluster = WeftCluster::new(bed);
+    cluster.env.push(("WEFTD_FAILPOINT_KEEP_ORPHANS".into(), "1".into()));
+    cluster
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
@@ -145,7 +154,7 @@ fn agreed_state(
 #[test]
 fn allocations_stay_linearizable_through_leader_kills_and_a_full_restart() {
     let bed = VirtualHosts::new(3);
-    let cluster = WeftCluster::new(&bed);
+    let cluster = raw_endpoint_cluster(&bed);
     cluster.form(3, 0);
     let rt = runtime();
     rt.block_on(apply_retrying(&cluster, 0, create_network("app", "10.60.0.0/16")));
@@ -242,7 +251,7 @@ fn allocations_stay_linearizable_through_leader_kills_and_a_full_restart() {
 #[test]
 fn a_cut_off_manager_refuses_writes_and_recovers_when_its_link_returns() {
     let bed = VirtualHosts::new(3);
-    let cluster = WeftCluster::new(&bed);
+    let cluster = raw_endpoint_cluster(&bed);
     cluster.form(3, 0);
     let rt = runtime();
     rt.block_on(apply_retrying(&cluster, 0, create_network("app", "10.61.0.0/16")));
@@ -289,7 +298,7 @@ fn a_cut_off_manager_refuses_writes_and_recovers_when_its_link_returns() {
 #[test]
 fn a_workers_watch_survives_its_managers_restart_without_gap_or_duplicate() {
     let bed = VirtualHosts::new(4);
-    let cluster = WeftCluster::new(&bed);
+    let cluster = raw_endpoint_cluster(&bed);
     cluster.form(3, 0);
     let rt = runtime();
     rt.block_on(apply_retrying(&cluster, 1, create_network("app", "10.62.0.0/16")));

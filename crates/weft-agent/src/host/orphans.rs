@@ -17,6 +17,12 @@ use super::janitor::Survey;
 /// How long an endpoint must have no container before it is released.
 const ORPHAN_AFTER: Duration = Duration::from_secs(10);
 
+/// Fault injection for tests: with `WEFTD_FAILPOINT_KEEP_ORPHANS` set, no endpoint is released
+/// as an orphan, so a test of the control plane can allocate endpoints for containers that do
+/// not exist (raw `Apply` calls) and still find them all, however slow its machine. Nothing else
+/// reads it.
+const KEEP_ORPHANS_FAILPOINT: &str = "WEFTD_FAILPOINT_KEEP_ORPHANS";
+
 /// The endpoints of `node` in `state` whose container is in neither `containers` nor
 /// `netconfs` (container ids): candidates for release.
 pub(super) fn unheld(state: &weft_state::State, node: u64, known: &BTreeSet<&str>) -> Vec<(u64, String)> {
@@ -31,7 +37,9 @@ impl Host {
     /// Releases endpoints of this node that no container holds (see the module doc), once they
     /// have been seen so for [`ORPHAN_AFTER`]. `since` keeps when each was first seen so.
     pub(super) async fn release_orphan_endpoints(&self, survey: &Survey, since: &mut HashMap<u64, Instant>) {
-        if !self.live.load(std::sync::atomic::Ordering::SeqCst) {
+        if !self.live.load(std::sync::atomic::Ordering::SeqCst)
+            || std::env::var_os(KEEP_ORPHANS_FAILPOINT).is_some()
+        {
             return;
         }
         let known: BTreeSet<&str> =
