@@ -276,7 +276,8 @@ fn a_flushed_firewall_is_restored_within_a_second() {
         let out = host.output("nft", &args);
         assert!(out.status.success(), "{what}: {out:?}");
         let started = std::time::Instant::now();
-        assert_ne!(listing(), Some(original.clone()), "{what} changed the table");
+        // That the flush took effect is shown by the repair it causes (counted below): a listing
+        // taken now may already show the table restored, the reconciler being that quick.
         while listing().as_deref() != Some(original.as_str()) {
             assert!(started.elapsed() < Duration::from_secs(1), "{what}: not restored within 1 s");
             std::thread::sleep(Duration::from_millis(20));
