@@ -25,6 +25,12 @@ pub fn relay_window(period: Duration) -> Duration {
     (period / 4).max(Duration::from_millis(10))
 }
 
+/// When a beat relayed with `age_ms` was heard, seen at `now` (the wire carries ages, not
+/// instants: each host's monotonic clock is its own).
+pub fn heard_at(now: Instant, age_ms: u32) -> Instant {
+    now.checked_sub(Duration::from_millis(u64::from(age_ms))).unwrap_or(now)
+}
+
 /// The beats a follower manager heard and has not relayed yet, newest per host.
 #[derive(Debug, Default)]
 pub struct Relay {

@@ -127,8 +127,7 @@ async fn lead(core: &Core, host: &Arc<Host>, me: u64, every: Duration) {
         let mut liveness = m.liveness.lock().unwrap();
         liveness.record(me, m.node.status().revision, now);
         for (beat, age) in m.relay.drain(now) {
-            let heard = now.checked_sub(Duration::from_millis(u64::from(age))).unwrap_or(now);
-            liveness.record(beat.node_id, beat.revision, heard);
+            liveness.record(beat.node_id, beat.revision, crate::beats::heard_at(now, age));
         }
     }
 }

@@ -417,8 +417,7 @@ impl ClusterService {
 fn take(core: &Core, m: &ManagerCore, beats: &pb::Beats, now: Instant) {
     let leading = m.node.status().leader == core.id;
     for (i, beat) in beats.beats.iter().enumerate() {
-        let age = Duration::from_millis(u64::from(beats.age_ms.get(i).copied().unwrap_or(0)));
-        let heard = now.checked_sub(age).unwrap_or(now);
+        let heard = crate::beats::heard_at(now, beats.age_ms.get(i).copied().unwrap_or(0));
         if let Some(report) = &beat.report {
             m.reports.store(pb::HostReport { node_id: beat.node_id, ..report.clone() });
         }
